@@ -1,0 +1,16 @@
+/*
+ * The example application's own plugin interface: how the demo host hands
+ * work to the example plugins. Not part of tracetunnel's ABI; a real host
+ * application defines its own entry points the same way.
+ *
+ *   void example_tick(uint64_t tick);   called periodically by the demo host
+ */
+#ifndef TRACETUNNEL_EXAMPLE_APP_H
+#define TRACETUNNEL_EXAMPLE_APP_H
+
+#include <stdint.h>
+
+#define EXAMPLE_SYMBOL_TICK "example_tick"
+typedef void (*example_tick_fn)(uint64_t tick);
+
+#endif
