@@ -1,0 +1,518 @@
+// The C sender (trace.h) as a real .so: the c_scenario test plugin and the
+// sensor example, loaded with tt::host::open_plugin and started against a
+// recording host. Every check is on the model events the host decoded.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "recording_host.hpp"
+
+#include <tracetunnel/host/plugin_library.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace model = tt::model;
+using tt::test::recording_host;
+
+// Mirrors plugins/test/c/c_scenario.h (a C header with C names).
+constexpr int scenario_script = 1;
+constexpr int scenario_keep_span = 2;
+constexpr int scenario_use_kept = 3;
+constexpr int scenario_other_file = 4;
+
+std::string env_path(const char* var)
+{
+    const char* p = std::getenv(var);
+    REQUIRE_MESSAGE(p != nullptr, "environment variable " << var << " is not set by meson");
+    return p;
+}
+
+std::shared_ptr<tt::host::plugin_library> open(const char* var)
+{
+    auto opened = tt::host::open_plugin(env_path(var));
+    if (auto* err = std::get_if<tt::host::load_error>(&opened))
+        FAIL(err->message());
+    return std::get<std::shared_ptr<tt::host::plugin_library>>(opened);
+}
+
+void start(const tt::host::plugin_library& lib, recording_host& host)
+{
+    auto started = lib.start(host.api());
+    if (auto* err = std::get_if<tt::host::load_error>(&started))
+        FAIL(err->message());
+}
+
+template <class Fn>
+Fn* export_of(const tt::host::plugin_library& lib, const char* name)
+{
+    Fn* fn = lib.find_export<Fn>(name);
+    const bool found = fn != nullptr;
+    REQUIRE_MESSAGE(found, "the plugin does not export " << name);
+    return fn;
+}
+
+struct c_scenario {
+    std::shared_ptr<tt::host::plugin_library> lib = open("TT_PLUGIN_c_scenario");
+    void (*run)(int) = export_of<void(int)>(*lib, "c_scenario_run");
+    void (*hits)(std::uint64_t) = export_of<void(std::uint64_t)>(*lib, "c_scenario_hits");
+    std::uint64_t (*evaluations)() = export_of<std::uint64_t()>(*lib, "c_scenario_evaluations");
+    void (*burst)(std::uint64_t, std::uint64_t) =
+        export_of<void(std::uint64_t, std::uint64_t)>(*lib, "c_scenario_burst");
+};
+
+// The call-site id the plugin sent must be tt_callsite_hash of the data it
+// sent: the C sender hashes at run time what the C++ one hashes at compile time.
+std::uint64_t rehash(const model::callsite& cs)
+{
+    auto str = [](const std::string& s) { return tt_str{s.data(), s.size()}; };
+    std::vector<tt_str> names;
+    for (const auto& f : cs.fields)
+        names.push_back(str(f));
+    tt_callsite abi{};
+    abi.struct_size = sizeof abi;
+    abi.kind = static_cast<tt_callsite_kind>(cs.kind);
+    abi.level = static_cast<tt_level>(cs.level);
+    abi.line = cs.line;
+    abi.name = str(cs.name);
+    abi.target = str(cs.target);
+    abi.module_path = str(cs.module_path);
+    abi.file = str(cs.file);
+    abi.field_names = names.data();
+    abi.field_count = static_cast<std::uint32_t>(names.size());
+    return tt_callsite_hash(&abi);
+}
+
+bool ends_with(const std::string& s, const std::string& tail)
+{
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+model::u128 u128_of(std::uint64_t hi, std::uint64_t lo)
+{
+    return (static_cast<model::u128>(hi) << 64) | lo;
+}
+
+std::string describe(const model::event& ev)
+{
+    static const char* const kinds[] = {"new_callsite", "new_span",   "follows_from",    "span_entered", "span_exited",
+                                        "span_cloned",  "span_dropped", "values_recorded", "new_event"};
+    std::string out = kinds[ev.index()];
+    if (auto* cs = std::get_if<model::new_callsite>(&ev))
+        out += " '" + cs->site.name + "'";
+    return out;
+}
+
+// Walks a recorded stream in order: call sites are checked field by field
+// and remembered by name, everything else must equal the expected event.
+class stream_checker {
+public:
+    explicit stream_checker(std::vector<model::event> events) : events_(std::move(events)) {}
+
+    // A new call site; returns its id.
+    std::uint64_t callsite(model::callsite_kind kind, model::level level, const std::string& name,
+                           const std::vector<std::string>& fields, const std::string& target = "c_scenario",
+                           const std::string& file_tail = "c_scenario.c")
+    {
+        const model::event& ev = next();
+        const auto* cs = std::get_if<model::new_callsite>(&ev);
+        REQUIRE_MESSAGE(cs != nullptr, "event #" << pos_ - 1 << " is " << describe(ev) << ", expected call site "
+                                                 << name);
+        const model::callsite& site = cs->site;
+        if (kind == model::callsite_kind::span)
+            CHECK(site.name == name);
+        else
+            CHECK(site.name.rfind("event ", 0) == 0);
+        CHECK(site.kind == kind);
+        CHECK(site.level == level);
+        CHECK(site.fields == fields);
+        CHECK(site.target == target);
+        CHECK(site.module_path == target);
+        CHECK(ends_with(site.file, file_tail));
+        CHECK(site.line > 0);
+        CHECK(site.id != 0);
+        CHECK_MESSAGE(site.id == rehash(site), "call site " << name << " sent an id that is not its hash");
+        if (kind == model::callsite_kind::event)
+            CHECK(site.name == "event " + site.file + ":" + std::to_string(site.line));
+        return site.id;
+    }
+
+    void expect(const model::event& want)
+    {
+        const model::event& got = next();
+        CHECK_MESSAGE(model::same_event(got, want),
+                      "event #" << pos_ - 1 << " is " << describe(got) << ", expected " << describe(want));
+    }
+
+    void expect_end() { CHECK_MESSAGE(pos_ == events_.size(), (events_.size() - pos_) << " events left over"); }
+
+private:
+    const model::event& next()
+    {
+        REQUIRE_MESSAGE(pos_ < events_.size(), "the stream ended after " << events_.size() << " events");
+        return events_[pos_++];
+    }
+
+    std::vector<model::event> events_;
+    std::size_t pos_ = 0;
+};
+
+using model::callsite_kind;
+using model::level;
+using model::parent_mode;
+
+// The whole of C_SCENARIO_SCRIPT against a host that assigns ids from 1.
+void check_script(const recording_host& host)
+{
+    REQUIRE(host.errors().empty());
+    stream_checker s(host.events());
+    const auto outer = s.callsite(callsite_kind::span, level::info, "outer", {"order", "status"});
+    s.expect(model::new_span{1, outer, parent_mode::contextual, 0, {{"order", std::uint64_t{7}}}});
+    s.expect(model::span_entered{1});
+    const auto inside = s.callsite(callsite_kind::event, level::info, "inside outer", {"message", "ok"});
+    s.expect(model::new_event{inside, parent_mode::contextual, 0, {{"message", std::string("inside outer")}, {"ok", true}}});
+    s.expect(model::values_recorded{1, {{"status", std::string("paid")}}});
+    s.expect(model::span_exited{1});
+    s.expect(model::span_cloned{1});
+    s.expect(model::span_dropped{1});
+    const auto other = s.callsite(callsite_kind::span, level::debug, "other", {});
+    s.expect(model::new_span{2, other, parent_mode::contextual, 0, {}});
+    s.expect(model::follows_from{2, 1});
+    const auto child = s.callsite(callsite_kind::span, level::info, "child", {"depth"});
+    s.expect(model::new_span{3, child, parent_mode::explicit_span, 1, {{"depth", std::int64_t{-1}}}});
+    const auto detached = s.callsite(callsite_kind::span, level::warn, "detached", {});
+    s.expect(model::new_span{4, detached, parent_mode::root, 0, {}});
+    const auto in_child = s.callsite(callsite_kind::event, level::info, "in child", {"message"});
+    s.expect(model::new_event{in_child, parent_mode::explicit_span, 3, {{"message", std::string("in child")}}});
+    const auto at_root = s.callsite(callsite_kind::event, level::info, "at root", {"message"});
+    s.expect(model::new_event{at_root, parent_mode::root, 0, {{"message", std::string("at root")}}});
+
+    const auto all = s.callsite(callsite_kind::event, level::info, "all values",
+                                {"message", "flag", "i64_min", "u64_max", "i128_min", "i128_max", "i128_minus_one",
+                                 "u128_max", "f64", "f64_negative_zero", "str", "slice", "null_str", "debug",
+                                 "error_msg", "error_chain", "absent"});
+    const model::u128 ones = u128_of(UINT64_MAX, UINT64_MAX);
+    s.expect(model::new_event{all,
+                              parent_mode::contextual,
+                              0,
+                              {
+                                  {"message", std::string("all values")},
+                                  {"flag", false},
+                                  {"i64_min", std::int64_t{INT64_MIN}},
+                                  {"u64_max", std::uint64_t{UINT64_MAX}},
+                                  {"i128_min", static_cast<model::i128>(u128_of(0x8000000000000000ull, 0))},
+                                  {"i128_max", static_cast<model::i128>(ones >> 1)},
+                                  {"i128_minus_one", model::i128{-1}},
+                                  {"u128_max", ones},
+                                  {"f64", 2.5},
+                                  {"f64_negative_zero", -0.0},
+                                  {"str", std::string("gr\xc3\xbc\xc3\x9f" "e")},
+                                  {"slice", std::string("abc")},
+                                  {"null_str", std::string()},
+                                  {"debug", model::debug_text{"Point { x: 1, y: 2 }"}},
+                                  {"error_msg", model::error_chain{{"just this"}}},
+                                  {"error_chain", model::error_chain{{"outer error", "inner cause"}}},
+                              }});
+
+    std::vector<std::string> wide_fields{"message"};
+    model::field_values wide_values{{"message", std::string("wide")}};
+    for (std::uint64_t i = 0; i < 32; ++i) {
+        wide_fields.push_back("f" + std::to_string(i));
+        wide_values.emplace_back(wide_fields.back(), i);
+    }
+    const auto wide = s.callsite(callsite_kind::event, level::info, "wide", wide_fields);
+    s.expect(model::new_event{wide, parent_mode::contextual, 0, wide_values});
+
+    const auto failed = s.callsite(callsite_kind::event, level::error, "failed", {"message", "error"});
+    s.expect(model::new_event{
+        failed,
+        parent_mode::contextual,
+        0,
+        {{"message", std::string("failed")},
+         {"error", model::error_chain{{"request failed", "connection reset", "peer closed"}}}}});
+    s.expect(model::span_dropped{4});
+    s.expect(model::span_dropped{3});
+    s.expect(model::span_dropped{2});
+    s.expect(model::span_dropped{1});
+    s.expect_end();
+}
+
+// Interest answered per call site, chosen by a field name the site declares.
+std::uint32_t by_field(const model::callsite& cs)
+{
+    const auto has = [&](const char* f) { return std::find(cs.fields.begin(), cs.fields.end(), f) != cs.fields.end(); };
+    if (has("quiet"))
+        return TT_INTEREST_NEVER;
+    if (has("maybe"))
+        return TT_INTEREST_SOMETIMES;
+    return TT_INTEREST_ALWAYS;
+}
+
+std::uint64_t site_id_with_field(const recording_host& host, const char* field)
+{
+    for (const auto& ev : host.events())
+        if (auto* cs = std::get_if<model::new_callsite>(&ev))
+            if (std::find(cs->site.fields.begin(), cs->site.fields.end(), field) != cs->site.fields.end())
+                return cs->site.id;
+    FAIL("no call site with field " << field);
+    return 0;
+}
+
+std::size_t count_events_of(const recording_host& host, std::uint64_t callsite_id)
+{
+    std::size_t n = 0;
+    for (const auto& ev : host.events())
+        if (auto* e = std::get_if<model::new_event>(&ev))
+            n += e->callsite_id == callsite_id;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("the C test plugin loads and exports its entry points and nothing of the sender")
+{
+    c_scenario p;
+    CHECK(p.lib->description().name == "c_scenario");
+    CHECK(p.lib->description().version == "0.1.0");
+    CHECK(p.lib->description().abi_version == TT_ABI_VERSION);
+    CHECK(p.lib->has_interest_changed());
+    CHECK_FALSE(p.lib->has_state_hooks());
+    for (const auto& sym : p.lib->exports())
+        CHECK_MESSAGE((sym.rfind("tt_plugin_", 0) == 0 || sym.rfind("c_scenario_", 0) == 0 || sym.rfind("_", 0) == 0),
+                      "unexpected export " << sym);
+}
+
+TEST_CASE("a scripted scenario produces exactly the expected events")
+{
+    c_scenario p;
+    recording_host host;
+    start(*p.lib, host);
+    CHECK(host.events().empty());
+    p.run(scenario_script);
+    check_script(host);
+
+    SUBCASE("call sites register once: a second run sends no new call site")
+    {
+        host.clear();
+        p.run(scenario_script);
+        for (const auto& ev : host.events())
+            CHECK_FALSE(std::holds_alternative<model::new_callsite>(ev));
+        CHECK(host.errors().empty());
+    }
+    p.lib->stop();
+}
+
+TEST_CASE("a second .c file shares the plugin's host binding; its level floor compiles TRACE away")
+{
+    c_scenario p;
+    recording_host host;
+    start(*p.lib, host);
+    p.run(scenario_other_file);
+    REQUIRE(host.errors().empty());
+    stream_checker s(host.events());
+    const auto span = s.callsite(callsite_kind::span, level::debug, "other_file_span", {}, "c_scenario::other",
+                                 "c_scenario_other.c");
+    s.expect(model::new_span{1, span, parent_mode::contextual, 0, {}});
+    s.expect(model::span_entered{1});
+    const auto ev = s.callsite(callsite_kind::event, level::debug, "from the other file", {"message", "file"},
+                               "c_scenario::other", "c_scenario_other.c");
+    s.expect(model::new_event{ev, parent_mode::contextual, 0,
+                              {{"message", std::string("from the other file")}, {"file", std::string("c_scenario_other.c")}}});
+    s.expect(model::span_exited{1});
+    s.expect(model::span_dropped{1});
+    s.expect_end();
+    p.lib->stop();
+}
+
+TEST_CASE("a call site answered NEVER registers once, is silent, and registers again after interest changes")
+{
+    c_scenario p;
+    recording_host host(by_field);
+    start(*p.lib, host);
+    const std::uint64_t evaluated_before = p.evaluations();
+
+    p.hits(100);
+    REQUIRE(host.errors().empty());
+    const std::uint64_t quiet = site_id_with_field(host, "quiet");
+    const std::uint64_t maybe = site_id_with_field(host, "maybe");
+    CHECK(host.hits(quiet) == 1);                      // the registration, nothing else
+    CHECK(p.evaluations() == evaluated_before);        // its arguments were never evaluated
+    CHECK(host.hits(maybe) == 101);                    // SOMETIMES: the plugin sends, the host decides
+    CHECK(count_events_of(host, maybe) == 100);
+
+    p.lib->interest_changed();
+    p.hits(100);
+    CHECK(host.hits(quiet) == 2);  // registered again, still NEVER
+    CHECK(host.hits(maybe) == 202);
+    CHECK(p.evaluations() == evaluated_before);
+    CHECK(host.errors().empty());
+    p.lib->stop();
+}
+
+TEST_CASE("after tt_plugin_stop nothing is emitted; a restart registers every call site again")
+{
+    c_scenario p;
+    recording_host first;
+    start(*p.lib, first);
+    p.run(scenario_keep_span);
+    p.run(scenario_script);  // caches ALWAYS in every call site of the script
+    const std::size_t before_stop = first.events().size();
+
+    p.lib->stop();
+    auto events = first.events();
+    REQUIRE(events.size() == before_stop + 2);  // stop's own event is a call site and an event
+    const auto* last = std::get_if<model::new_event>(&events.back());
+    REQUIRE(last != nullptr);
+    CHECK(last->values == model::field_values{{"message", std::string("c_scenario stopping")}});
+
+    const std::uint64_t evaluated = p.evaluations();
+    p.run(scenario_script);
+    p.run(scenario_use_kept);  // enter, record, exit, clone, follows_from, drop on a live handle
+    p.run(scenario_other_file);
+    p.hits(10);
+    p.burst(0, 10);
+    CHECK(first.events().size() == before_stop + 2);
+    CHECK(p.evaluations() == evaluated);  // and no argument was evaluated
+    CHECK(first.errors().empty());
+
+    recording_host second;
+    start(*p.lib, second);
+    p.run(scenario_script);
+    check_script(second);  // the new host saw every call site registered from scratch
+    p.lib->stop();
+}
+
+TEST_CASE("4 threads emitting at once: every event arrives, no error")
+{
+    c_scenario p;
+    recording_host host;
+    start(*p.lib, host);
+    constexpr std::uint64_t workers = 4;
+    constexpr std::uint64_t per_worker = 2000;
+    std::vector<std::thread> threads;
+    for (std::uint64_t w = 0; w < workers; ++w)
+        threads.emplace_back([&, w] { p.burst(w, per_worker); });
+    for (auto& t : threads)
+        t.join();
+    p.lib->stop();
+
+    CHECK(host.errors().empty());
+    std::map<std::uint64_t, std::set<std::uint64_t>> seen;
+    std::size_t spans = 0, entered = 0, exited = 0, dropped = 0, ticks = 0;
+    for (const auto& ev : host.events()) {
+        if (auto* e = std::get_if<model::new_event>(&ev)) {
+            if (e->values.size() != 3)
+                continue;  // stop's own event
+            REQUIRE(e->values[1].first == "worker");
+            REQUIRE(e->values[2].first == "seq");
+            const auto worker = std::get<std::uint64_t>(e->values[1].second);
+            const auto seq = std::get<std::uint64_t>(e->values[2].second);
+            CHECK(seen[worker].insert(seq).second);
+            ++ticks;
+        }
+        spans += std::holds_alternative<model::new_span>(ev);
+        entered += std::holds_alternative<model::span_entered>(ev);
+        exited += std::holds_alternative<model::span_exited>(ev);
+        dropped += std::holds_alternative<model::span_dropped>(ev);
+    }
+    CHECK(ticks == workers * per_worker);
+    CHECK(seen.size() == workers);
+    for (const auto& [worker, seqs] : seen) {
+        CHECK(seqs.size() == per_worker);
+        CHECK(*seqs.rbegin() == per_worker - 1);
+    }
+    CHECK(spans == workers);
+    CHECK(entered == workers);
+    CHECK(exited == workers);
+    CHECK(dropped == workers);
+}
+
+TEST_CASE("the sensor example: one tick is a sampling span with its readings and warnings")
+{
+    if (std::getenv("TT_PLUGIN_sensor") == nullptr) {
+        MESSAGE("examples are disabled: sensor not built");
+        return;
+    }
+    auto lib = open("TT_PLUGIN_sensor");
+    CHECK(lib->description().name == "sensor");
+    CHECK(lib->has_state_hooks());
+    auto tick = export_of<void(std::uint64_t)>(*lib, "example_tick");
+
+    recording_host host;
+    start(*lib, host);
+    tick(5);  // readings 27.5, 31.0 and 34.5 against a threshold of 30.0
+    lib->stop();
+    REQUIRE(host.errors().empty());
+
+    stream_checker s(host.events());
+    const auto started = s.callsite(callsite_kind::event, level::info, "sensor started",
+                                    {"message", "sensors", "threshold", "ticks_seen"}, "sensor", "sensor.c");
+    s.expect(model::new_event{started,
+                              parent_mode::contextual,
+                              0,
+                              {{"message", std::string("sensor started")},
+                               {"sensors", std::uint64_t{3}},
+                               {"threshold", 30.0},
+                               {"ticks_seen", std::uint64_t{0}}}});
+    const auto sampling =
+        s.callsite(callsite_kind::span, level::info, "sampling", {"tick", "max_celsius"}, "sensor", "sensor.c");
+    s.expect(model::new_span{1, sampling, parent_mode::contextual, 0, {{"tick", std::uint64_t{5}}}});
+    s.expect(model::span_entered{1});
+    const double readings[] = {27.5, 31.0, 34.5};
+    std::uint64_t reading_site = 0, warn_site = 0;
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        if (i == 0)
+            reading_site = s.callsite(callsite_kind::event, level::info, "reading taken",
+                                      {"message", "sensor", "celsius", "unit"}, "sensor", "sensor.c");
+        s.expect(model::new_event{reading_site,
+                                  parent_mode::contextual,
+                                  0,
+                                  {{"message", std::string("reading taken")},
+                                   {"sensor", i},
+                                   {"celsius", readings[i]},
+                                   {"unit", std::string("C")}}});
+        if (readings[i] > 30.0) {
+            if (warn_site == 0)
+                warn_site = s.callsite(callsite_kind::event, level::warn, "reading above threshold",
+                                       {"message", "sensor", "celsius", "threshold"}, "sensor", "sensor.c");
+            s.expect(model::new_event{warn_site,
+                                      parent_mode::contextual,
+                                      0,
+                                      {{"message", std::string("reading above threshold")},
+                                       {"sensor", i},
+                                       {"celsius", readings[i]},
+                                       {"threshold", 30.0}}});
+        }
+    }
+    s.expect(model::values_recorded{1, {{"max_celsius", 34.5}}});
+    s.expect(model::span_exited{1});
+    s.expect(model::span_dropped{1});
+    const auto stopping =
+        s.callsite(callsite_kind::event, level::info, "sensor stopping", {"message", "ticks_seen"}, "sensor", "sensor.c");
+    s.expect(model::new_event{stopping, parent_mode::contextual, 0,
+                              {{"message", std::string("sensor stopping")}, {"ticks_seen", std::uint64_t{1}}}});
+    s.expect_end();
+
+    // Its own state (the tick counter) survives a reload through save/restore.
+    std::vector<std::uint8_t> saved;
+    REQUIRE(lib->save_state(saved));
+    CHECK(saved == std::vector<std::uint8_t>{1, 0, 0, 0, 0, 0, 0, 0});
+    CHECK(lib->restore_state({9, 0, 0, 0, 0, 0, 0, 0}));
+    CHECK_FALSE(lib->restore_state({1, 2, 3}));
+    recording_host again;
+    start(*lib, again);
+    lib->stop();
+    const auto evs = again.events();
+    REQUIRE(evs.size() >= 2);
+    const auto* first = std::get_if<model::new_event>(&evs[1]);
+    REQUIRE(first != nullptr);
+    CHECK(model::same_value(first->values.back().second, std::uint64_t{9}));
+}
