@@ -1,0 +1,171 @@
+// The host's tracing pipeline, as the receiver sees it: one `subscriber`.
+//
+// Shaped like Rust tracing's Subscriber / Layer and like spdlog sinks: a small
+// interface of synchronous calls, nothing thrown out of it. The receiver
+// validates what a plugin sends, keeps the span tables, and relays into one
+// subscriber; a dispatcher (filters, fan-out to console, JSON lines, OTLP,
+// USDT, the diagnostics console) is itself a subscriber.
+//
+// Records borrow everything: call site, plugin name and values stay valid for
+// the call only. A layer that keeps something copies it.
+//
+//   class counter final : public tt::host::subscriber {
+//       tt::host::span_handle new_span(const tt::host::span_attrs&) noexcept override { return ++n; }
+//       ...
+//   };
+#pragma once
+
+#include <tracetunnel/model.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace tt::host {
+
+// The pipeline's handle for one span; never 0 for a real span, 0 = "none".
+// Chosen by the subscriber, which must not reuse a handle while any receiver
+// may still refer to it (a closed handle may still arrive as a follows-from
+// cause, and, from a misbehaving plugin, in a late record/exit).
+using span_handle = std::uint64_t;
+
+using clock = std::chrono::system_clock;
+
+enum class interest : std::uint32_t {
+    never = TT_INTEREST_NEVER,
+    sometimes = TT_INTEREST_SOMETIMES,
+    always = TT_INTEREST_ALWAYS,
+};
+
+// One value of one field, borrowed from the receiver for the length of a call.
+// (The allocation-free hot path will replace `const model::value*` with a
+// borrowed value view over the plugin's tt_field_value; the shape stays.)
+struct field_ref {
+    std::string_view name;
+    const model::value* value = nullptr;
+};
+
+using field_refs = std::span<const field_ref>;
+
+// A new span. `parent` is already resolved by the receiver: the explicit
+// parent's handle, the current span on this thread for a contextual parent,
+// or 0 for a root.
+struct span_attrs {
+    const model::callsite* site = nullptr;  // valid for the call only
+    std::string_view plugin;                // plugin lineage name
+    span_handle parent = 0;
+    field_refs values;
+    clock::time_point time;  // start; for a restored span the persisted start time
+    std::thread::id thread;
+    std::uint64_t plugin_span_id = 0;  // the receiver's id for the span (diagnostics)
+};
+
+// One event. `parent` is the span the event is attributed to (resolved like a
+// span's parent), 0 for none.
+struct event_record {
+    const model::callsite* site = nullptr;
+    std::string_view plugin;
+    span_handle parent = 0;
+    field_refs values;
+    clock::time_point time;
+    std::thread::id thread;
+};
+
+// The subscriber interface. Every method is noexcept: a layer reports its own
+// failures to its own error handler, never into a plugin's emit.
+//
+// Threads: any method may be called from any plugin thread at once. enter and
+// exit are called on the thread that enters/exits, except the force-exit of a
+// rollback (see force_exit). The receiver holds no lock while calling here, so
+// a subscriber may call back into the receiver (stats, snapshots).
+class subscriber {
+public:
+    subscriber() = default;
+    subscriber(const subscriber&) = delete;
+    subscriber& operator=(const subscriber&) = delete;
+    virtual ~subscriber() = default;
+
+    // Asked when a plugin registers a call site (every time: registration is
+    // idempotent and is repeated after filters change).
+    virtual interest interest_in(const model::callsite& site) noexcept
+    {
+        (void)site;
+        return interest::always;
+    }
+    // Asked for each hit of a call site that got interest::sometimes.
+    virtual bool enabled(const model::callsite& site) noexcept
+    {
+        (void)site;
+        return true;
+    }
+
+    // A new span; returns its handle (non-zero).
+    virtual span_handle new_span(const span_attrs& attrs) noexcept = 0;
+    // Values recorded on a live span after its creation.
+    virtual void record(span_handle span, field_refs values) noexcept = 0;
+    // `span` follows from `cause`. The cause may already be closed.
+    virtual void follows_from(span_handle span, span_handle cause) noexcept = 0;
+    virtual void enter(span_handle span) noexcept = 0;
+    virtual void exit(span_handle span) noexcept = 0;
+    // A rollback exits a span on behalf of `thread` (which entered it), from
+    // whatever thread destroys the receiver. Default: exit(span).
+    virtual void force_exit(span_handle span, std::thread::id thread) noexcept
+    {
+        (void)thread;
+        exit(span);
+    }
+    // The last reference is gone: called exactly once per span handle.
+    virtual void close(span_handle span) noexcept = 0;
+    virtual void event(const event_record& ev) noexcept = 0;
+
+    // The span entered last on the calling thread (0 = none): what a
+    // contextual parent resolves to.
+    virtual span_handle current_span() const noexcept = 0;
+};
+
+// A thread-local current-span stack, for subscribers to use: each thread has
+// its own stack per thread_span_stack object. push on enter, pop on exit.
+//
+//   tt::host::thread_span_stack stack_;
+//   void enter(span_handle h) noexcept override { stack_.push(h); }
+//   void exit(span_handle h) noexcept override { stack_.pop(h); }
+//   span_handle current_span() const noexcept override { return stack_.current(); }
+class thread_span_stack {
+public:
+    thread_span_stack() noexcept;
+    thread_span_stack(const thread_span_stack&) = delete;
+    thread_span_stack& operator=(const thread_span_stack&) = delete;
+    ~thread_span_stack();
+
+    void push(span_handle span) noexcept;
+    // Removes the topmost occurrence of `span` on this thread (exits may come
+    // out of order, as in tracing's registry); false if it is not there.
+    bool pop(span_handle span) noexcept;
+    // Top of this thread's stack, 0 when empty.
+    span_handle current() const noexcept;
+    // The topmost span on this thread for which `keep(span)` is true.
+    template <class Pred>
+    span_handle current_if(Pred keep) const noexcept
+    {
+        const auto& fr = frames();
+        for (auto it = fr.rbegin(); it != fr.rend(); ++it)
+            if (it->owner == owner_ && keep(it->span))
+                return it->span;
+        return 0;
+    }
+    // Depth of this thread's stack.
+    std::size_t depth() const noexcept;
+
+private:
+    struct frame {
+        std::uint64_t owner;
+        span_handle span;
+    };
+    static std::vector<frame>& frames() noexcept;
+    std::uint64_t owner_;
+};
+
+}  // namespace tt::host

@@ -1,0 +1,258 @@
+// The receiver: one per plugin lineage. Validates every event a plugin emits,
+// keeps the lineage's call sites and live spans, and relays into the host's
+// subscriber (pipeline.hpp). The model is tracing-tunnel's
+// TracingEventReceiver, with typed errors that change nothing, quotas, owned
+// strings and a persisted next-id counter.
+//
+//   tt::host::capture_layer pipeline;
+//   tt::host::receiver recv("orders", pipeline);
+//   std::uint64_t answer = recv.receive(abi_event);  // never throws, never fails
+//   auto r = recv.try_receive(abi_event);            // or: typed error, nothing changed
+//   if (!r) log(r.error().message);
+//
+// Persistence splits state as tracing-tunnel does: call sites
+// (persist_metadata), live spans (persist, a commit) and the pipeline's
+// handles for them (local_spans, RAM only, handed from one receiver to the
+// next on a plugin reload).
+#pragma once
+
+#include <tracetunnel/host/pipeline.hpp>
+#include <tracetunnel/model.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace tt::host {
+
+// Why an event was refused. Each maps to one TT_STATUS_* code (status_of).
+enum class receive_errc : std::uint32_t {
+    malformed = 0,        // struct_size too small, NULL pointer with a length, bad enum value
+    unknown_event_kind,   // tt_event.kind not known
+    unknown_callsite,     // call-site id never registered
+    wrong_callsite_kind,  // a span from an event call site, or the reverse
+    unknown_span,         // span id unknown or already closed
+    callsite_conflict,    // call-site id registered again with different data
+    too_many_values,      // more values than quotas::max_values_per_event
+    unknown_field,        // a value for a field the call site does not declare
+    invalid_utf8,         // any string: names, values, call-site data
+    quota_exceeded,       // call sites, live spans, string bytes
+};
+inline constexpr std::size_t receive_errc_count = 10;
+
+std::string_view to_string(receive_errc e) noexcept;
+// The TT_STATUS_* code (without the error bit) reported for an error.
+std::uint32_t status_of(receive_errc e) noexcept;
+
+struct receive_error {
+    receive_errc code = receive_errc::malformed;
+    std::string message;
+};
+
+// The outcome of try_receive: the ABI answer, or a typed error.
+class receive_result {
+public:
+    receive_result(std::uint64_t answer) noexcept : answer_(answer) {}  // NOLINT: implicit on purpose
+    receive_result(receive_error error) : error_(std::move(error)) {}   // NOLINT
+
+    bool has_value() const noexcept { return !error_; }
+    explicit operator bool() const noexcept { return has_value(); }
+    // The answer per abi.h: interest for NEW_CALLSITE, the span id for
+    // NEW_SPAN (0 when filtered out), a TT_STATUS_* otherwise.
+    std::uint64_t value() const noexcept { return answer_; }
+    const receive_error& error() const noexcept { return *error_; }
+
+private:
+    std::uint64_t answer_ = 0;
+    std::optional<receive_error> error_;
+};
+
+// Per-lineage limits. A violation is a typed error (and counted by receive()).
+struct quotas {
+    std::size_t max_callsites = 4096;
+    std::size_t max_live_spans = 65536;
+    std::size_t max_values_per_event = 32;  // tracing-tunnel's MAX_VALUES; violation: too_many_values
+    std::size_t max_string_bytes = std::size_t{16} << 20;  // call-site strings + live span values
+    std::size_t error_log_size = 16;  // receive() keeps the last N error messages
+};
+
+// One live span as persisted: everything needed to continue it after a reload
+// or a restart. (Candidates for state/ once its codec is written.)
+struct persisted_span {
+    std::uint64_t id = 0;
+    std::uint64_t callsite_id = 0;
+    std::uint64_t parent_id = 0;  // the plugin's span id of the parent, 0 = none
+    model::field_values values;   // creation values + records, first-recorded order
+    std::uint64_t ref_count = 1;
+    clock::time_point start;
+    std::vector<std::uint64_t> follows_from;  // causes by span id, kept even once closed
+
+    bool operator==(const persisted_span& o) const noexcept;
+};
+
+struct persisted_spans {
+    std::vector<persisted_span> spans;  // sorted by id
+    std::uint64_t next_id = 1;          // the next host-assigned span id
+
+    bool operator==(const persisted_spans& o) const noexcept = default;
+};
+
+using persisted_metadata = std::vector<model::callsite>;  // sorted by id
+
+// The pipeline's handles for a lineage's live spans, and how often each is
+// entered on each thread: RAM only. Shared between consecutive receivers of a
+// lineage (a plugin reload); a host restart starts without it, and persisted
+// spans then get pipeline spans lazily. Whatever is left when the last owner
+// lets go is force-exited and closed in the pipeline, so no span leaks.
+class local_spans {
+public:
+    explicit local_spans(subscriber& pipeline) noexcept : pipeline_(&pipeline) {}
+    local_spans(const local_spans&) = delete;
+    local_spans& operator=(const local_spans&) = delete;
+    ~local_spans();
+
+    std::size_t size() const;
+    // The pipeline handle of a plugin span id, 0 if it has none.
+    span_handle handle_of(std::uint64_t span_id) const;
+
+private:
+    friend class receiver;
+    struct entry {
+        span_handle handle = 0;
+        std::vector<std::pair<std::thread::id, std::uint32_t>> entered;  // per thread
+    };
+    static constexpr std::size_t closed_memory = 1024;
+    subscriber* pipeline_;
+    // Guards the maps; never held while calling the pipeline. Taken inside
+    // the receiver's table mutex, never the other way round.
+    mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, entry> spans_;
+    std::unordered_map<span_handle, std::uint64_t> by_handle_;
+    // Handles of the last closed spans, so a follows-from to a closed cause
+    // still reaches the pipeline (a bounded memory: oldest forgotten first).
+    std::deque<std::pair<std::uint64_t, span_handle>> closed_;
+};
+
+// Counters, readable any time (relaxed atomics).
+struct receiver_stats {
+    std::array<std::uint64_t, 10> events{};  // by tt_event_kind - 1 (index 9 unused)
+    std::array<std::uint64_t, receive_errc_count> errors{};
+    std::uint64_t filtered = 0;  // SOMETIMES hits not taken
+    std::size_t callsites = 0;
+    std::size_t live_spans = 0;
+    std::size_t string_bytes = 0;
+};
+
+// What a receiver starts from.
+struct receiver_state {
+    persisted_metadata metadata;
+    persisted_spans spans;
+};
+
+class receiver {
+public:
+    // `local` carries the pipeline handles from the previous receiver of the
+    // lineage (reload); nullptr = none (first start or host restart). The
+    // subscriber must outlive the receiver and its local_spans.
+    //
+    // Restored spans get pipeline spans lazily (when no local handle exists):
+    // on enter, follows-from, or as the explicit parent of a new span or
+    // event. Records on such a span are kept and show up at its creation.
+    // Materializing a span never materializes its persisted parent: a parent
+    // without a pipeline span leaves it a root, as in tracing-tunnel.
+    receiver(std::string lineage, subscriber& pipeline, receiver_state restored = {}, quotas limits = {},
+             std::shared_ptr<local_spans> local = nullptr);
+    receiver(const receiver&) = delete;
+    receiver& operator=(const receiver&) = delete;
+    // Rolls back when not committed after the last change (see persist):
+    // every span still entered is force-exited (all threads), and the spans
+    // created since the last commit are closed. Changes are anything that
+    // alters the span table, plus enter/exit.
+    ~receiver();
+
+    // Validates and applies one event; on error nothing changed.
+    receive_result try_receive(const tt_event& ev);
+    // Replay of an owned event. NEW_SPAN's id is the sender's own id when it
+    // is non-zero, has the top bit clear and is not in use (tracing-tunnel
+    // streams); otherwise the receiver assigns one.
+    receive_result try_receive(const model::event& ev);
+
+    // Like try_receive, but an error is counted and logged and answered as
+    // TT_STATUS_ERROR_BIT | status code.
+    std::uint64_t receive(const tt_event& ev) noexcept;
+    std::uint64_t receive(const model::event& ev) noexcept;
+
+    // The call sites seen so far (restored + registered), sorted by id.
+    persisted_metadata persist_metadata() const;
+    // The live spans and the id counter; commits (destruction no longer rolls back).
+    persisted_spans persist();
+    // The same snapshot without committing.
+    persisted_spans snapshot() const;
+
+    const std::string& lineage() const noexcept { return lineage_; }
+    const std::shared_ptr<local_spans>& local() const noexcept { return local_; }
+    receiver_stats stats() const;
+    std::vector<std::string> last_errors() const;
+    bool committed() const;
+
+private:
+    struct callsite_entry {
+        model::callsite site;  // never changed once inserted; entries are never erased
+        std::size_t bytes = 0;
+        std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
+    };
+    struct span_entry {
+        std::uint64_t callsite_id = 0;
+        std::uint64_t parent_id = 0;
+        model::field_values values;
+        std::uint64_t ref_count = 1;
+        clock::time_point start;
+        std::vector<std::uint64_t> follows_from;
+        std::size_t bytes = 0;
+        const model::callsite* site = nullptr;  // into callsites_, stable (node map)
+    };
+    struct op;  // a validated, normalized event (receiver.cpp)
+
+    receive_result apply(op& o);
+    receive_result fail(receive_errc code, std::string message);
+    void count_error(const receive_error& e) noexcept;
+    std::uint64_t answer_of(receive_result&& r) noexcept;
+    span_handle materialize(std::uint64_t span_id);
+    span_handle resolve_parent(std::uint32_t mode, std::uint64_t explicit_id, std::uint64_t* plugin_parent);
+    void rollback() noexcept;
+    void fill_snapshot(persisted_spans& out) const;
+
+    std::string lineage_;
+    subscriber* pipeline_;
+    quotas limits_;
+    std::shared_ptr<local_spans> local_;
+
+    // The tables. One mutex for now; the fast path (a sharded span table and
+    // a lock-free call-site lookup, since call sites are read-mostly) goes
+    // here. Never held while calling the pipeline.
+    mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, callsite_entry> callsites_;
+    std::unordered_map<std::uint64_t, span_entry> spans_;
+    std::uint64_t next_id_ = 1;
+    std::size_t string_bytes_ = 0;
+    std::vector<std::uint64_t> uncommitted_;  // spans created since the last commit
+    bool dirty_ = false;
+    // Serializes lazy pipeline-span creation for persisted spans (host restart).
+    std::mutex materialize_mutex_;
+
+    std::array<std::atomic<std::uint64_t>, 10> event_counts_{};
+    std::array<std::atomic<std::uint64_t>, receive_errc_count> error_counts_{};
+    std::atomic<std::uint64_t> filtered_{0};
+    mutable std::mutex log_mutex_;
+    std::deque<std::string> error_log_;
+};
+
+}  // namespace tt::host

@@ -1,0 +1,1054 @@
+#include <tracetunnel/host/receiver.hpp>
+
+#include <tracetunnel/abi_convert.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+
+namespace tt::host {
+
+namespace {
+
+constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
+
+// Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept
+{
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const std::size_t n = s.size();
+    std::size_t i = 0;
+    while (i < n) {
+        const unsigned c = p[i];
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        std::size_t len = 0;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c == 0xE0)
+            len = 3, lo = 0xA0;
+        else if (c == 0xED)
+            len = 3, hi = 0x9F;
+        else if (c >= 0xE1 && c <= 0xEF)
+            len = 3;
+        else if (c == 0xF0)
+            len = 4, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3)
+            len = 4;
+        else if (c == 0xF4)
+            len = 4, hi = 0x8F;
+        else
+            return false;
+        if (n - i < len)
+            return false;
+        if (p[i + 1] < lo || p[i + 1] > hi)
+            return false;
+        for (std::size_t k = 2; k < len; ++k)
+            if (p[i + k] < 0x80 || p[i + k] > 0xBF)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+bool readable(const tt_str& s) noexcept
+{
+    return s.len == 0 || s.ptr != nullptr;
+}
+
+std::string_view view(const tt_str& s) noexcept
+{
+    return s.len == 0 ? std::string_view() : std::string_view(s.ptr, s.len);
+}
+
+std::size_t callsite_bytes(const model::callsite& cs) noexcept
+{
+    std::size_t n = cs.name.size() + cs.target.size() + cs.module_path.size() + cs.file.size();
+    for (const auto& f : cs.fields)
+        n += f.size();
+    return n;
+}
+
+std::size_t value_bytes(const model::value& v) noexcept
+{
+    if (const auto* s = std::get_if<std::string>(&v))
+        return s->size();
+    if (const auto* d = std::get_if<model::debug_text>(&v))
+        return d->text.size();
+    if (const auto* e = std::get_if<model::error_chain>(&v)) {
+        std::size_t n = 0;
+        for (const auto& c : e->chain)
+            n += c.size();
+        return n;
+    }
+    return 0;
+}
+
+std::size_t fields_bytes(const model::field_values& fv) noexcept
+{
+    std::size_t n = 0;
+    for (const auto& [name, v] : fv)
+        n += name.size() + value_bytes(v);
+    return n;
+}
+
+bool value_utf8(const model::value& v) noexcept
+{
+    if (const auto* s = std::get_if<std::string>(&v))
+        return valid_utf8(*s);
+    if (const auto* d = std::get_if<model::debug_text>(&v))
+        return valid_utf8(d->text);
+    if (const auto* e = std::get_if<model::error_chain>(&v)) {
+        for (const auto& c : e->chain)
+            if (!valid_utf8(c))
+                return false;
+    }
+    return true;
+}
+
+bool callsite_utf8(const model::callsite& cs) noexcept
+{
+    if (!valid_utf8(cs.name) || !valid_utf8(cs.target) || !valid_utf8(cs.module_path) || !valid_utf8(cs.file))
+        return false;
+    for (const auto& f : cs.fields)
+        if (!valid_utf8(f))
+            return false;
+    return true;
+}
+
+// Merges `add` into `into`: a name already there is replaced in place, a new
+// one appended. Returns the byte delta.
+std::ptrdiff_t merge_values(model::field_values& into, const model::field_values& add)
+{
+    std::ptrdiff_t delta = 0;
+    for (const auto& [name, v] : add) {
+        auto it = std::find_if(into.begin(), into.end(), [&](const auto& p) { return p.first == name; });
+        if (it != into.end()) {
+            delta += static_cast<std::ptrdiff_t>(value_bytes(v)) - static_cast<std::ptrdiff_t>(value_bytes(it->second));
+            it->second = v;
+        } else {
+            delta += static_cast<std::ptrdiff_t>(name.size() + value_bytes(v));
+            into.emplace_back(name, v);
+        }
+    }
+    return delta;
+}
+
+// Byte delta merge_values would produce, without changing anything.
+std::ptrdiff_t merge_delta(const model::field_values& into, const model::field_values& add)
+{
+    std::ptrdiff_t delta = 0;
+    std::vector<std::string_view> added;
+    for (const auto& [name, v] : add) {
+        auto it = std::find_if(into.begin(), into.end(), [&](const auto& p) { return p.first == name; });
+        if (it != into.end()) {
+            delta += static_cast<std::ptrdiff_t>(value_bytes(v)) - static_cast<std::ptrdiff_t>(value_bytes(it->second));
+        } else if (std::find(added.begin(), added.end(), name) == added.end()) {
+            added.push_back(name);
+            delta += static_cast<std::ptrdiff_t>(name.size() + value_bytes(v));
+        } else {
+            delta += static_cast<std::ptrdiff_t>(value_bytes(v));  // upper bound; fine for a quota check
+        }
+    }
+    return delta;
+}
+
+std::vector<field_ref> refs_of(const model::field_values& fv)
+{
+    std::vector<field_ref> out;
+    out.reserve(fv.size());
+    for (const auto& [name, v] : fv)
+        out.push_back(field_ref{name, &v});
+    return out;
+}
+
+std::string id_text(std::uint64_t id)
+{
+    return std::to_string(id);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// errors
+
+std::string_view to_string(receive_errc e) noexcept
+{
+    switch (e) {
+    case receive_errc::malformed: return "malformed";
+    case receive_errc::unknown_event_kind: return "unknown_event_kind";
+    case receive_errc::unknown_callsite: return "unknown_callsite";
+    case receive_errc::wrong_callsite_kind: return "wrong_callsite_kind";
+    case receive_errc::unknown_span: return "unknown_span";
+    case receive_errc::callsite_conflict: return "callsite_conflict";
+    case receive_errc::too_many_values: return "too_many_values";
+    case receive_errc::unknown_field: return "unknown_field";
+    case receive_errc::invalid_utf8: return "invalid_utf8";
+    case receive_errc::quota_exceeded: return "quota_exceeded";
+    }
+    return "unknown";
+}
+
+std::uint32_t status_of(receive_errc e) noexcept
+{
+    switch (e) {
+    case receive_errc::malformed:
+    case receive_errc::unknown_event_kind:
+    case receive_errc::wrong_callsite_kind: return TT_STATUS_BAD_EVENT;
+    case receive_errc::unknown_callsite: return TT_STATUS_UNKNOWN_CALLSITE;
+    case receive_errc::unknown_span: return TT_STATUS_UNKNOWN_SPAN;
+    case receive_errc::callsite_conflict: return TT_STATUS_CALLSITE_CONFLICT;
+    case receive_errc::too_many_values: return TT_STATUS_TOO_MANY_VALUES;
+    case receive_errc::unknown_field: return TT_STATUS_UNKNOWN_FIELD;
+    case receive_errc::invalid_utf8: return TT_STATUS_INVALID_UTF8;
+    case receive_errc::quota_exceeded: return TT_STATUS_QUOTA_EXCEEDED;
+    }
+    return TT_STATUS_BAD_EVENT;
+}
+
+bool persisted_span::operator==(const persisted_span& o) const noexcept
+{
+    if (id != o.id || callsite_id != o.callsite_id || parent_id != o.parent_id || ref_count != o.ref_count ||
+        start != o.start || follows_from != o.follows_from || values.size() != o.values.size())
+        return false;
+    for (std::size_t i = 0; i < values.size(); ++i)
+        if (values[i].first != o.values[i].first || !model::same_value(values[i].second, o.values[i].second))
+            return false;
+    return true;
+}
+
+// ---------------------------------------------------------------------------
+// local spans
+
+local_spans::~local_spans()
+{
+    // Nobody continues these spans: exit what is entered, close the rest.
+    for (auto& [id, e] : spans_) {
+        (void)id;
+        for (auto& [thread, n] : e.entered)
+            for (std::uint32_t k = 0; k < n; ++k)
+                pipeline_->force_exit(e.handle, thread);
+        if (e.handle != 0)
+            pipeline_->close(e.handle);
+    }
+}
+
+std::size_t local_spans::size() const
+{
+    std::lock_guard lock(mutex_);
+    return spans_.size();
+}
+
+span_handle local_spans::handle_of(std::uint64_t span_id) const
+{
+    std::lock_guard lock(mutex_);
+    auto it = spans_.find(span_id);
+    return it == spans_.end() ? 0 : it->second.handle;
+}
+
+// ---------------------------------------------------------------------------
+// the receiver
+
+// A normalized event: the ABI and the model path both end up here.
+struct receiver::op {
+    std::uint32_t kind = 0;
+    std::uint64_t span_id = 0;  // acted-on span; for NEW_SPAN the proposed id (replay)
+    std::uint64_t related = 0;  // cause (FOLLOWS_FROM) or explicit parent
+    std::uint64_t callsite_id = 0;
+    std::uint32_t parent = TT_PARENT_CONTEXTUAL;
+    const model::callsite* new_site = nullptr;  // NEW_CALLSITE
+    model::field_values values;
+    bool propose_id = false;  // NEW_SPAN: span_id is the sender's own id
+};
+
+receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state restored, quotas limits,
+                   std::shared_ptr<local_spans> local)
+    : lineage_(std::move(lineage)), pipeline_(&pipeline), limits_(limits), local_(std::move(local))
+{
+    if (!local_)
+        local_ = std::make_shared<local_spans>(pipeline);
+    for (auto& cs : restored.metadata) {
+        auto [it, inserted] = callsites_.try_emplace(cs.id);
+        if (!inserted)
+            continue;
+        it->second.site = std::move(cs);
+        it->second.bytes = callsite_bytes(it->second.site);
+        string_bytes_ += it->second.bytes;
+    }
+    next_id_ = std::max<std::uint64_t>(restored.spans.next_id, 1);
+    for (auto& ps : restored.spans.spans) {
+        if (ps.id == 0 || (ps.id & top_bit) != 0)
+            continue;
+        span_entry e;
+        e.callsite_id = ps.callsite_id;
+        e.parent_id = ps.parent_id;
+        e.values = std::move(ps.values);
+        e.ref_count = std::max<std::uint64_t>(ps.ref_count, 1);
+        e.start = ps.start;
+        e.follows_from = std::move(ps.follows_from);
+        e.bytes = fields_bytes(e.values);
+        auto cit = callsites_.find(e.callsite_id);
+        e.site = cit == callsites_.end() ? nullptr : &cit->second.site;
+        string_bytes_ += e.bytes;
+        next_id_ = std::max(next_id_, ps.id + 1);
+        spans_.emplace(ps.id, std::move(e));
+    }
+    // Local handles of spans the restored state does not have (an older
+    // commit than the handles): nobody will continue them.
+    std::vector<std::pair<span_handle, std::vector<std::pair<std::thread::id, std::uint32_t>>>> stale;
+    {
+        std::lock_guard lock(local_->mutex_);
+        for (auto it = local_->spans_.begin(); it != local_->spans_.end();) {
+            if (spans_.count(it->first) == 0) {
+                local_->by_handle_.erase(it->second.handle);
+                stale.emplace_back(it->second.handle, std::move(it->second.entered));
+                it = local_->spans_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    for (auto& [h, entered] : stale) {
+        for (auto& [thread, n] : entered)
+            for (std::uint32_t k = 0; k < n; ++k)
+                pipeline_->force_exit(h, thread);
+        pipeline_->close(h);
+    }
+    // The pipeline learns the restored call sites as a registration would.
+    for (auto& [id, e] : callsites_) {
+        (void)id;
+        e.cached.store(static_cast<std::uint32_t>(pipeline_->interest_in(e.site)), std::memory_order_relaxed);
+    }
+}
+
+receiver::~receiver()
+{
+    rollback();
+}
+
+void receiver::rollback() noexcept
+{
+    struct exit_todo {
+        span_handle handle;
+        std::thread::id thread;
+    };
+    std::vector<exit_todo> exits;
+    std::vector<span_handle> closes;
+    {
+        std::lock_guard lock(mutex_);
+        if (!dirty_)
+            return;
+        std::lock_guard llock(local_->mutex_);
+        for (auto& [id, e] : local_->spans_) {
+            (void)id;
+            for (auto& [thread, n] : e.entered)
+                for (std::uint32_t k = 0; k < n; ++k)
+                    exits.push_back({e.handle, thread});
+            e.entered.clear();
+        }
+        for (std::uint64_t id : uncommitted_) {
+            spans_.erase(id);
+            auto it = local_->spans_.find(id);
+            if (it == local_->spans_.end())
+                continue;
+            local_->by_handle_.erase(it->second.handle);
+            closes.push_back(it->second.handle);
+            local_->spans_.erase(it);
+        }
+        uncommitted_.clear();
+        dirty_ = false;
+    }
+    for (const auto& x : exits)
+        pipeline_->force_exit(x.handle, x.thread);
+    for (span_handle h : closes)
+        pipeline_->close(h);
+}
+
+receive_result receiver::fail(receive_errc code, std::string message)
+{
+    return receive_error{code, lineage_ + ": " + std::move(message)};
+}
+
+void receiver::count_error(const receive_error& e) noexcept
+{
+    error_counts_[static_cast<std::size_t>(e.code)].fetch_add(1, std::memory_order_relaxed);
+    if (limits_.error_log_size == 0)
+        return;
+    try {
+        std::lock_guard lock(log_mutex_);
+        error_log_.push_back(std::string(to_string(e.code)) + ": " + e.message);
+        while (error_log_.size() > limits_.error_log_size)
+            error_log_.pop_front();
+    } catch (...) {
+        // out of memory while logging: the count above still tells
+    }
+}
+
+std::uint64_t receiver::answer_of(receive_result&& r) noexcept
+{
+    if (r)
+        return r.value();
+    count_error(r.error());
+    return TT_STATUS_ERROR_BIT | status_of(r.error().code);
+}
+
+std::uint64_t receiver::receive(const tt_event& ev) noexcept
+{
+    try {
+        return answer_of(try_receive(ev));
+    } catch (...) {
+        error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
+        return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
+    }
+}
+
+std::uint64_t receiver::receive(const model::event& ev) noexcept
+{
+    try {
+        return answer_of(try_receive(ev));
+    } catch (...) {
+        error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
+        return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// decoding
+
+receive_result receiver::try_receive(const tt_event& ev)
+{
+    if (ev.struct_size < sizeof(tt_event))
+        return fail(receive_errc::malformed, "tt_event.struct_size " + std::to_string(ev.struct_size) +
+                                                 " is smaller than " + std::to_string(sizeof(tt_event)));
+    if (ev.kind < TT_EVENT_NEW_CALLSITE || ev.kind > TT_EVENT_NEW_EVENT)
+        return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
+    event_counts_[ev.kind - 1].fetch_add(1, std::memory_order_relaxed);
+
+    op o;
+    o.kind = ev.kind;
+    o.span_id = ev.span_id;
+    o.related = ev.related_span_id;
+    o.callsite_id = ev.callsite_id;
+    o.parent = ev.parent;
+
+    model::callsite site;
+    if (ev.kind == TT_EVENT_NEW_CALLSITE) {
+        if (ev.callsite == nullptr)
+            return fail(receive_errc::malformed, "new call site without a call site");
+        const tt_callsite& cs = *ev.callsite;
+        if (cs.struct_size < sizeof(tt_callsite))
+            return fail(receive_errc::malformed, "tt_callsite.struct_size " + std::to_string(cs.struct_size) +
+                                                     " is smaller than " + std::to_string(sizeof(tt_callsite)));
+        if (!readable(cs.name) || !readable(cs.target) || !readable(cs.module_path) || !readable(cs.file) ||
+            (cs.field_count > 0 && cs.field_names == nullptr))
+            return fail(receive_errc::malformed, "call site has a NULL pointer with a length");
+        for (std::uint32_t i = 0; i < cs.field_count; ++i)
+            if (!readable(cs.field_names[i]))
+                return fail(receive_errc::malformed, "call site has a NULL field name with a length");
+        if (!valid_utf8(view(cs.name)) || !valid_utf8(view(cs.target)) || !valid_utf8(view(cs.module_path)) ||
+            !valid_utf8(view(cs.file)))
+            return fail(receive_errc::invalid_utf8, "call site " + id_text(cs.id) + " has a string that is not UTF-8");
+        for (std::uint32_t i = 0; i < cs.field_count; ++i)
+            if (!valid_utf8(view(cs.field_names[i])))
+                return fail(receive_errc::invalid_utf8,
+                            "call site " + id_text(cs.id) + " has a field name that is not UTF-8");
+        std::string why;
+        auto owned = model::callsite_from_abi(cs, &why);
+        if (!owned)
+            return fail(receive_errc::malformed, "call site " + id_text(cs.id) + ": " + why);
+        site = std::move(*owned);
+        o.new_site = &site;
+        return apply(o);
+    }
+
+    if (ev.kind == TT_EVENT_NEW_SPAN || ev.kind == TT_EVENT_NEW_EVENT || ev.kind == TT_EVENT_VALUES_RECORDED) {
+        if (ev.value_count > 0 && ev.values == nullptr)
+            return fail(receive_errc::malformed, "values is NULL with value_count " + std::to_string(ev.value_count));
+        if (ev.value_count > limits_.max_values_per_event)
+            return fail(receive_errc::too_many_values, std::to_string(ev.value_count) + " values, at most " +
+                                                           std::to_string(limits_.max_values_per_event) +
+                                                           " per event");
+        // The call site that names the values. Entries are never erased and
+        // never changed, so the pointer stays good after the lock.
+        const model::callsite* cs = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            if (ev.kind == TT_EVENT_VALUES_RECORDED) {
+                auto it = spans_.find(ev.span_id);
+                if (it == spans_.end())
+                    return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(ev.span_id));
+                cs = it->second.site;
+                if (cs == nullptr)
+                    return fail(receive_errc::unknown_callsite, "span " + id_text(ev.span_id) +
+                                                                    " has call site " + id_text(it->second.callsite_id) +
+                                                                    ", which is not known");
+            } else {
+                auto it = callsites_.find(ev.callsite_id);
+                if (it == callsites_.end())
+                    return fail(receive_errc::unknown_callsite, "unknown call site " + id_text(ev.callsite_id));
+                cs = &it->second.site;
+            }
+        }
+        o.values.reserve(ev.value_count);
+        for (std::uint32_t i = 0; i < ev.value_count; ++i) {
+            const tt_field_value& v = ev.values[i];
+            if (v.field >= cs->fields.size())
+                return fail(receive_errc::unknown_field, "value for field #" + std::to_string(v.field) +
+                                                             " of call site '" + cs->name + "', which has " +
+                                                             std::to_string(cs->fields.size()) + " fields");
+            auto value = model::value_from_abi(v);
+            if (!value)
+                return fail(receive_errc::malformed, "value #" + std::to_string(i) + " of kind " +
+                                                         std::to_string(v.kind) + " cannot be read");
+            if (!value_utf8(*value))
+                return fail(receive_errc::invalid_utf8,
+                            "value of field '" + cs->fields[v.field] + "' is not UTF-8");
+            o.values.emplace_back(cs->fields[v.field], std::move(*value));
+        }
+    }
+    return apply(o);
+}
+
+receive_result receiver::try_receive(const model::event& ev)
+{
+    const auto kind = static_cast<std::uint32_t>(ev.index() + 1);
+    event_counts_[kind - 1].fetch_add(1, std::memory_order_relaxed);
+    op o;
+    o.kind = kind;
+    std::visit(
+        [&](const auto& e) {
+            using T = std::decay_t<decltype(e)>;
+            if constexpr (std::is_same_v<T, model::new_callsite>) {
+                o.new_site = &e.site;
+            } else if constexpr (std::is_same_v<T, model::new_span>) {
+                o.span_id = e.id;
+                o.propose_id = true;
+                o.callsite_id = e.callsite_id;
+                o.parent = static_cast<std::uint32_t>(e.parent);
+                o.related = e.parent_id;
+                o.values = e.values;
+            } else if constexpr (std::is_same_v<T, model::new_event>) {
+                o.callsite_id = e.callsite_id;
+                o.parent = static_cast<std::uint32_t>(e.parent);
+                o.related = e.parent_id;
+                o.values = e.values;
+            } else if constexpr (std::is_same_v<T, model::follows_from>) {
+                o.span_id = e.id;
+                o.related = e.cause;
+            } else if constexpr (std::is_same_v<T, model::values_recorded>) {
+                o.span_id = e.id;
+                o.values = e.values;
+            } else {
+                o.span_id = e.id;
+            }
+        },
+        ev);
+    if (o.new_site != nullptr) {
+        const model::callsite& cs = *o.new_site;
+        if ((cs.kind != model::callsite_kind::span && cs.kind != model::callsite_kind::event) ||
+            static_cast<std::uint32_t>(cs.level) < TT_LEVEL_ERROR || static_cast<std::uint32_t>(cs.level) > TT_LEVEL_TRACE)
+            return fail(receive_errc::malformed, "call site " + id_text(cs.id) + " has an unknown kind or level");
+        if (!callsite_utf8(cs))
+            return fail(receive_errc::invalid_utf8, "call site " + id_text(cs.id) + " has a string that is not UTF-8");
+    }
+    if (o.values.size() > limits_.max_values_per_event)
+        return fail(receive_errc::too_many_values, std::to_string(o.values.size()) + " values, at most " +
+                                                       std::to_string(limits_.max_values_per_event) + " per event");
+    for (const auto& [name, v] : o.values)
+        if (!valid_utf8(name) || !value_utf8(v))
+            return fail(receive_errc::invalid_utf8, "a value or field name is not UTF-8");
+    return apply(o);
+}
+
+// ---------------------------------------------------------------------------
+// applying
+
+namespace {
+
+// Every value names a field of `cs`.
+const std::string* undeclared_field(const model::callsite& cs, const model::field_values& values)
+{
+    for (const auto& [name, v] : values) {
+        (void)v;
+        if (std::find(cs.fields.begin(), cs.fields.end(), name) == cs.fields.end())
+            return &name;
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+span_handle receiver::materialize(std::uint64_t span_id)
+{
+    {
+        std::lock_guard lock(local_->mutex_);
+        auto it = local_->spans_.find(span_id);
+        if (it != local_->spans_.end())
+            return it->second.handle;
+    }
+    // A persisted span without a pipeline span (host restart): it gets one
+    // now. Its persisted parent is not materialized for it: a parent without
+    // a pipeline span leaves it a root, as tracing-tunnel does (fixture
+    // persist-split.restart).
+    std::lock_guard mlock(materialize_mutex_);
+    model::field_values values;
+    span_attrs attrs;
+    {
+        std::lock_guard lock(mutex_);
+        std::lock_guard llock(local_->mutex_);
+        auto lit = local_->spans_.find(span_id);
+        if (lit != local_->spans_.end())
+            return lit->second.handle;
+        auto it = spans_.find(span_id);
+        if (it == spans_.end() || it->second.site == nullptr)
+            return 0;
+        values = it->second.values;
+        attrs.site = it->second.site;
+        attrs.time = it->second.start;
+        if (it->second.parent_id != 0) {
+            auto pit = local_->spans_.find(it->second.parent_id);
+            if (pit != local_->spans_.end())
+                attrs.parent = pit->second.handle;
+        }
+    }
+    const auto refs = refs_of(values);
+    attrs.plugin = lineage_;
+    attrs.values = refs;
+    attrs.thread = std::this_thread::get_id();
+    attrs.plugin_span_id = span_id;
+    const span_handle h = pipeline_->new_span(attrs);
+    bool gone = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (spans_.count(span_id) == 0) {
+            gone = true;  // dropped meanwhile on another thread
+        } else {
+            std::lock_guard llock(local_->mutex_);
+            local_->spans_[span_id].handle = h;
+            local_->by_handle_[h] = span_id;
+        }
+    }
+    if (gone) {
+        pipeline_->close(h);
+        return 0;
+    }
+    return h;
+}
+
+span_handle receiver::resolve_parent(std::uint32_t mode, std::uint64_t explicit_id, std::uint64_t* plugin_parent)
+{
+    *plugin_parent = 0;
+    if (mode == TT_PARENT_ROOT)
+        return 0;
+    if (mode == TT_PARENT_EXPLICIT) {
+        *plugin_parent = explicit_id;
+        return materialize(explicit_id);
+    }
+    const span_handle current = pipeline_->current_span();
+    if (current != 0) {
+        std::lock_guard lock(local_->mutex_);
+        auto it = local_->by_handle_.find(current);
+        if (it != local_->by_handle_.end())
+            *plugin_parent = it->second;
+    }
+    return current;
+}
+
+receive_result receiver::apply(op& o)
+{
+    switch (o.kind) {
+    case TT_EVENT_NEW_CALLSITE: {
+        const model::callsite& cs = *o.new_site;
+        if (cs.id == 0)
+            return fail(receive_errc::malformed, "call-site id 0");
+        callsite_entry* entry = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = callsites_.find(cs.id);
+            if (it != callsites_.end()) {
+                if (!(it->second.site == cs))
+                    return fail(receive_errc::callsite_conflict,
+                                "call site " + id_text(cs.id) + " ('" + cs.name +
+                                    "') registered again with different data (first: '" + it->second.site.name + "')");
+                entry = &it->second;
+            } else {
+                if (callsites_.size() >= limits_.max_callsites)
+                    return fail(receive_errc::quota_exceeded,
+                                "call-site quota of " + std::to_string(limits_.max_callsites) + " reached");
+                const std::size_t bytes = callsite_bytes(cs);
+                if (string_bytes_ + bytes > limits_.max_string_bytes)
+                    return fail(receive_errc::quota_exceeded,
+                                "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+                auto [nit, inserted] = callsites_.try_emplace(cs.id);
+                (void)inserted;
+                nit->second.site = cs;
+                nit->second.bytes = bytes;
+                string_bytes_ += bytes;
+                entry = &nit->second;
+            }
+        }
+        const interest i = pipeline_->interest_in(entry->site);
+        entry->cached.store(static_cast<std::uint32_t>(i), std::memory_order_relaxed);
+        return static_cast<std::uint64_t>(i);
+    }
+
+    case TT_EVENT_NEW_SPAN:
+    case TT_EVENT_NEW_EVENT: {
+        const bool is_span = o.kind == TT_EVENT_NEW_SPAN;
+        if (o.parent > TT_PARENT_EXPLICIT)
+            return fail(receive_errc::malformed, "unknown parent mode " + std::to_string(o.parent));
+        callsite_entry* entry = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = callsites_.find(o.callsite_id);
+            if (it == callsites_.end())
+                return fail(receive_errc::unknown_callsite, "unknown call site " + id_text(o.callsite_id));
+            entry = &it->second;
+            const auto want = is_span ? model::callsite_kind::span : model::callsite_kind::event;
+            if (entry->site.kind != want)
+                return fail(receive_errc::wrong_callsite_kind,
+                            std::string(is_span ? "new span" : "new event") + " from call site '" + entry->site.name +
+                                "', which is " + (is_span ? "an event" : "a span") + " call site");
+            if (const std::string* bad = undeclared_field(entry->site, o.values))
+                return fail(receive_errc::unknown_field,
+                            "value for field '" + *bad + "', which call site '" + entry->site.name + "' does not declare");
+            if (o.parent == TT_PARENT_EXPLICIT && spans_.count(o.related) == 0)
+                return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
+            if (is_span) {
+                if (spans_.size() >= limits_.max_live_spans)
+                    return fail(receive_errc::quota_exceeded,
+                                "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
+                if (string_bytes_ + fields_bytes(o.values) > limits_.max_string_bytes)
+                    return fail(receive_errc::quota_exceeded,
+                                "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+            }
+        }
+        const model::callsite* site = &entry->site;
+        const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
+        if (cached == interest::never || (cached == interest::sometimes && !pipeline_->enabled(*site))) {
+            filtered_.fetch_add(1, std::memory_order_relaxed);
+            return is_span ? std::uint64_t{0} : std::uint64_t{TT_STATUS_FILTERED};
+        }
+        const auto now = clock::now();
+        std::uint64_t plugin_parent = 0;
+        const span_handle parent = resolve_parent(o.parent, o.related, &plugin_parent);
+
+        if (!is_span) {
+            const auto refs = refs_of(o.values);
+            event_record rec;
+            rec.site = site;
+            rec.plugin = lineage_;
+            rec.parent = parent;
+            rec.values = refs;
+            rec.time = now;
+            rec.thread = std::this_thread::get_id();
+            pipeline_->event(rec);
+            return std::uint64_t{TT_STATUS_OK};
+        }
+
+        // Insert the span, then tell the pipeline. No other thread can use
+        // the id before we answer it, so the handle may follow a moment later.
+        std::uint64_t id = 0;
+        {
+            std::lock_guard lock(mutex_);
+            // Re-check what another thread may have changed meanwhile.
+            if (o.parent == TT_PARENT_EXPLICIT && spans_.count(o.related) == 0)
+                return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
+            if (spans_.size() >= limits_.max_live_spans)
+                return fail(receive_errc::quota_exceeded,
+                            "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
+            const std::size_t bytes = fields_bytes(o.values);
+            if (string_bytes_ + bytes > limits_.max_string_bytes)
+                return fail(receive_errc::quota_exceeded,
+                            "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+            if (o.propose_id && o.span_id != 0 && (o.span_id & top_bit) == 0 && spans_.count(o.span_id) == 0) {
+                id = o.span_id;
+            } else {
+                while (spans_.count(next_id_) != 0)
+                    next_id_ = (next_id_ + 1) & ~top_bit;
+                id = next_id_;
+            }
+            next_id_ = std::max(next_id_, id + 1) & ~top_bit;
+            if (next_id_ == 0)
+                next_id_ = 1;
+            span_entry e;
+            e.callsite_id = o.callsite_id;
+            e.parent_id = plugin_parent;
+            e.values.reserve(o.values.size());
+            merge_values(e.values, o.values);
+            e.ref_count = 1;
+            e.start = now;
+            e.bytes = fields_bytes(e.values);
+            e.site = site;
+            string_bytes_ += e.bytes;
+            spans_.emplace(id, std::move(e));
+            uncommitted_.push_back(id);
+            dirty_ = true;
+        }
+        const auto refs = refs_of(o.values);
+        span_attrs attrs;
+        attrs.site = site;
+        attrs.plugin = lineage_;
+        attrs.parent = parent;
+        attrs.values = refs;
+        attrs.time = now;
+        attrs.thread = std::this_thread::get_id();
+        attrs.plugin_span_id = id;
+        const span_handle h = pipeline_->new_span(attrs);
+        {
+            std::lock_guard lock(mutex_);
+            std::lock_guard llock(local_->mutex_);
+            local_->spans_[id].handle = h;
+            local_->by_handle_[h] = id;
+        }
+        return id;
+    }
+
+    case TT_EVENT_FOLLOWS_FROM: {
+        span_handle cause_handle = 0;
+        bool cause_live = false;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = spans_.find(o.span_id);
+            if (it == spans_.end())
+                return fail(receive_errc::unknown_span, "follows-from on unknown span " + id_text(o.span_id));
+            if (o.related == 0 || (o.related & top_bit) != 0)
+                return fail(receive_errc::unknown_span, "follows-from cause " + id_text(o.related) + " is not a span id");
+            auto& ff = it->second.follows_from;
+            if (std::find(ff.begin(), ff.end(), o.related) == ff.end()) {
+                ff.push_back(o.related);
+                dirty_ = true;
+            }
+            cause_live = spans_.count(o.related) != 0;
+            if (!cause_live) {
+                std::lock_guard llock(local_->mutex_);
+                for (auto cit = local_->closed_.rbegin(); cit != local_->closed_.rend(); ++cit)
+                    if (cit->first == o.related) {
+                        cause_handle = cit->second;
+                        break;
+                    }
+            }
+        }
+        const span_handle h = materialize(o.span_id);
+        if (cause_live)
+            cause_handle = materialize(o.related);
+        if (h != 0 && cause_handle != 0)
+            pipeline_->follows_from(h, cause_handle);
+        return std::uint64_t{TT_STATUS_OK};
+    }
+
+    case TT_EVENT_SPAN_ENTERED: {
+        {
+            std::lock_guard lock(mutex_);
+            if (spans_.count(o.span_id) == 0)
+                return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
+        }
+        const span_handle h = materialize(o.span_id);
+        if (h == 0)
+            return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has no known call site");
+        {
+            std::lock_guard lock(mutex_);
+            if (spans_.count(o.span_id) == 0)
+                return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
+            std::lock_guard llock(local_->mutex_);
+            auto& entered = local_->spans_[o.span_id].entered;
+            const auto me = std::this_thread::get_id();
+            auto it = std::find_if(entered.begin(), entered.end(), [&](const auto& p) { return p.first == me; });
+            if (it == entered.end())
+                entered.emplace_back(me, 1);
+            else
+                ++it->second;
+            dirty_ = true;  // a rollback must exit it
+        }
+        pipeline_->enter(h);
+        return std::uint64_t{TT_STATUS_OK};
+    }
+
+    case TT_EVENT_SPAN_EXITED: {
+        span_handle h = 0;
+        {
+            std::lock_guard lock(mutex_);
+            if (spans_.count(o.span_id) == 0)
+                return fail(receive_errc::unknown_span, "exit of unknown span " + id_text(o.span_id));
+            std::lock_guard llock(local_->mutex_);
+            auto lit = local_->spans_.find(o.span_id);
+            if (lit != local_->spans_.end()) {
+                auto& entered = lit->second.entered;
+                const auto me = std::this_thread::get_id();
+                auto it = std::find_if(entered.begin(), entered.end(), [&](const auto& p) { return p.first == me; });
+                // Not entered here (e.g. entered before a host restart): the
+                // pipeline never saw the enter, so it sees no exit.
+                if (it != entered.end()) {
+                    h = lit->second.handle;
+                    dirty_ = true;
+                    if (--it->second == 0)
+                        entered.erase(it);
+                }
+            }
+        }
+        if (h != 0)
+            pipeline_->exit(h);
+        return std::uint64_t{TT_STATUS_OK};
+    }
+
+    case TT_EVENT_SPAN_CLONED: {
+        std::lock_guard lock(mutex_);
+        auto it = spans_.find(o.span_id);
+        if (it == spans_.end())
+            return fail(receive_errc::unknown_span, "clone of unknown span " + id_text(o.span_id));
+        ++it->second.ref_count;
+        dirty_ = true;
+        return std::uint64_t{TT_STATUS_OK};
+    }
+
+    case TT_EVENT_SPAN_DROPPED: {
+        span_handle h = 0;
+        std::vector<std::pair<std::thread::id, std::uint32_t>> still_entered;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = spans_.find(o.span_id);
+            if (it == spans_.end())
+                return fail(receive_errc::unknown_span, "drop of unknown or closed span " + id_text(o.span_id));
+            dirty_ = true;
+            if (--it->second.ref_count > 0)
+                return std::uint64_t{TT_STATUS_OK};
+            string_bytes_ -= it->second.bytes;
+            spans_.erase(it);
+            auto uit = std::find(uncommitted_.begin(), uncommitted_.end(), o.span_id);
+            if (uit != uncommitted_.end()) {
+                *uit = uncommitted_.back();
+                uncommitted_.pop_back();
+            }
+            std::lock_guard llock(local_->mutex_);
+            auto lit = local_->spans_.find(o.span_id);
+            if (lit != local_->spans_.end()) {
+                h = lit->second.handle;
+                still_entered = std::move(lit->second.entered);
+                local_->by_handle_.erase(h);
+                local_->spans_.erase(lit);
+                local_->closed_.emplace_back(o.span_id, h);
+                if (local_->closed_.size() > local_spans::closed_memory)
+                    local_->closed_.pop_front();
+            }
+        }
+        if (h != 0) {
+            for (auto& [thread, n] : still_entered)
+                for (std::uint32_t k = 0; k < n; ++k)
+                    pipeline_->force_exit(h, thread);
+            pipeline_->close(h);
+        }
+        return std::uint64_t{TT_STATUS_OK};
+    }
+
+    case TT_EVENT_VALUES_RECORDED: {
+        span_handle h = 0;
+        {
+            std::lock_guard lock(mutex_);
+            auto it = spans_.find(o.span_id);
+            if (it == spans_.end())
+                return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(o.span_id));
+            if (it->second.site == nullptr)
+                return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has call site " +
+                                                                id_text(it->second.callsite_id) + ", which is not known");
+            if (const std::string* bad = undeclared_field(*it->second.site, o.values))
+                return fail(receive_errc::unknown_field, "value for field '" + *bad + "', which call site '" +
+                                                             it->second.site->name + "' does not declare");
+            const std::ptrdiff_t delta = merge_delta(it->second.values, o.values);
+            if (delta > 0 && string_bytes_ + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
+                return fail(receive_errc::quota_exceeded,
+                            "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+            const std::ptrdiff_t real = merge_values(it->second.values, o.values);
+            it->second.bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(it->second.bytes) + real);
+            string_bytes_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(string_bytes_) + real);
+            dirty_ = true;
+            // A span without a pipeline span yet (host restart) gets its
+            // values when it is created.
+            h = local_->handle_of(o.span_id);
+        }
+        if (h != 0) {
+            const auto refs = refs_of(o.values);
+            pipeline_->record(h, refs);
+        }
+        return std::uint64_t{TT_STATUS_OK};
+    }
+    default: return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(o.kind));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// persistence and stats
+
+persisted_metadata receiver::persist_metadata() const
+{
+    persisted_metadata out;
+    {
+        std::lock_guard lock(mutex_);
+        out.reserve(callsites_.size());
+        for (const auto& [id, e] : callsites_) {
+            (void)id;
+            out.push_back(e.site);
+        }
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return out;
+}
+
+void receiver::fill_snapshot(persisted_spans& out) const
+{
+    out.next_id = next_id_;
+    out.spans.reserve(spans_.size());
+    for (const auto& [id, e] : spans_)
+        out.spans.push_back(
+            persisted_span{id, e.callsite_id, e.parent_id, e.values, e.ref_count, e.start, e.follows_from});
+    std::sort(out.spans.begin(), out.spans.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+}
+
+persisted_spans receiver::persist()
+{
+    persisted_spans out;
+    std::lock_guard lock(mutex_);
+    fill_snapshot(out);
+    uncommitted_.clear();
+    dirty_ = false;
+    return out;
+}
+
+persisted_spans receiver::snapshot() const
+{
+    persisted_spans out;
+    std::lock_guard lock(mutex_);
+    fill_snapshot(out);
+    return out;
+}
+
+bool receiver::committed() const
+{
+    std::lock_guard lock(mutex_);
+    return !dirty_;
+}
+
+receiver_stats receiver::stats() const
+{
+    receiver_stats s;
+    for (std::size_t i = 0; i < s.events.size(); ++i)
+        s.events[i] = event_counts_[i].load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < s.errors.size(); ++i)
+        s.errors[i] = error_counts_[i].load(std::memory_order_relaxed);
+    s.filtered = filtered_.load(std::memory_order_relaxed);
+    std::lock_guard lock(mutex_);
+    s.callsites = callsites_.size();
+    s.live_spans = spans_.size();
+    s.string_bytes = string_bytes_;
+    return s;
+}
+
+std::vector<std::string> receiver::last_errors() const
+{
+    std::lock_guard lock(log_mutex_);
+    return {error_log_.begin(), error_log_.end()};
+}
+
+}  // namespace tt::host
