@@ -1,0 +1,697 @@
+// The dispatcher (filters, span registry, per-thread stack, fan-out) and its
+// layers: console (compact, pretty; golden files), JSON lines, colours.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/filter.hpp>
+#include <tracetunnel/host/layers.hpp>
+#include <tracetunnel/host/receiver.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace th = tt::host;
+namespace model = tt::model;
+
+namespace {
+
+th::filter must_parse(std::string_view text)
+{
+    auto parsed = th::parse_filter(text);
+    if (auto* err = std::get_if<th::filter_error>(&parsed))
+        FAIL("'" << text << "' did not parse: " << err->message);
+    return std::get<th::filter>(parsed);
+}
+
+model::callsite make_site(model::callsite_kind kind, model::level lvl, std::string name, std::string target,
+                          std::uint32_t line, std::vector<std::string> fields)
+{
+    static std::uint64_t next_id = 1000;
+    model::callsite cs;
+    cs.id = ++next_id;
+    cs.kind = kind;
+    cs.level = lvl;
+    cs.name = std::move(name);
+    cs.target = target;
+    cs.module_path = std::move(target);
+    cs.file = "src/orders.cpp";
+    cs.line = line;
+    cs.fields = std::move(fields);
+    return cs;
+}
+
+// A fixed instant: 2026-11-23T12:00:00.123456Z.
+th::clock::time_point fixed_instant()
+{
+    return th::clock::time_point(std::chrono::seconds(1795435200) + std::chrono::microseconds(123456));
+}
+
+// Drives a dispatcher the way the receiver does: interest at registration,
+// enabled() per hit for SOMETIMES, then the call.
+struct driver {
+    th::dispatcher& d;
+    std::string plugin = "orders";
+
+    th::span_handle span(const model::callsite& site, std::vector<std::pair<std::string, model::value>> values,
+                         th::span_handle parent = 0)
+    {
+        const auto i = d.interest_in(site);
+        if (i == th::interest::never || (i == th::interest::sometimes && !d.enabled(site)))
+            return 0;
+        std::vector<th::field_ref> refs;
+        for (const auto& [n, v] : values)
+            refs.push_back(th::field_ref{n, &v});
+        th::span_attrs a;
+        a.site = &site;
+        a.plugin = plugin;
+        a.parent = parent != 0 ? parent : d.current_span();
+        a.values = refs;
+        a.time = fixed_instant();
+        a.thread = std::this_thread::get_id();
+        return d.new_span(a);
+    }
+
+    bool event(const model::callsite& site, std::vector<std::pair<std::string, model::value>> values)
+    {
+        const auto i = d.interest_in(site);
+        if (i == th::interest::never || (i == th::interest::sometimes && !d.enabled(site)))
+            return false;
+        std::vector<th::field_ref> refs;
+        for (const auto& [n, v] : values)
+            refs.push_back(th::field_ref{n, &v});
+        th::event_record r;
+        r.site = &site;
+        r.plugin = plugin;
+        r.parent = d.current_span();
+        r.values = refs;
+        r.time = fixed_instant();
+        r.thread = std::this_thread::get_id();
+        d.event(r);
+        return true;
+    }
+
+    void record(th::span_handle h, std::vector<std::pair<std::string, model::value>> values)
+    {
+        std::vector<th::field_ref> refs;
+        for (const auto& [n, v] : values)
+            refs.push_back(th::field_ref{n, &v});
+        d.record(h, refs);
+    }
+};
+
+using K = model::callsite_kind;
+using L = model::level;
+
+// The golden scenario's call sites.
+struct scenario_sites {
+    model::callsite order = make_site(K::span, L::info, "order", "orders", 10, {"id"});
+    model::callsite charge = make_site(K::span, L::info, "charge", "orders::billing", 20, {"amount", "currency"});
+    model::callsite starting = make_site(K::event, L::info, "event src/orders.cpp:5", "orders", 5, {"message", "count"});
+    model::callsite charged =
+        make_site(K::event, L::info, "event src/orders.cpp:30", "orders::billing", 30, {"message", "amount", "currency"});
+    model::callsite quoted = make_site(K::event, L::warn, "event src/orders.cpp:31", "orders::billing", 31, {"message", "note"});
+    model::callsite failed = make_site(K::event, L::error, "event src/orders.cpp:32", "orders", 32, {"message", "error"});
+    model::callsite retry =
+        make_site(K::event, L::debug, "event src/orders.cpp:33", "orders", 33, {"message", "attempt", "ratio"});
+    model::callsite detail = make_site(K::event, L::trace, "event src/orders.cpp:34", "orders", 34, {"flag"});
+};
+
+// Spans two deep with fields (one recorded after creation, one replaced in
+// place), events at every level, a quoted string, floats, an error chain.
+void run_scenario(th::dispatcher& d, const scenario_sites& s)
+{
+    driver dr{d};
+    dr.event(s.starting, {{"message", std::string("starting")}, {"count", std::int64_t{3}}});
+    const auto order = dr.span(s.order, {{"id", std::uint64_t{41}}});
+    dr.record(order, {{"id", std::uint64_t{42}}});  // replaced in place
+    d.enter(order);
+    const auto charge = dr.span(s.charge, {{"amount", 12.5}});
+    dr.record(charge, {{"currency", std::string("EUR")}});  // recorded after creation
+    d.enter(charge);
+    dr.event(s.charged, {{"message", std::string("charged")}, {"amount", 12.5}, {"currency", std::string("EUR")}});
+    dr.event(s.quoted, {{"message", std::string("odd note")}, {"note", std::string("say \"hi\"\\now")}});
+    dr.event(s.retry, {{"message", std::string("retrying")}, {"attempt", std::uint64_t{2}}, {"ratio", 1.0}});
+    d.exit(charge);
+    d.close(charge);
+    dr.event(s.failed, {{"message", std::string("payment failed")},
+                        {"error", model::error_chain{{"payment failed", "card declined", "network down"}}}});
+    dr.event(s.detail, {{"flag", true}});
+    d.exit(order);
+    d.close(order);
+}
+
+std::string golden_path(const std::string& name)
+{
+    const char* dir = std::getenv("TT_LAYERS_GOLDEN_DIR");
+    REQUIRE_MESSAGE(dir != nullptr, "TT_LAYERS_GOLDEN_DIR is not set (run through meson test)");
+    return std::string(dir) + "/" + name;
+}
+
+void check_golden(const std::string& name, const std::string& actual)
+{
+    const std::string path = golden_path(name);
+    if (const char* up = std::getenv("TT_UPDATE_GOLDEN"); up && *up == '1') {
+        std::ofstream(path, std::ios::binary) << actual;
+        MESSAGE("rewrote " << path);
+        return;
+    }
+    std::ifstream in(path, std::ios::binary);
+    REQUIRE_MESSAGE(in.good(), "missing golden file " << path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    CHECK(ss.str() == actual);
+}
+
+th::console_options normalised(th::console_options::format_kind k)
+{
+    th::console_options o;
+    o.format = k;
+    o.color = th::color_mode::never;
+    o.fixed_time = "2026-11-23T12:00:00.000000Z";
+    o.fixed_thread = "ThreadId(01)";
+    return o;
+}
+
+// A layer that keeps what it is told, as text.
+struct recording_layer final : th::layer {
+    std::mutex m;
+    std::vector<std::string> lines;
+    std::atomic<int> closes{0}, news{0}, enters{0}, exits{0}, records{0};
+
+    static std::string context(th::span_context spans)
+    {
+        std::string s;
+        for (const auto& sp : spans) {
+            if (!s.empty())
+                s += ':';
+            s += sp.name();
+        }
+        return s;
+    }
+    void on_new_span(th::span_context scope) noexcept override { ++news; (void)scope; }
+    void on_record(th::span_context, th::field_refs) noexcept override { ++records; }
+    void on_enter(const th::span_ref&) noexcept override { ++enters; }
+    void on_exit(const th::span_ref&) noexcept override { ++exits; }
+    void on_close(th::span_context) noexcept override { ++closes; }
+    void on_event(const th::event_view& ev) noexcept override
+    {
+        std::string msg = ev.site->name;
+        for (const auto& f : ev.values)
+            if (f.name == "message")
+                if (auto* str = std::get_if<std::string>(f.value))
+                    msg = *str;
+        std::lock_guard lock(m);
+        lines.push_back(context(ev.spans) + "|" + msg);
+    }
+    std::vector<std::string> snapshot()
+    {
+        std::lock_guard lock(m);
+        return lines;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("compact output matches the golden file")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("trace"));
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(out), normalised(th::console_options::format_kind::compact)));
+    scenario_sites s;
+    run_scenario(d, s);
+    check_golden("compact.txt", out.str());
+    CHECK(out.str().find("\x1b[") == std::string::npos);
+    CHECK(d.statistics().anomalies == 0);
+    CHECK(d.statistics().spans_live == 0);
+}
+
+TEST_CASE("pretty output matches the golden file")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("trace"));
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(out), normalised(th::console_options::format_kind::pretty)));
+    scenario_sites s;
+    run_scenario(d, s);
+    check_golden("pretty.txt", out.str());
+}
+
+TEST_CASE("span open/close lines are optional")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("trace"));
+    auto opts = normalised(th::console_options::format_kind::compact);
+    opts.span_events = true;
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(out), opts));
+    scenario_sites s;
+    run_scenario(d, s);
+    check_golden("compact_span_events.txt", out.str());
+
+    std::ostringstream plain;
+    th::dispatcher d2(must_parse("trace"));
+    d2.add_layer(std::make_shared<th::console_layer>(th::line_writer(plain), normalised(th::console_options::format_kind::compact)));
+    run_scenario(d2, s);
+    CHECK(plain.str().find(": new") == std::string::npos);
+    CHECK(out.str().find("order{id=41}: orders: new\n") != std::string::npos);
+    CHECK(out.str().find("order{id=42}:charge{amount=12.5 currency=\"EUR\"}: orders::billing: close\n") != std::string::npos);
+}
+
+TEST_CASE("the real clock and thread numbers have the documented shape")
+{
+    CHECK(th::format_time(fixed_instant()) == "2026-11-23T12:00:00.123456Z");
+    std::ostringstream out;
+    th::dispatcher d(must_parse("info"));
+    th::console_options o;
+    o.color = th::color_mode::never;
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(out), o));
+    d.host_event(L::info, "tt::host", "hello", {{"n", std::int64_t{1}}});
+    const std::string line = out.str();
+    REQUIRE(line.size() > 40);
+    CHECK(line[4] == '-');
+    CHECK(line[10] == 'T');
+    CHECK(line.substr(26, 8) == "Z  INFO ");
+    CHECK(line.find(" ThreadId(") == 33);
+    CHECK(line.find("tt::host: hello n=1\n") != std::string::npos);
+}
+
+TEST_CASE("colours: absent when not a terminal, present when forced")
+{
+    scenario_sites s;
+    {
+        std::ostringstream out;  // an ostream is never a terminal
+        th::console_options o = normalised(th::console_options::format_kind::compact);
+        o.color = th::color_mode::automatic;
+        auto layer = std::make_shared<th::console_layer>(th::line_writer(out), o);
+        CHECK_FALSE(layer->colored());
+        th::dispatcher d(must_parse("trace"));
+        d.add_layer(layer);
+        run_scenario(d, s);
+        CHECK(out.str().find('\x1b') == std::string::npos);
+    }
+    {
+        std::FILE* f = std::tmpfile();  // a FILE* that is not a tty
+        REQUIRE(f != nullptr);
+        th::console_options o;
+        o.color = th::color_mode::automatic;
+        auto layer = std::make_shared<th::console_layer>(th::line_writer(f), o);
+        CHECK_FALSE(layer->colored());
+        std::fclose(f);
+    }
+    for (auto fmtk : {th::console_options::format_kind::compact, th::console_options::format_kind::pretty}) {
+        std::ostringstream out;
+        th::console_options o = normalised(fmtk);
+        o.color = th::color_mode::always;
+        auto layer = std::make_shared<th::console_layer>(th::line_writer(out), o);
+        CHECK(layer->colored());
+        th::dispatcher d(must_parse("trace"));
+        d.add_layer(layer);
+        run_scenario(d, s);
+        const std::string text = out.str();
+        CHECK(text.find("\x1b[32m INFO\x1b[0m") != std::string::npos);  // level colour
+        CHECK(text.find("\x1b[31mERROR\x1b[0m") != std::string::npos);
+        CHECK(text.find("\x1b[1m") != std::string::npos);  // bold span names
+        CHECK(text.find("\x1b[0m") != std::string::npos);
+    }
+}
+
+TEST_CASE("JSON lines parse back with the expected keys and values")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("trace"));
+    th::json_options jo;
+    jo.fixed_time = "2026-11-23T12:00:00.000000Z";
+    jo.with_location = true;
+    d.add_layer(std::make_shared<th::json_layer>(th::line_writer(out), jo));
+    scenario_sites s;
+    run_scenario(d, s);
+
+    // Plus the value edge cases.
+    const auto odd = make_site(K::event, L::info, "event src/orders.cpp:40", "orders", 40,
+                               {"big", "small", "neg", "nan", "inf", "ninf", "dbg"});
+    driver dr{d};
+    dr.event(odd, {{"big", model::u128(1) << 100},
+                   {"small", model::u128(7)},
+                   {"neg", -(model::i128(1) << 70)},
+                   {"nan", std::nan("")},
+                   {"inf", std::numeric_limits<double>::infinity()},
+                   {"ninf", -std::numeric_limits<double>::infinity()},
+                   {"dbg", model::debug_text{"Point { x: 1 }"}}});
+
+    std::vector<boost::json::object> lines;
+    std::istringstream in(out.str());
+    for (std::string line; std::getline(in, line);) {
+        boost::system::error_code ec;
+        auto v = boost::json::parse(line, ec);
+        REQUIRE_MESSAGE(!ec, "not JSON: " << line);
+        REQUIRE(v.is_object());
+        lines.push_back(v.as_object());
+    }
+    REQUIRE(lines.size() == 7);  // six scenario events + the odd one
+
+    const auto& first = lines[0];
+    CHECK(first.at("timestamp") == "2026-11-23T12:00:00.000000Z");
+    CHECK(first.at("level") == "INFO");
+    CHECK(first.at("target") == "orders");
+    CHECK(first.at("plugin") == "orders");
+    CHECK(first.at("fields").at("message") == "starting");
+    CHECK(first.at("fields").at("count") == 3);
+    CHECK(first.at("filename") == "src/orders.cpp");
+    CHECK(first.at("line_number") == 5);
+    CHECK(first.at("threadId").as_string().starts_with("ThreadId("));
+    CHECK_FALSE(first.contains("span"));
+    CHECK_FALSE(first.contains("spans"));
+
+    const auto& charged = lines[1];
+    CHECK(charged.at("fields").at("amount") == 12.5);
+    CHECK(charged.at("fields").at("currency") == "EUR");
+    CHECK(charged.at("span").at("name") == "charge");
+    CHECK(charged.at("span").at("amount") == 12.5);
+    CHECK(charged.at("span").at("currency") == "EUR");
+    const auto& spans = charged.at("spans").as_array();
+    REQUIRE(spans.size() == 2);
+    CHECK(spans[0].at("name") == "order");
+    CHECK(spans[0].at("id") == 42);
+    CHECK(spans[1].at("name") == "charge");
+
+    CHECK(lines[2].at("level") == "WARN");
+    CHECK(lines[2].at("fields").at("note") == "say \"hi\"\\now");
+    CHECK(lines[3].at("level") == "DEBUG");
+    CHECK(lines[3].at("fields").at("ratio") == 1.0);
+
+    const auto& failed = lines[4];
+    CHECK(failed.at("level") == "ERROR");
+    CHECK(failed.at("fields").at("error") == "payment failed: card declined: network down");
+    CHECK(failed.at("spans").as_array().size() == 1);
+    CHECK(lines[5].at("level") == "TRACE");
+    CHECK(lines[5].at("fields").at("flag") == true);
+
+    const auto& f = lines[6].at("fields");
+    CHECK(f.at("big") == "1267650600228229401496703205376");
+    CHECK(f.at("small") == 7);
+    CHECK(f.at("neg") == "-1180591620717411303424");
+    CHECK(f.at("nan") == "NaN");
+    CHECK(f.at("inf") == "inf");
+    CHECK(f.at("ninf") == "-inf");
+    CHECK(f.at("dbg") == "Point { x: 1 }");
+}
+
+TEST_CASE("JSON span events carry the span as \"span\"")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("trace"));
+    th::json_options jo;
+    jo.span_events = true;
+    jo.with_thread_ids = false;
+    d.add_layer(std::make_shared<th::json_layer>(th::line_writer(out), jo));
+    scenario_sites s;
+    driver dr{d};
+    const auto h = dr.span(s.order, {{"id", std::uint64_t{7}}});
+    d.close(h);
+    std::istringstream in(out.str());
+    std::string l1, l2;
+    REQUIRE(std::getline(in, l1));
+    REQUIRE(std::getline(in, l2));
+    auto a = boost::json::parse(l1).as_object();
+    auto b = boost::json::parse(l2).as_object();
+    CHECK(a.at("fields").at("message") == "new");
+    CHECK(b.at("fields").at("message") == "close");
+    CHECK(a.at("span").at("id") == 7);
+    CHECK_FALSE(a.contains("threadId"));
+}
+
+TEST_CASE("filter: info,orders=debug,orders[checkout{user=alice}]=trace")
+{
+    th::dispatcher d(must_parse("info,orders=debug,orders[checkout{user=alice}]=trace"));
+    auto rec = std::make_shared<recording_layer>();
+    d.add_layer(rec);
+
+    const auto checkout = make_site(K::span, L::info, "checkout", "orders", 50, {"user"});
+    const auto trace_ev = make_site(K::event, L::trace, "event a", "orders::cart", 51, {"message"});
+    const auto debug_ev = make_site(K::event, L::debug, "event b", "orders", 52, {"message"});
+    const auto info_other = make_site(K::event, L::info, "event c", "payments", 53, {"message"});
+    const auto debug_other = make_site(K::event, L::debug, "event d", "payments", 54, {"message"});
+    const auto trace_span = make_site(K::span, L::trace, "checkout", "orders", 55, {"user"});
+
+    CHECK(d.interest_in(checkout) == th::interest::always);
+    CHECK(d.interest_in(debug_ev) == th::interest::always);
+    CHECK(d.interest_in(info_other) == th::interest::always);
+    CHECK(d.interest_in(trace_ev) == th::interest::sometimes);
+    CHECK(d.interest_in(debug_other) == th::interest::sometimes);  // inside alice's checkout any target
+    CHECK(d.interest_in(trace_span) == th::interest::sometimes);
+
+    driver dr{d};
+    CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("outside")}}));
+    {
+        const auto bob = dr.span(checkout, {{"user", std::string("bob")}});
+        d.enter(bob);
+        CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("bob trace")}}));
+        CHECK(dr.event(debug_ev, {{"message", std::string("bob debug")}}));
+        d.exit(bob);
+        d.close(bob);
+    }
+    {
+        const auto alice = dr.span(checkout, {{"user", std::string("alice")}});
+        d.enter(alice);
+        CHECK(dr.event(trace_ev, {{"message", std::string("alice trace")}}));
+        CHECK(dr.event(debug_other, {{"message", std::string("alice other debug")}}));
+        // A trace-level span for alice enables itself by its own values.
+        const auto inner = dr.span(trace_span, {{"user", std::string("alice")}});
+        d.enter(inner);
+        CHECK(d.current_span() == inner);
+        d.exit(inner);
+        d.close(inner);
+        d.exit(alice);
+        d.close(alice);
+    }
+    CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("after")}}));
+
+    // event() re-checks: a direct call outside the span is dropped too.
+    th::event_record r;
+    const model::value msg{std::string("direct")};
+    const th::field_ref ref{"message", &msg};
+    r.site = &trace_ev;
+    r.plugin = "orders";
+    r.values = th::field_refs(&ref, 1);
+    d.event(r);
+
+    const auto lines = rec->snapshot();
+    const std::vector<std::string> want = {"checkout|bob debug", "checkout|alice trace", "checkout|alice other debug"};
+    CHECK(lines == want);
+    CHECK(d.statistics().events_filtered >= 1);
+    CHECK(d.statistics().anomalies == 0);
+}
+
+TEST_CASE("a span that does not pass is disabled: a handle, but invisible")
+{
+    th::dispatcher d(must_parse("info,orders[checkout{user=alice}]=trace"));
+    auto rec = std::make_shared<recording_layer>();
+    d.add_layer(rec);
+    const auto outer = make_site(K::span, L::info, "outer", "orders", 60, {});
+    const auto checkout = make_site(K::span, L::trace, "checkout", "orders", 61, {"user"});
+    const auto info_ev = make_site(K::event, L::info, "event e", "orders", 62, {"message"});
+    driver dr{d};
+    const auto o = dr.span(outer, {});
+    d.enter(o);
+    const auto bob = dr.span(checkout, {{"user", std::string("bob")}});
+    CHECK(bob != 0);  // the receiver gets a consistent answer
+    d.enter(bob);
+    CHECK(d.current_span() == o);  // entering a disabled span changes nothing
+    dr.event(info_ev, {{"message", std::string("in bob")}});
+    const auto child = dr.span(outer, {}, bob);  // explicit parent: the disabled span
+    d.record(bob, {});
+    d.exit(bob);
+    d.close(bob);
+    d.close(child);
+    d.exit(o);
+    d.close(o);
+    CHECK(rec->snapshot() == std::vector<std::string>{"outer|in bob"});
+    CHECK(rec->news == 2);    // outer and child, not bob
+    CHECK(rec->closes == 2);
+    CHECK(d.statistics().spans_disabled == 1);
+    CHECK(d.statistics().spans_live == 0);
+    CHECK(d.statistics().anomalies == 0);
+}
+
+TEST_CASE("set_filter at run time changes interest_in")
+{
+    th::dispatcher d(must_parse("info"));
+    const auto dbg = make_site(K::event, L::debug, "event", "orders", 70, {"message"});
+    const auto g0 = d.filter_generation();
+    CHECK(d.interest_in(dbg) == th::interest::never);
+    d.set_filter(must_parse("orders=debug"));
+    CHECK(d.filter_generation() > g0);
+    CHECK(d.interest_in(dbg) == th::interest::always);
+    CHECK(d.current_filter().to_string() == "orders=debug");
+
+    // Swapping while other threads ask.
+    std::atomic<bool> stop{false};
+    std::atomic<int> answers{0};
+    std::thread reader([&] {
+        while (!stop.load()) {
+            const auto i = d.interest_in(dbg);
+            CHECK((i == th::interest::never || i == th::interest::always));
+            ++answers;
+        }
+    });
+    for (int i = 0; i < 200; ++i)
+        d.set_filter(must_parse(i % 2 ? "warn" : "orders=debug"));
+    stop = true;
+    reader.join();
+    CHECK(d.interest_in(dbg) == th::interest::never);
+}
+
+TEST_CASE("current_span is per thread")
+{
+    th::dispatcher d(must_parse("trace"));
+    const auto site = make_site(K::span, L::info, "work", "orders", 80, {"n"});
+    driver dr{d};
+    const auto a = dr.span(site, {{"n", std::int64_t{1}}});
+    d.enter(a);
+    CHECK(d.current_span() == a);
+    th::span_handle seen_before = 99, seen_inside = 0, seen_after = 99;
+    th::span_handle b = 0;
+    std::thread t([&] {
+        seen_before = d.current_span();
+        b = dr.span(site, {{"n", std::int64_t{2}}});
+        d.enter(b);
+        seen_inside = d.current_span();
+        d.exit(b);
+        seen_after = d.current_span();
+        d.close(b);
+    });
+    t.join();
+    CHECK(seen_before == 0);
+    CHECK(seen_inside == b);
+    CHECK(seen_after == 0);
+    CHECK(b != a);
+    CHECK(d.current_span() == a);
+    d.exit(a);
+    CHECK(d.current_span() == 0);
+    d.close(a);
+    CHECK(d.statistics().anomalies == 0);
+}
+
+TEST_CASE("close once; handles are never reused")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto rec = std::make_shared<recording_layer>();
+    d.add_layer(rec);
+    const auto site = make_site(K::span, L::info, "s", "orders", 90, {});
+    driver dr{d};
+    const auto a = dr.span(site, {});
+    d.close(a);
+    d.close(a);  // second close: counted, not forwarded
+    CHECK(rec->closes == 1);
+    CHECK(d.statistics().anomalies == 1);
+    const auto b = dr.span(site, {});
+    CHECK(b > a);
+    d.record(a, {});  // late record on a closed handle: counted
+    CHECK(d.statistics().anomalies == 2);
+    d.follows_from(b, a);  // a closed cause is fine
+    CHECK(d.statistics().anomalies == 2);
+    d.close(b);
+}
+
+TEST_CASE("fan-out to two layers")
+{
+    std::ostringstream text, json;
+    th::dispatcher d(must_parse("trace"));
+    auto r1 = std::make_shared<recording_layer>();
+    auto r2 = std::make_shared<recording_layer>();
+    d.add_layer(r1);
+    d.add_layer(r2);
+    scenario_sites s;
+    run_scenario(d, s);
+    CHECK(r1->snapshot() == r2->snapshot());
+    CHECK(r1->snapshot().size() == 6);
+    CHECK(r1->snapshot()[1] == "order:charge|charged");
+    CHECK(r1->news == 2);
+    CHECK(r2->closes == 2);
+    CHECK(r1->enters == 2);
+    CHECK(r2->exits == 2);
+    CHECK(r1->records == 2);
+}
+
+TEST_CASE("host instrumentation: host events and span guards")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("info"));
+    auto rec = std::make_shared<recording_layer>();
+    d.add_layer(rec);
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(out), normalised(th::console_options::format_kind::compact)));
+    {
+        auto g = d.enter_host_span(L::info, "tt::host::reload", "reload", {{"plugin", std::string("orders")}, {"ok", false}});
+        REQUIRE(g);
+        CHECK(d.current_span() == g.handle());
+        g.record("ok", true);
+        d.host_event(L::info, "tt::host::reload", "swapped", {{"version", std::uint64_t{3}}});
+        d.host_event(L::debug, "tt::host::reload", "not shown");
+    }
+    CHECK(d.current_span() == 0);
+    CHECK(rec->snapshot() == std::vector<std::string>{"reload|swapped"});
+    CHECK(out.str() ==
+          "2026-11-23T12:00:00.000000Z  INFO ThreadId(01) reload{plugin=\"orders\" ok=true}: tt::host::reload: swapped version=3\n");
+    CHECK(d.statistics().spans_live == 0);
+    // Host call sites are registered once, with stable ids.
+    const std::string_view fields[] = {"message"};
+    const auto* a = d.host_callsite(K::event, L::info, "event x", "tt::host", "x.cpp", 1, fields);
+    const auto* b = d.host_callsite(K::event, L::info, "event x", "tt::host", "x.cpp", 1, fields);
+    REQUIRE(a != nullptr);
+    CHECK(a == b);
+    CHECK(a->id != 0);
+}
+
+TEST_CASE("write failures are counted, never thrown")
+{
+    std::FILE* f = std::fopen("/dev/null", "r");  // writes fail
+    REQUIRE(f != nullptr);
+    th::dispatcher d(must_parse("trace"));
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(f), th::console_options{}));
+    d.add_layer(std::make_shared<th::json_layer>(th::line_writer(f), th::json_options{}));
+    scenario_sites s;
+    run_scenario(d, s);
+    CHECK(d.statistics().layer_errors == 12);
+    std::fclose(f);
+}
+
+TEST_CASE("end to end: a receiver relays into the dispatcher")
+{
+    th::dispatcher d(must_parse("info,orders[checkout{user=alice}]=trace"));
+    auto rec = std::make_shared<recording_layer>();
+    d.add_layer(rec);
+    auto checkout = make_site(K::span, L::info, "checkout", "orders", 100, {"user"});
+    auto detail = make_site(K::event, L::trace, "event src/orders.cpp:101", "orders::cart", 101, {"message"});
+    {
+        th::receiver recv("orders", d);
+        CHECK(recv.receive(model::new_callsite{checkout}) == TT_INTEREST_ALWAYS);
+        CHECK(recv.receive(model::new_callsite{detail}) == TT_INTEREST_SOMETIMES);
+        for (const char* user : {"bob", "alice"}) {
+            model::new_span ns;
+            ns.callsite_id = checkout.id;
+            ns.values = {{"user", std::string(user)}};
+            const std::uint64_t id = recv.receive(model::event(ns));
+            REQUIRE(id != 0);
+            recv.receive(model::span_entered{id});
+            model::new_event ne;
+            ne.callsite_id = detail.id;
+            ne.values = {{"message", std::string("cart of ") + user}};
+            recv.receive(model::event(ne));
+            recv.receive(model::span_exited{id});
+            recv.receive(model::span_dropped{id});
+        }
+    }
+    CHECK(rec->snapshot() == std::vector<std::string>{"checkout|cart of alice"});
+    CHECK(rec->news == 2);
+    CHECK(rec->closes == 2);
+    CHECK(d.statistics().spans_live == 0);
+    CHECK(d.statistics().anomalies == 0);
+}
