@@ -1,23 +1,22 @@
-// tt-demo: the smallest host that runs plugins and prints what they emit.
+// tt-demo: the smallest host that runs plugins through the real pipeline.
 //
-// Loads each plugin with the checked loader, hands it a host whose emit
-// prints every call site, span and event as it crosses, and calls the example
-// application's `example_tick` entry point a few times. It is the visible end
-// of the foundation; tt-host (receiver, layers, hot reload) replaces it.
-#include <tracetunnel/abi_convert.hpp>
+// Loads each plugin with the checked loader, gives it a receiver (one per
+// plugin lineage) feeding the dispatcher with a console or JSON lines layer,
+// and calls the example application's `example_tick` entry point once per
+// tick. tt-host (hot reload, persisted state, control socket) builds on the
+// same pieces.
+#include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/filter.hpp>
+#include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/plugin_library.hpp>
+#include <tracetunnel/host/receiver.hpp>
 
 #include <CLI/CLI.hpp>
-#include <fmt/color.h>
 #include <fmt/format.h>
 
 #include <chrono>
 #include <csignal>
-#include <cstdio>
-#include <map>
-#include <mutex>
 #include <thread>
-#include <unistd.h>
 
 #include "../plugins/include/example_app.h"
 
@@ -25,206 +24,67 @@ namespace {
 
 volatile std::sig_atomic_t stop_requested = 0;
 
-std::string render(const tt::model::value& v)
-{
-    return std::visit(
-        [](const auto& x) -> std::string {
-            using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, bool>)
-                return x ? "true" : "false";
-            else if constexpr (std::is_same_v<T, tt::model::i128> || std::is_same_v<T, tt::model::u128>) {
-                // fmt prints 128-bit integers natively.
-                return fmt::format("{}", x);
-            } else if constexpr (std::is_same_v<T, std::string>)
-                return fmt::format("{:?}", x);
-            else if constexpr (std::is_same_v<T, tt::model::debug_text>)
-                return x.text;
-            else if constexpr (std::is_same_v<T, tt::model::error_chain>) {
-                std::string out;
-                for (std::size_t i = 0; i < x.chain.size(); ++i)
-                    out += (i ? ": " : "") + x.chain[i];
-                return out;
-            } else
-                return fmt::format("{}", x);
-        },
-        v);
-}
-
-// One printing host per plugin: the emit context says which plugin spoke.
-class printing_host {
-public:
-    printing_host(std::string plugin, bool colour) : plugin_(std::move(plugin)), colour_(colour) {}
-
-    tt_host api()
-    {
-        tt_host h{};
-        h.struct_size = sizeof h;
-        h.abi_version = TT_ABI_VERSION;
-        h.emit = &printing_host::emit;
-        h.ctx = this;
-        return h;
-    }
-
-    std::size_t events_seen() const { return events_; }
-
-private:
-    static std::uint64_t emit(void* ctx, const tt_event* ev)
-    {
-        return static_cast<printing_host*>(ctx)->on(*ev);
-    }
-
-    std::uint64_t on(const tt_event& raw)
-    {
-        std::lock_guard lock(mutex_);
-        const std::uint64_t new_id = raw.kind == TT_EVENT_NEW_SPAN ? next_span_++ : 0;
-        std::string why;
-        auto ev = decoder_.decode(raw, new_id, &why);
-        if (!ev) {
-            print_line(tt::model::level::error, fmt::format("refused event from {}: {}", plugin_, why));
-            return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
-        }
-        ++events_;
-        return std::visit([&](const auto& e) { return handle(e); }, *ev);
-    }
-
-    std::string fields(const tt::model::field_values& values, bool skip_message = false) const
-    {
-        std::string out;
-        for (const auto& [name, value] : values) {
-            if (skip_message && name == "message")
-                continue;
-            out += fmt::format(" {}={}", name, render(value));
-        }
-        return out;
-    }
-
-    std::string context() const
-    {
-        std::string out;
-        for (auto id : stack_) {
-            auto it = spans_.find(id);
-            if (it == spans_.end())
-                continue;
-            if (!out.empty())
-                out += ':';
-            out += it->second;
-        }
-        return out;
-    }
-
-    void print_line(tt::model::level lvl, const std::string& text) const
-    {
-        static const fmt::color colours[] = {fmt::color::red, fmt::color::red, fmt::color::gold,
-                                             fmt::color::green, fmt::color::cornflower_blue, fmt::color::gray};
-        const auto idx = static_cast<std::size_t>(lvl) < 6 ? static_cast<std::size_t>(lvl) : 0;
-        const auto lvl_text = fmt::format("{:>5}", tt::model::to_string(lvl));
-        if (colour_)
-            fmt::print("{} {} {}\n", fmt::styled(lvl_text, fmt::fg(colours[idx]) | fmt::emphasis::bold),
-                       fmt::styled(plugin_, fmt::emphasis::italic), text);
-        else
-            fmt::print("{} {} {}\n", lvl_text, plugin_, text);
-        std::fflush(stdout);
-    }
-
-    std::uint64_t handle(const tt::model::new_callsite& e)
-    {
-        print_line(tt::model::level::trace,
-                   fmt::format("registered {} call site '{}' ({}:{}) id {:#018x}",
-                               e.site.kind == tt::model::callsite_kind::span ? "span" : "event", e.site.name,
-                               e.site.file, e.site.line, e.site.id));
-        return TT_INTEREST_ALWAYS;
-    }
-    std::uint64_t handle(const tt::model::new_span& e)
-    {
-        const auto* cs = decoder_.find_callsite(e.callsite_id);
-        spans_[e.id] = fmt::format("{}{{{}}}", cs->name, fields(e.values).substr(e.values.empty() ? 0 : 1));
-        print_line(cs->level, fmt::format("new span #{} {}", e.id, spans_[e.id]));
-        return e.id;
-    }
-    std::uint64_t handle(const tt::model::span_entered& e)
-    {
-        stack_.push_back(e.id);
-        return TT_STATUS_OK;
-    }
-    std::uint64_t handle(const tt::model::span_exited& e)
-    {
-        if (!stack_.empty() && stack_.back() == e.id)
-            stack_.pop_back();
-        return TT_STATUS_OK;
-    }
-    std::uint64_t handle(const tt::model::span_dropped& e)
-    {
-        if (--refs_[e.id] < 0) {
-            print_line(tt::model::level::debug, fmt::format("close span #{} {}", e.id, spans_[e.id]));
-            spans_.erase(e.id);
-            refs_.erase(e.id);
-        }
-        return TT_STATUS_OK;
-    }
-    std::uint64_t handle(const tt::model::span_cloned& e)
-    {
-        ++refs_[e.id];
-        return TT_STATUS_OK;
-    }
-    std::uint64_t handle(const tt::model::values_recorded& e)
-    {
-        print_line(tt::model::level::debug, fmt::format("record span #{}{}", e.id, fields(e.values)));
-        return TT_STATUS_OK;
-    }
-    std::uint64_t handle(const tt::model::follows_from& e)
-    {
-        print_line(tt::model::level::debug, fmt::format("span #{} follows from #{}", e.id, e.cause));
-        return TT_STATUS_OK;
-    }
-    std::uint64_t handle(const tt::model::new_event& e)
-    {
-        const auto* cs = decoder_.find_callsite(e.callsite_id);
-        std::string message;
-        for (const auto& [name, value] : e.values)
-            if (name == "message")
-                message = std::holds_alternative<std::string>(value) ? std::get<std::string>(value) : render(value);
-        const auto ctx = context();
-        print_line(cs->level, fmt::format("{}{}{}: {}{}", ctx, ctx.empty() ? "" : " ", cs->target, message,
-                                          fields(e.values, true)));
-        return TT_STATUS_OK;
-    }
-
-    std::string plugin_;
-    bool colour_;
-    std::mutex mutex_;
-    tt::model::abi_decoder decoder_;
-    std::uint64_t next_span_ = 1;
-    std::size_t events_ = 0;
-    std::map<std::uint64_t, std::string> spans_;
-    std::map<std::uint64_t, int> refs_;
-    std::vector<std::uint64_t> stack_;
-};
-
 struct running_plugin {
     std::shared_ptr<tt::host::plugin_library> lib;
-    std::unique_ptr<printing_host> host;
+    std::unique_ptr<tt::host::receiver> receiver;
     example_tick_fn tick = nullptr;
 };
+
+// The one function every plugin calls: its context is its receiver.
+std::uint64_t emit_to_receiver(void* ctx, const tt_event* ev)
+{
+    if (ev == nullptr)
+        return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
+    return static_cast<tt::host::receiver*>(ctx)->receive(*ev);
+}
 
 }  // namespace
 
 int main(int argc, char** argv)
 {
-    CLI::App app{"tt-demo: load tracetunnel plugins and print every span and event they emit.\n"
-                 "Calls each plugin's example_tick entry point once per tick."};
+    CLI::App app{"tt-demo: load tracetunnel plugins, call their example_tick entry point once per tick,\n"
+                 "and print the spans and events they emit through the host's pipeline."};
     std::vector<std::string> plugins;
     int ticks = 5;
     int interval_ms = 200;
+    std::string filter_text = "info";
+    std::string format = "compact";
     bool no_colour = false;
+    bool span_events = false;
     app.add_option("--plugins,plugins", plugins, "plugin shared objects (.so) to load")->required();
     app.add_option("--ticks", ticks, "how many ticks to run (0 = until Ctrl-C)")->capture_default_str();
     app.add_option("--interval-ms", interval_ms, "milliseconds between ticks")->capture_default_str();
+    app.add_option("--filter", filter_text, "filter directives, EnvFilter syntax (e.g. info,orders=debug)")
+        ->capture_default_str();
+    app.add_option("--format", format, "output format")
+        ->check(CLI::IsMember({"compact", "pretty", "json"}))
+        ->capture_default_str();
+    app.add_flag("--span-events", span_events, "also print a line when a span opens and closes");
     app.add_flag("--no-color", no_colour, "never colour the output (default: colour on a terminal)");
     CLI11_PARSE(app, argc, argv);
 
+    auto parsed = tt::host::parse_filter(filter_text);
+    if (auto* err = std::get_if<tt::host::filter_error>(&parsed)) {
+        fmt::print(stderr, "tt-demo: bad --filter at byte {}: {}\n", err->position, err->message);
+        return 2;
+    }
+    tt::host::dispatcher pipeline(std::get<tt::host::filter>(parsed));
+    if (format == "json") {
+        tt::host::json_options opts;
+        opts.span_events = span_events;
+        pipeline.add_layer(std::make_shared<tt::host::json_layer>(tt::host::line_writer(), opts));
+    } else {
+        tt::host::console_options opts;
+        opts.format = format == "pretty" ? tt::host::console_options::format_kind::pretty
+                                         : tt::host::console_options::format_kind::compact;
+        opts.color = no_colour ? tt::host::color_mode::never : tt::host::color_mode::automatic;
+        opts.show_plugin = true;
+        opts.span_events = span_events;
+        pipeline.add_layer(std::make_shared<tt::host::console_layer>(opts));
+    }
+
     std::signal(SIGINT, [](int) { stop_requested = 1; });
     std::signal(SIGTERM, [](int) { stop_requested = 1; });
-    const bool colour = !no_colour && isatty(STDOUT_FILENO);
 
     std::vector<running_plugin> running;
     int failures = 0;
@@ -238,10 +98,14 @@ int main(int argc, char** argv)
         running_plugin rp;
         rp.lib = std::get<std::shared_ptr<tt::host::plugin_library>>(opened);
         const auto& d = rp.lib->description();
-        rp.host = std::make_unique<printing_host>(d.name, colour);
-        fmt::print("tt-demo: loaded plugin '{}' {} (ABI {}.{}) from {}\n", d.name, d.version,
+        rp.receiver = std::make_unique<tt::host::receiver>(d.name, pipeline);
+        fmt::print(stderr, "tt-demo: loaded plugin '{}' {} (ABI {}.{}) from {}\n", d.name, d.version,
                    TT_ABI_MAJOR_OF(d.abi_version), TT_ABI_MINOR_OF(d.abi_version), path);
-        const tt_host api = rp.host->api();
+        tt_host api{};
+        api.struct_size = sizeof api;
+        api.abi_version = TT_ABI_VERSION;
+        api.emit = &emit_to_receiver;
+        api.ctx = rp.receiver.get();
         const auto started = rp.lib->start(api);
         if (auto* err = std::get_if<tt::host::load_error>(&started)) {
             fmt::print(stderr, "tt-demo: {}\n", err->message());
@@ -261,7 +125,17 @@ int main(int argc, char** argv)
 
     for (auto& rp : running) {
         rp.lib->stop();
-        fmt::print("tt-demo: stopped '{}' after {} events\n", rp.lib->description().name, rp.host->events_seen());
+        const auto stats = rp.receiver->stats();
+        std::uint64_t received = 0, errors = 0;
+        for (auto n : stats.events)
+            received += n;
+        for (auto n : stats.errors)
+            errors += n;
+        fmt::print(stderr, "tt-demo: stopped '{}': {} events received, {} refused\n", rp.lib->description().name,
+                   received, errors);
+        // Destroying the receiver without a commit rolls back: spans the plugin
+        // left open are closed in the pipeline, never leaked.
+        rp.receiver.reset();
     }
     return failures == 0 ? 0 : 1;
 }
