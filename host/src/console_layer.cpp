@@ -77,26 +77,6 @@ namespace {
 
 // --- value text, as tracing's visitors print values ---
 
-std::string u128_text(model::u128 v)
-{
-    if (v == 0)
-        return "0";
-    char buf[40];
-    int i = 40;
-    while (v != 0) {
-        buf[--i] = static_cast<char>('0' + static_cast<int>(v % 10));
-        v /= 10;
-    }
-    return std::string(buf + i, buf + 40);
-}
-
-std::string i128_text(model::i128 v)
-{
-    if (v >= 0)
-        return u128_text(static_cast<model::u128>(v));
-    return "-" + u128_text(static_cast<model::u128>(0) - static_cast<model::u128>(v));
-}
-
 // Rust's f64 Debug: always a fractional part or exponent; NaN, inf, -inf.
 std::string float_text(double d)
 {
@@ -155,9 +135,9 @@ void value_into(std::string& out, const model::value& v)
             else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>)
                 out += fmt::format("{}", x);
             else if constexpr (std::is_same_v<T, model::i128>)
-                out += i128_text(x);
+                model::append_decimal(out, x);
             else if constexpr (std::is_same_v<T, model::u128>)
-                out += u128_text(x);
+                model::append_decimal(out, x);
             else if constexpr (std::is_same_v<T, double>)
                 out += float_text(x);
             else if constexpr (std::is_same_v<T, std::string>)

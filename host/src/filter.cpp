@@ -104,17 +104,6 @@ literal bare_literal(std::string_view t)
     return lit;
 }
 
-std::string u128_text(u128 v)
-{
-    char buf[48];
-    char* p = buf + sizeof buf;
-    do {
-        *--p = static_cast<char>('0' + static_cast<unsigned>(v % 10));
-        v /= 10;
-    } while (v != 0);
-    return std::string(p, buf + sizeof buf);
-}
-
 bool bare_char(unsigned char c)
 {
     return c > 0x20 && c != 0x7f && !std::strchr(",{}[]=\"", c);
@@ -126,7 +115,7 @@ std::string literal_text(const literal& lit)
     case literal::kind::boolean:
         return lit.b ? "true" : "false";
     case literal::kind::integer:
-        return (lit.negative ? "-" : "") + u128_text(lit.magnitude);
+        return (lit.negative ? "-" : "") + model::to_decimal(lit.magnitude);
     case literal::kind::floating: {
         char buf[64];
         const auto r = std::to_chars(buf, buf + sizeof buf, lit.f);

@@ -14,26 +14,6 @@ namespace tt::host {
 
 namespace {
 
-std::string u128_string(model::u128 v)
-{
-    if (v == 0)
-        return "0";
-    char buf[40];
-    int i = 40;
-    while (v != 0) {
-        buf[--i] = static_cast<char>('0' + static_cast<int>(v % 10));
-        v /= 10;
-    }
-    return std::string(buf + i, buf + 40);
-}
-
-std::string i128_string(model::i128 v)
-{
-    if (v >= 0)
-        return u128_string(static_cast<model::u128>(v));
-    return "-" + u128_string(static_cast<model::u128>(0) - static_cast<model::u128>(v));
-}
-
 boost::json::value json_of(const model::value& v, boost::json::storage_ptr sp)
 {
     return std::visit(
@@ -47,11 +27,11 @@ boost::json::value json_of(const model::value& v, boost::json::storage_ptr sp)
                     return boost::json::value(static_cast<std::int64_t>(x), sp);
                 if (x > 0 && static_cast<model::u128>(x) <= std::numeric_limits<std::uint64_t>::max())
                     return boost::json::value(static_cast<std::uint64_t>(x), sp);
-                return boost::json::value(i128_string(x), sp);
+                return boost::json::value(model::to_decimal(x), sp);
             } else if constexpr (std::is_same_v<T, model::u128>) {
                 if (x <= std::numeric_limits<std::uint64_t>::max())
                     return boost::json::value(static_cast<std::uint64_t>(x), sp);
-                return boost::json::value(u128_string(x), sp);
+                return boost::json::value(model::to_decimal(x), sp);
             } else if constexpr (std::is_same_v<T, double>) {
                 if (std::isnan(x))
                     return boost::json::value("NaN", sp);

@@ -104,31 +104,6 @@ void append_int(std::string& out, Int v)
     out.append(buf, r.ptr);
 }
 
-void append_u128(std::string& out, u128 v)
-{
-    if (v <= std::numeric_limits<std::uint64_t>::max()) {
-        append_int(out, static_cast<std::uint64_t>(v));
-        return;
-    }
-    // Two divisions by 10^19 instead of 39 by 10: 128-bit division is a call.
-    constexpr std::uint64_t chunk = 10'000'000'000'000'000'000ull;
-    append_u128(out, v / chunk);
-    char buf[24];
-    const auto r = std::to_chars(buf, buf + sizeof buf, static_cast<std::uint64_t>(v % chunk));
-    out.append(19 - static_cast<std::size_t>(r.ptr - buf), '0');
-    out.append(buf, r.ptr);
-}
-
-void append_i128(std::string& out, i128 v)
-{
-    if (v < 0) {
-        out += '-';
-        append_u128(out, u128(0) - static_cast<u128>(v));
-    } else {
-        append_u128(out, static_cast<u128>(v));
-    }
-}
-
 // A JSON string literal. Runs of plain bytes are appended in one go.
 void append_string(std::string& out, std::string_view s)
 {
@@ -239,11 +214,11 @@ void append_value(std::string& out, const value& v)
                 out += "\"}";
             } else if constexpr (std::is_same_v<T, i128>) {
                 out += "{\"i128\":\"";
-                append_i128(out, x);
+                append_decimal(out, x);
                 out += "\"}";
             } else if constexpr (std::is_same_v<T, u128>) {
                 out += "{\"u128\":\"";
-                append_u128(out, x);
+                append_decimal(out, x);
                 out += "\"}";
             } else if constexpr (std::is_same_v<T, double>) {
                 out += "{\"f64\":";

@@ -1,7 +1,9 @@
 #include <tracetunnel/abi_convert.hpp>
 #include <tracetunnel/model.hpp>
 
+#include <charconv>
 #include <cstring>
+#include <limits>
 
 namespace tt::model {
 
@@ -39,6 +41,46 @@ void set_why(std::string* why, std::string text)
 }
 
 }  // namespace
+
+void append_decimal(std::string& out, u128 v)
+{
+    char buf[24];
+    if (v <= std::numeric_limits<std::uint64_t>::max()) {
+        const auto r = std::to_chars(buf, buf + sizeof buf, static_cast<std::uint64_t>(v));
+        out.append(buf, r.ptr);
+        return;
+    }
+    // Two divisions by 10^19 instead of 39 by 10: 128-bit division is a call.
+    constexpr std::uint64_t chunk = 10'000'000'000'000'000'000ull;
+    append_decimal(out, v / chunk);
+    const auto r = std::to_chars(buf, buf + sizeof buf, static_cast<std::uint64_t>(v % chunk));
+    out.append(19 - static_cast<std::size_t>(r.ptr - buf), '0');
+    out.append(buf, r.ptr);
+}
+
+void append_decimal(std::string& out, i128 v)
+{
+    if (v < 0) {
+        out += '-';
+        append_decimal(out, u128(0) - static_cast<u128>(v));
+    } else {
+        append_decimal(out, static_cast<u128>(v));
+    }
+}
+
+std::string to_decimal(u128 v)
+{
+    std::string out;
+    append_decimal(out, v);
+    return out;
+}
+
+std::string to_decimal(i128 v)
+{
+    std::string out;
+    append_decimal(out, v);
+    return out;
+}
 
 bool same_value(const value& a, const value& b) noexcept
 {

@@ -73,6 +73,13 @@ using value = std::variant<bool, std::int64_t, std::uint64_t, i128, u128, double
 
 bool same_value(const value& a, const value& b) noexcept;
 
+// Decimal text of 128-bit integers (no standard to_chars for them): one
+// implementation for the JSON form, the layers and the filters.
+void append_decimal(std::string& out, u128 v);
+void append_decimal(std::string& out, i128 v);
+std::string to_decimal(u128 v);
+std::string to_decimal(i128 v);
+
 using field_values = std::vector<std::pair<std::string, value>>;
 
 struct new_callsite {
