@@ -209,16 +209,7 @@ std::uint32_t status_of(receive_errc e) noexcept
     return TT_STATUS_BAD_EVENT;
 }
 
-bool persisted_span::operator==(const persisted_span& o) const noexcept
-{
-    if (id != o.id || callsite_id != o.callsite_id || parent_id != o.parent_id || ref_count != o.ref_count ||
-        start != o.start || follows_from != o.follows_from || values.size() != o.values.size())
-        return false;
-    for (std::size_t i = 0; i < values.size(); ++i)
-        if (values[i].first != o.values[i].first || !model::same_value(values[i].second, o.values[i].second))
-            return false;
-    return true;
-}
+// persisted_span::operator== lives with the type in state/ (tracetunnel/persisted.hpp).
 
 // ---------------------------------------------------------------------------
 // local spans

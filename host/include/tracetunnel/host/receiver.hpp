@@ -18,6 +18,7 @@
 
 #include <tracetunnel/host/pipeline.hpp>
 #include <tracetunnel/model.hpp>
+#include <tracetunnel/persisted.hpp>
 
 #include <array>
 #include <atomic>
@@ -84,28 +85,11 @@ struct quotas {
     std::size_t error_log_size = 16;  // receive() keeps the last N error messages
 };
 
-// One live span as persisted: everything needed to continue it after a reload
-// or a restart. (Candidates for state/ once its codec is written.)
-struct persisted_span {
-    std::uint64_t id = 0;
-    std::uint64_t callsite_id = 0;
-    std::uint64_t parent_id = 0;  // the plugin's span id of the parent, 0 = none
-    model::field_values values;   // creation values + records, first-recorded order
-    std::uint64_t ref_count = 1;
-    clock::time_point start;
-    std::vector<std::uint64_t> follows_from;  // causes by span id, kept even once closed
-
-    bool operator==(const persisted_span& o) const noexcept;
-};
-
-struct persisted_spans {
-    std::vector<persisted_span> spans;  // sorted by id
-    std::uint64_t next_id = 1;          // the next host-assigned span id
-
-    bool operator==(const persisted_spans& o) const noexcept = default;
-};
-
-using persisted_metadata = std::vector<model::callsite>;  // sorted by id
+// The persisted state lives in state/ (tracetunnel/persisted.hpp); these
+// names keep the receiver's spelling.
+using persisted_span = tt::state::persisted_span;
+using persisted_spans = tt::state::persisted_spans;
+using persisted_metadata = tt::state::persisted_metadata;
 
 // The pipeline's handles for a lineage's live spans, and how often each is
 // entered on each thread: RAM only. Shared between consecutive receivers of a
@@ -152,10 +136,7 @@ struct receiver_stats {
 };
 
 // What a receiver starts from.
-struct receiver_state {
-    persisted_metadata metadata;
-    persisted_spans spans;
-};
+using receiver_state = tt::state::receiver_state;
 
 class receiver {
 public:
