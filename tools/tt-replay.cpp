@@ -10,6 +10,7 @@
 // optional) and the Rust crate tracing-tunnel's serde lines, detected per
 // line or forced with --tracing-tunnel.
 #include <tracetunnel/event_json.hpp>
+#include <tracetunnel/host/capture.hpp>
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/receiver.hpp>
@@ -18,7 +19,11 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <fstream>
+#include <sstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -38,6 +43,7 @@ struct options {
     std::string restore_from;
     bool tracing_tunnel = false;
     bool strict = false;
+    std::string expect;  // compare the host's span tree with this *.expect.json
 };
 
 int run(const options& o)
@@ -86,10 +92,15 @@ int run(const options& o)
         in = &file;
     }
 
+    // --expect replays into the capture layer instead of the printing
+    // pipeline: it records the span tree in the fixtures' canonical form.
+    host::capture_layer capture;
+    host::subscriber& sink = o.expect.empty() ? static_cast<host::subscriber&>(dispatch) : capture;
+
     std::size_t unreadable = 0, refused = 0, replayed = 0;
     int status = 0;
     {
-        host::receiver recv(o.lineage, dispatch, std::move(restored));
+        host::receiver recv(o.lineage, sink, std::move(restored));
         std::string line;
         std::size_t number = 0;
         bool first = true;
@@ -151,6 +162,26 @@ int run(const options& o)
         // Without --persist-to the receiver rolls back here: spans still open
         // are exited and closed, so the output ends balanced.
     }
+    if (!o.expect.empty()) {
+        std::ifstream want_file(o.expect, std::ios::binary);
+        std::stringstream want_text;
+        want_text << want_file.rdbuf();
+        boost::system::error_code ec;
+        const auto want = boost::json::parse(want_text.str(), ec);
+        if (!want_file || ec) {
+            fmt::print(stderr, "tt-replay: cannot read expectation {}: {}\n", o.expect,
+                       ec ? ec.message() : "cannot open");
+            return 1;
+        }
+        const auto got = capture.to_expect_json();
+        if (got != want) {
+            fmt::print(stderr, "tt-replay: span tree differs from {}\n  got:  {}\n  want: {}\n", o.expect,
+                       boost::json::serialize(got), boost::json::serialize(want));
+            status = 1;
+        } else {
+            fmt::print("tt-replay: span tree matches {}\n", o.expect);
+        }
+    }
     if (unreadable || refused)
         fmt::print(stderr, "tt-replay: {} events replayed, {} lines unreadable, {} refused by the receiver\n", replayed,
                    unreadable, refused);
@@ -181,6 +212,9 @@ int main(int argc, char** argv)
     app.add_option("--persist-to", o.persist_to, "at the end, persist the receiver's state to this folder");
     app.add_option("--restore-from", o.restore_from, "start the receiver from the state in this folder");
     app.add_flag("--tracing-tunnel", o.tracing_tunnel, "read every line as tracing-tunnel's serde form");
+    app.add_option("--expect", o.expect,
+                   "replay into the capture layer and compare the span tree with this expectation file\n"
+                   "(the *.expect.json form of the tracing-tunnel fixtures); exit 1 when it differs");
     app.add_flag("--strict", o.strict, "exit 1 when the receiver refuses an event");
     CLI11_PARSE(app, argc, argv);
     try {

@@ -36,6 +36,18 @@ done
   || fail "part 2 after restore"
 grep -q 'session ending' "$work/out" || fail "part 2 output misses its last event"
 
+# The host's span tree matches what the real tracing-tunnel produced.
+for f in basic nested fib; do
+  "$tt_replay" "$fixtures/$f.jsonl" --expect "$fixtures/$f.expect.json" > "$work/out" 2> "$work/err" \
+    || { cat "$work/err"; fail "$f span tree differs from $f.expect.json"; }
+done
+"$tt_replay" "$fixtures/persist-split.part2.jsonl" --restore-from "$work/state" \
+  --expect "$fixtures/persist-split.restart.expect.json" > "$work/out" 2> "$work/err" \
+  || { cat "$work/err"; fail "restart span tree differs from persist-split.restart.expect.json"; }
+# ... and a wrong expectation is caught.
+"$tt_replay" "$fixtures/basic.jsonl" --expect "$fixtures/fib.expect.json" > /dev/null 2>&1 \
+  && fail "--expect accepted a span tree that differs"
+
 # A corrupt state folder is reported and left alone.
 printf '{"magic":' > "$work/state/replay.spans.json"
 "$tt_replay" "$fixtures/basic.jsonl" --restore-from "$work/state" > /dev/null 2> "$work/err" && fail "corrupt restore exited 0"
