@@ -15,7 +15,9 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <cctype>
 #include <ctime>
 #include <exception>
 #include <fcntl.h>
@@ -35,6 +37,18 @@ namespace {
 constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
 constexpr std::string_view metadata_suffix = ".metadata.json";
 constexpr std::string_view spans_suffix = ".spans.json";
+constexpr std::string_view plugin_state_suffix = ".plugin-state";
+constexpr std::string_view plugin_state_magic = "tracetunnel-plugin-state";
+
+std::uint64_t fnv1a64(const std::uint8_t* p, std::size_t n) noexcept
+{
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (std::size_t i = 0; i < n; ++i) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
 constexpr std::size_t max_stem = 200;
 
 // A decode failure inside one file; the caller adds the file name.
@@ -864,6 +878,116 @@ std::vector<std::string> list_lineages(const fs::path& dir, std::vector<fs::path
         return {names.begin(), names.end()};
     } catch (...) {
         return {};
+    }
+}
+
+fs::path plugin_state_path(const fs::path& dir, std::string_view lineage)
+{
+    auto stem = lineage_file_stem(lineage);
+    return stem ? dir / (*stem + std::string(plugin_state_suffix)) : fs::path();
+}
+
+std::optional<state_error> save_plugin_state(const fs::path& dir, std::string_view lineage,
+                                             const std::vector<std::uint8_t>& bytes) noexcept
+{
+    try {
+        const fs::path path = plugin_state_path(dir, lineage);
+        if (path.empty())
+            return state_error{state_errc::invalid_lineage, dir, "",
+                               "invalid lineage name \"" + std::string(lineage) + "\"", {}};
+        std::error_code ec;
+        fs::create_directories(dir, ec);
+        if (ec)
+            return state_error{state_errc::io_error, dir, "", "cannot create the folder: " + ec.message(), {}};
+        std::string text = std::string(plugin_state_magic) + " " + std::to_string(state_format_version) + " " +
+                           std::to_string(bytes.size()) + " " + hex_id(fnv1a64(bytes.data(), bytes.size())) + "\n";
+        text.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        return write_atomically(path, text);
+    } catch (const std::exception& e) {
+        return state_error{state_errc::internal_error, dir, "", e.what(), {}};
+    }
+}
+
+std::optional<state_error> remove_plugin_state(const fs::path& dir, std::string_view lineage) noexcept
+{
+    const fs::path path = plugin_state_path(dir, lineage);
+    if (path.empty())
+        return state_error{state_errc::invalid_lineage, dir, "", "invalid lineage name", {}};
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+        return state_error{state_errc::io_error, path, "", "cannot remove: " + errno_text(errno), {}};
+    return std::nullopt;
+}
+
+blob_result load_plugin_state(const fs::path& dir, std::string_view lineage, on_bad_file policy) noexcept
+{
+    blob_result r;
+    try {
+        const fs::path path = plugin_state_path(dir, lineage);
+        auto fail = [&](state_errc code, std::string msg) {
+            r.status = load_status::failed;
+            r.bytes.clear();
+            state_error e{code, path, "", std::move(msg), {}};
+            if (policy == on_bad_file::move_aside && code != state_errc::io_error) {
+                std::string err;
+                e.moved_to = move_aside(path, err);
+                if (e.moved_to.empty())
+                    e.message += "; " + err;
+            }
+            r.error = std::move(e);
+            return r;
+        };
+        if (path.empty())
+            return fail(state_errc::invalid_lineage, "invalid lineage name \"" + std::string(lineage) + "\"");
+        std::string text, err;
+        const int rc = read_file(path, text, err);
+        if (rc == 1)
+            return r;
+        if (rc < 0)
+            return fail(state_errc::io_error, err);
+        const auto eol = text.find('\n');
+        if (eol == std::string::npos)
+            return fail(state_errc::invalid_value, "no header line (truncated?)");
+        // "<magic> <version> <length> <checksum>"
+        std::vector<std::string> parts;
+        std::string_view head(text.data(), eol);
+        while (!head.empty()) {
+            const auto sp = head.find(' ');
+            parts.emplace_back(head.substr(0, sp));
+            head = sp == std::string_view::npos ? std::string_view() : head.substr(sp + 1);
+        }
+        if (parts.size() != 4 || parts[0] != plugin_state_magic)
+            return fail(state_errc::wrong_magic, "not a tracetunnel plugin state file");
+        auto number = [](const std::string& s, int base, std::uint64_t& out) {
+            if (s.empty() || s.size() > 20)
+                return false;
+            char* end = nullptr;
+            errno = 0;
+            out = std::strtoull(s.c_str(), &end, base);
+            return errno == 0 && end == s.c_str() + s.size() && std::isalnum(static_cast<unsigned char>(s[0]));
+        };
+        std::uint64_t version = 0, length = 0, sum = 0;
+        if (!number(parts[1], 10, version))
+            return fail(state_errc::invalid_value, "unreadable schema version \"" + parts[1] + "\"");
+        if (version > static_cast<std::uint64_t>(state_format_version))
+            return fail(state_errc::unsupported_version,
+                        "schema version " + parts[1] + " is newer than this build's " +
+                            std::to_string(state_format_version));
+        const std::string sum_text = parts[3].rfind("0x", 0) == 0 ? parts[3].substr(2) : parts[3];
+        if (!number(parts[2], 10, length) || !number(sum_text, 16, sum))
+            return fail(state_errc::invalid_value, "unreadable length or checksum in the header");
+        if (text.size() - eol - 1 != length)
+            return fail(state_errc::invalid_value, "the header says " + parts[2] + " bytes, the file holds " +
+                                                       std::to_string(text.size() - eol - 1));
+        r.bytes.assign(text.begin() + static_cast<std::ptrdiff_t>(eol) + 1, text.end());
+        if (fnv1a64(r.bytes.data(), r.bytes.size()) != sum)
+            return fail(state_errc::inconsistent, "checksum mismatch: the content was changed or torn");
+        r.status = load_status::loaded;
+        return r;
+    } catch (const std::exception& e) {
+        r.status = load_status::failed;
+        r.bytes.clear();
+        r.error = state_error{state_errc::internal_error, dir, "", e.what(), {}};
+        return r;
     }
 }
 

@@ -616,3 +616,52 @@ TEST_CASE("saving into a folder that cannot be written is an error, not an excep
     REQUIRE(err);
     CHECK(err->code == state_errc::io_error);
 }
+
+TEST_CASE("the plugin's own state: round trip, none, torn and edited files refused and moved aside")
+{
+    temp_dir dir;
+    CHECK(state::load_plugin_state(dir.path, "orders").status == state::load_status::none);
+
+    std::vector<std::uint8_t> bytes;
+    for (int i = 0; i < 300; ++i)
+        bytes.push_back(static_cast<std::uint8_t>(i * 7));  // binary, with NULs and newlines
+    REQUIRE_FALSE(state::save_plugin_state(dir.path, "orders", bytes));
+    auto back = state::load_plugin_state(dir.path, "orders");
+    REQUIRE(back.status == state::load_status::loaded);
+    CHECK(back.bytes == bytes);
+
+    const fs::path file = state::plugin_state_path(dir.path, "orders");
+    const std::string good = slurp(file);
+
+    // Every truncation is refused, naming the file; the file is moved aside intact.
+    for (std::size_t cut : {std::size_t{0}, std::size_t{10}, good.find('\n'), good.size() - 1}) {
+        CAPTURE(cut);
+        spit(file, good.substr(0, cut));
+        auto r = state::load_plugin_state(dir.path, "orders");
+        CHECK(r.status == state::load_status::failed);
+        REQUIRE(r.error);
+        CHECK(r.error->file == file);
+        CHECK(r.bytes.empty());
+        CHECK_FALSE(fs::exists(file));
+        REQUIRE_FALSE(r.error->moved_to.empty());
+        CHECK(slurp(r.error->moved_to) == good.substr(0, cut));
+    }
+
+    // One changed byte in the content: the checksum says so.
+    std::string edited = good;
+    edited.back() = static_cast<char>(edited.back() ^ 1);
+    spit(file, edited);
+    auto r = state::load_plugin_state(dir.path, "orders", state::on_bad_file::keep);
+    CHECK(r.status == state::load_status::failed);
+    CHECK(r.error->code == state_errc::inconsistent);
+    CHECK(fs::exists(file));  // keep policy
+
+    // A newer schema is refused with a reason.
+    spit(file, "tracetunnel-plugin-state 99 0 0x0\n");
+    r = state::load_plugin_state(dir.path, "orders", state::on_bad_file::keep);
+    CHECK(r.error->code == state_errc::unsupported_version);
+
+    REQUIRE_FALSE(state::remove_plugin_state(dir.path, "orders"));
+    CHECK_FALSE(fs::exists(file));
+    CHECK_FALSE(state::remove_plugin_state(dir.path, "orders"));  // removing nothing is fine
+}

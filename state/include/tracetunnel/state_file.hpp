@@ -117,6 +117,24 @@ load_result load_lineage_state(const std::filesystem::path& dir, std::string_vie
 std::vector<std::string> list_lineages(const std::filesystem::path& dir,
                                        std::vector<std::filesystem::path>* bad_names = nullptr) noexcept;
 
+// The plugin's own state (the bytes its tt_plugin_save_state wrote), kept
+// beside the lineage's files as <stem>.plugin-state so that a host restart
+// can hand it to the next start. A small header carries the length and a
+// checksum, so a torn or edited file is refused (and moved aside) rather than
+// handed to the plugin. Crash-safe like the other files. Never throw.
+struct blob_result {
+    load_status status = load_status::none;
+    std::vector<std::uint8_t> bytes;
+    std::optional<state_error> error;  // when failed
+};
+std::filesystem::path plugin_state_path(const std::filesystem::path& dir, std::string_view lineage);
+std::optional<state_error> save_plugin_state(const std::filesystem::path& dir, std::string_view lineage,
+                                             const std::vector<std::uint8_t>& bytes) noexcept;
+// Removes the file (a plugin build without state hooks must not get a stale one later).
+std::optional<state_error> remove_plugin_state(const std::filesystem::path& dir, std::string_view lineage) noexcept;
+blob_result load_plugin_state(const std::filesystem::path& dir, std::string_view lineage,
+                              on_bad_file policy = on_bad_file::move_aside) noexcept;
+
 // The serialized forms (what save writes), for tests and tools. Throw only
 // std::bad_alloc.
 std::string encode_metadata(std::string_view lineage, const persisted_metadata& metadata);
