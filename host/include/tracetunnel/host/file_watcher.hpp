@@ -1,94 +1,77 @@
-// Watches plugin files with inotify and reports a change only once the file
-// has settled: a linker or a copy writes a shared object in many steps, and
-// loading a half-written file would only produce a confusing refusal.
+// An inotify watcher for plugin hot reload. A change is reported only once
+// the file has settled, because linkers and copies write a shared object in
+// many steps and loading a half-written one fails in confusing ways.
 //
-// Files are watched through their folder, so every way of replacing one is
-// seen: rewritten in place, renamed over, deleted and created again.
+// A file is watched through its directory: that is the only way to keep
+// seeing it after it is replaced by rename or deleted and created again.
 //
-//   tt::host::file_watcher w({.settle = std::chrono::milliseconds(250)});
-//   w.watch("plugins");                       // every *.so in it
-//   w.watch("/opt/app/libextra.so");          // or one file
-//   for (;;)
+//   tt::host::file_watcher w;                 // settle 250 ms, "*.so" in directories
+//   w.watch("plugins");                       // every *.so in it, now and later
+//   w.watch("/opt/app/libextra.so");          // or exactly one file
+//   while (running)
 //       for (const auto& c : w.poll(std::chrono::seconds(1)))
-//           reload_or_unload(c.path, c.what);
+//           c.what == tt::host::file_change::kind::removed ? forget(c.path) : reload(c.path);
 //
-// Threads: one thread owns the watcher (watch, poll); wake() may be called
-// from any thread and only writes to an eventfd.
+// Threads: one thread owns the watcher and is the only one to call watch()
+// and poll(). wake() may be called from any thread, and from a signal
+// handler: it only writes to an eventfd.
+//
+// Only the constructor throws (running out of memory aside); everything else
+// reports problems as values.
 #pragma once
 
 #include <chrono>
 #include <filesystem>
 #include <functional>
-#include <map>
-#include <optional>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace tt::host {
 
 struct file_change {
+    // changed: created, rewritten or replaced, and now stable.
     enum class kind { changed, removed };
-    // As given to watch() for a file; folder / name for a file in a watched folder.
+    // As given to watch() for a file; directory / name for a file seen in a watched directory.
     std::filesystem::path path;
     kind what = kind::changed;
 };
 
 struct watcher_options {
-    // A file must be quiet this long (no event, same size, mtime and inode) before it is reported.
+    // How long a file must be quiet (no event, same size, mtime and inode) before it is reported.
     std::chrono::milliseconds settle{250};
-    // Which names count in a watched folder; default: names ending in ".so".
+    // For watched directories: which files count, called with directory / name.
+    // Empty means names ending in ".so". Files watched by name always count.
     std::function<bool(const std::filesystem::path&)> accept;
 };
 
 class file_watcher {
 public:
-    // Throws std::system_error when inotify is unavailable.
+    // Throws std::system_error when inotify (or an eventfd) is unavailable.
     explicit file_watcher(watcher_options opts = {});
+    ~file_watcher();
+    // Not movable either: other threads may hold a reference to call wake().
     file_watcher(const file_watcher&) = delete;
     file_watcher& operator=(const file_watcher&) = delete;
-    ~file_watcher();
 
-    // A file (watched through its folder) or a folder (not recursive).
-    // Empty on success, else why not.
+    // A file (it need not exist yet, its directory must) or a directory (not
+    // recursive). Returns why it cannot be watched, empty on success.
+    // Watching the same thing twice is harmless.
     std::string watch(const std::filesystem::path& file_or_dir);
 
-    // Waits at most `timeout`; returns the changes that settled, each path at
-    // most once. A file removed and created again before it settled is
-    // reported as changed.
+    // Waits at most `timeout` and returns the changes that settled meanwhile
+    // (often none), each path at most once. It returns as soon as something
+    // settled or wake() was called. An event that leaves size, mtime and inode
+    // as they were (a chmod, an open for writing without a write) is no change;
+    // a file removed and created again before it settled is `changed`.
     std::vector<file_change> poll(std::chrono::milliseconds timeout);
 
-    // Makes a blocked poll() return early.
+    // Makes a blocked (or the next) poll() return early.
     void wake() noexcept;
 
 private:
-    struct file_id {
-        bool exists = false;
-        std::uintmax_t size = 0;
-        std::int64_t mtime_ns = 0;
-        std::uint64_t inode = 0;
-        bool operator==(const file_id&) const = default;
-    };
-    struct pending {
-        std::chrono::steady_clock::time_point quiet_since;
-        file_id seen;
-    };
-    struct folder {
-        std::filesystem::path path;
-        bool whole = false;                          // every accepted name counts
-        std::map<std::string, std::filesystem::path> files;  // name -> path as given
-    };
-
-    static file_id identify(const std::filesystem::path& p);
-    bool wanted(const folder& f, const std::string& name) const;
-    void touch(const std::filesystem::path& p);
-    void rescan();
-
-    watcher_options opts_;
-    int inotify_ = -1;
-    int wake_ = -1;
-    std::map<int, folder> folders_;  // by watch descriptor
-    std::map<std::filesystem::path, pending> pending_;
-    std::map<std::filesystem::path, file_id> known_;  // last reported or first seen state
+    struct impl;
+    std::unique_ptr<impl> impl_;
 };
 
 }  // namespace tt::host
