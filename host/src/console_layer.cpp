@@ -488,7 +488,13 @@ void console_layer::write_span_line(span_context scope, std::string_view what) n
 void console_layer::on_new_span(span_context scope) noexcept
 {
     if (opts_.span_events)
-        write_span_line(scope, "new");
+        write_span_line(scope, scope.back().resumed ? "resume" : "new");
+}
+
+void console_layer::on_suspend(span_context scope) noexcept
+{
+    if (opts_.span_events)
+        write_span_line(scope, "suspend");
 }
 
 void console_layer::on_close(span_context scope) noexcept

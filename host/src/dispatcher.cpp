@@ -23,6 +23,7 @@ struct span_node {
     clock::time_point start;
     std::thread::id thread;
     std::uint64_t plugin_span_id = 0;
+    bool resumed = false;
     bool enabled = false;
     // Copy-on-write, swapped under the registry lock.
     std::shared_ptr<const model::field_values> fields;
@@ -166,6 +167,7 @@ struct dispatcher::impl {
             r.fields = h.fields.get();
             r.start = h.node->start;
             r.thread = h.node->thread;
+            r.resumed = h.node->resumed;
             if (h.follows)
                 r.follows_from = std::span<const span_handle>(*h.follows);
             out.push_back(r);
@@ -261,6 +263,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         node->start = attrs.time;
         node->thread = attrs.thread;
         node->plugin_span_id = attrs.plugin_span_id;
+        node->resumed = attrs.resumed;
         auto values = std::make_shared<model::field_values>();
         values->reserve(attrs.values.size());
         merge(*values, attrs.values);
@@ -457,6 +460,16 @@ void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
 
 void dispatcher::close(span_handle span) noexcept
 {
+    end_span(span, false);
+}
+
+void dispatcher::suspend(span_handle span) noexcept
+{
+    end_span(span, true);
+}
+
+void dispatcher::end_span(span_handle span, bool suspended) noexcept
+{
     try {
         const auto layers = impl_->load_layers();
         std::vector<held> chain;
@@ -479,7 +492,10 @@ void dispatcher::close(span_handle span) noexcept
         std::vector<span_ref> views;
         impl::views_of(chain, views);
         for (const auto& l : *layers)
-            l->on_close(views);
+            if (suspended)
+                l->on_suspend(views);
+            else
+                l->on_close(views);
     } catch (...) {
         impl_->anomaly();
     }

@@ -176,23 +176,25 @@ event_view span_event_view(span_context scope, const field_ref& msg)
 
 void json_layer::on_new_span(span_context scope) noexcept
 {
-    if (!opts_.span_events || scope.empty() || !scope.back().site)
-        return;
-    try {
-        const model::value msg{std::string("new")};
-        const field_ref ref{"message", &msg};
-        write_line(span_event_view(scope, ref));
-    } catch (...) {
-        errors_.fetch_add(1, std::memory_order_relaxed);
-    }
+    write_span_event(scope, scope.empty() || !scope.back().resumed ? "new" : "resume");
+}
+
+void json_layer::on_suspend(span_context scope) noexcept
+{
+    write_span_event(scope, "suspend");
 }
 
 void json_layer::on_close(span_context scope) noexcept
 {
+    write_span_event(scope, "close");
+}
+
+void json_layer::write_span_event(span_context scope, const char* what) noexcept
+{
     if (!opts_.span_events || scope.empty() || !scope.back().site)
         return;
     try {
-        const model::value msg{std::string("close")};
+        const model::value msg{std::string(what)};
         const field_ref ref{"message", &msg};
         write_line(span_event_view(scope, ref));
     } catch (...) {

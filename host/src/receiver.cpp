@@ -227,6 +227,25 @@ local_spans::~local_spans()
     }
 }
 
+void local_spans::suspend_all() noexcept
+{
+    std::unordered_map<std::uint64_t, entry> all;
+    {
+        std::lock_guard lock(mutex_);
+        all.swap(spans_);
+        by_handle_.clear();
+        closed_.clear();
+    }
+    for (auto& [id, e] : all) {
+        (void)id;
+        for (auto& [thread, n] : e.entered)
+            for (std::uint32_t k = 0; k < n; ++k)
+                pipeline_->force_exit(e.handle, thread);
+        if (e.handle != 0)
+            pipeline_->suspend(e.handle);
+    }
+}
+
 std::size_t local_spans::size() const
 {
     std::lock_guard lock(mutex_);
@@ -610,6 +629,7 @@ span_handle receiver::materialize(std::uint64_t span_id)
     attrs.values = refs;
     attrs.thread = std::this_thread::get_id();
     attrs.plugin_span_id = span_id;
+    attrs.resumed = true;
     const span_handle h = pipeline_->new_span(attrs);
     bool gone = false;
     {

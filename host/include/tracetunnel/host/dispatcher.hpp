@@ -115,6 +115,7 @@ public:
     void exit(span_handle span) noexcept override;
     void force_exit(span_handle span, std::thread::id thread) noexcept override;
     void close(span_handle span) noexcept override;
+    void suspend(span_handle span) noexcept override;
     void event(const event_record& ev) noexcept override;
     // Topmost span entered on this thread that is live and enabled.
     span_handle current_span() const noexcept override;
@@ -151,6 +152,7 @@ public:
     struct impl;
 
 private:
+    void end_span(span_handle span, bool suspended) noexcept;
     std::unique_ptr<impl> impl_;
 };
 

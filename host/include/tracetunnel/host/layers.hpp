@@ -44,6 +44,7 @@ struct span_ref {
     clock::time_point start;
     std::thread::id thread;  // the thread that created it
     std::span<const span_handle> follows_from;
+    bool resumed = false;  // continued from persisted state (span_attrs::resumed)
 
     std::string_view name() const noexcept { return site ? std::string_view(site->name) : std::string_view(); }
 };
@@ -87,6 +88,9 @@ public:
     virtual void on_exit(const span_ref& span) noexcept { (void)span; }
     // Called exactly once per span the layer saw created.
     virtual void on_close(span_context scope) noexcept { (void)scope; }
+    // Instead of on_close for a span that is persisted and may be continued
+    // by a later process (pipeline.hpp, subscriber::suspend): not an end.
+    virtual void on_suspend(span_context scope) noexcept { (void)scope; }
     virtual void on_event(const event_view& ev) noexcept = 0;
 
     // Failures of this layer (a short write, an allocation failure), counted.
@@ -168,6 +172,7 @@ public:
 
     void on_new_span(span_context scope) noexcept override;
     void on_close(span_context scope) noexcept override;
+    void on_suspend(span_context scope) noexcept override;
     void on_event(const event_view& ev) noexcept override;
     std::uint64_t errors() const noexcept override { return errors_.load(std::memory_order_relaxed); }
 
@@ -221,6 +226,7 @@ public:
 
     void on_new_span(span_context scope) noexcept override;
     void on_close(span_context scope) noexcept override;
+    void on_suspend(span_context scope) noexcept override;
     void on_event(const event_view& ev) noexcept override;
     std::uint64_t errors() const noexcept override { return errors_.load(std::memory_order_relaxed); }
 
@@ -230,6 +236,7 @@ public:
 private:
     struct impl;
     void write_line(const event_view& ev) noexcept;
+    void write_span_event(span_context scope, const char* what) noexcept;
     const std::string& build_locked(const event_view& ev);  // into impl_->line
 
     line_writer out_;

@@ -61,6 +61,9 @@ struct span_attrs {
     clock::time_point time;  // start; for a restored span the persisted start time
     std::thread::id thread;
     std::uint64_t plugin_span_id = 0;  // the receiver's id for the span (diagnostics)
+    // A persisted span that an earlier process (or pipeline) began, continued
+    // here: layers say "resume", not "new", and an exporter keeps its identity.
+    bool resumed = false;
 };
 
 // One event. `parent` is the span the event is attributed to (resolved like a
@@ -119,6 +122,10 @@ public:
     }
     // The last reference is gone: called exactly once per span handle.
     virtual void close(span_handle span) noexcept = 0;
+    // The span lives on in persisted state, but this pipeline lets go of its
+    // handle (host shutdown, plugin unload): it is not closed, and a later
+    // process may continue it. Exactly once per handle, instead of close.
+    virtual void suspend(span_handle span) noexcept { close(span); }
     virtual void event(const event_record& ev) noexcept = 0;
 
     // The span entered last on the calling thread (0 = none): what a

@@ -104,6 +104,10 @@ public:
     ~local_spans();
 
     std::size_t size() const;
+    // Lets the pipeline go of every span without closing it (they are
+    // committed and continue in a later process): force-exits what is
+    // entered and suspends the rest. Call after the lineage's last commit.
+    void suspend_all() noexcept;
     // The pipeline handle of a plugin span id, 0 if it has none.
     span_handle handle_of(std::uint64_t span_id) const;
 
