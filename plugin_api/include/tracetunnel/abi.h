@@ -274,8 +274,11 @@ typedef int32_t (*tt_write_fn)(void *ctx, const void *data, uint64_t len);
  *   int32_t tt_plugin_save_state(tt_write_fn write, void *write_ctx);
  *   int32_t tt_plugin_restore_state(const void *data, uint64_t len);
  *
- * Order on a hot reload: old stop, old save_state, unload; new
- * restore_state (when saved state exists), new start.
+ * Order on a hot reload: old stop, old save_state; new restore_state
+ * (when saved state exists), new start. The old library is unmapped only
+ * once the new one has started; if the new one fails, the old build is
+ * mapped again from a fresh copy and gets restore_state + start. On a host
+ * restart, restore_state gets what save_state wrote at the last stop.
  */
 #define TT_SYMBOL_ABI_VERSION "tt_plugin_abi_version"
 #define TT_SYMBOL_DESCRIBE "tt_plugin_describe"

@@ -1,0 +1,512 @@
+// The plugin host over real .so files, real files on disk and real inotify:
+// hot reload with spans carried across, failed reloads, misbehaving plugins,
+// and reloads under concurrent emitting threads.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/plugin_host.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using tt::host::plugin_host;
+
+namespace {
+
+fs::path plugin_file(const std::string& key)
+{
+    const char* p = std::getenv(("TT_PLUGIN_" + key).c_str());
+    REQUIRE_MESSAGE(p != nullptr, "TT_PLUGIN_" << key << " is not set by the test's meson.build");
+    return p;
+}
+
+// A fresh folder per test case, under the build folder.
+fs::path fresh_dir(const std::string& name)
+{
+    const char* base = std::getenv("TT_TEST_TMPDIR");
+    fs::path dir = fs::path(base ? base : "/tmp") / ("host-" + name + "-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    return dir;
+}
+
+// Replaces `to` the way a build tool does: write beside it, rename over it.
+void install_plugin(const fs::path& from, const fs::path& to)
+{
+    const fs::path tmp = to.parent_path() / (".tmp-" + to.filename().string());
+    fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+    fs::rename(tmp, to);
+}
+
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds limit = 10s)
+{
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred())
+            return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return pred();
+}
+
+std::string text_of(const tt::model::value& v)
+{
+    if (auto* s = std::get_if<std::string>(&v))
+        return *s;
+    if (auto* u = std::get_if<std::uint64_t>(&v))
+        return std::to_string(*u);
+    if (auto* i = std::get_if<std::int64_t>(&v))
+        return std::to_string(*i);
+    if (auto* b = std::get_if<bool>(&v))
+        return *b ? "true" : "false";
+    if (auto* d = std::get_if<tt::model::debug_text>(&v))
+        return d->text;
+    return "?";
+}
+
+// Records what reaches the pipeline, for assertions.
+class recording_layer final : public tt::host::layer {
+public:
+    struct span_rec {
+        std::string name, plugin;
+        tt::host::span_handle parent = 0;
+        std::map<std::string, std::string> fields;
+        int closes = 0;
+        int suspends = 0;
+    };
+    struct event_rec {
+        std::string plugin, target, message;
+        tt::model::level level{};
+        tt::host::span_handle span = 0;  // innermost
+        std::map<std::string, std::string> fields;
+    };
+
+    void on_new_span(tt::host::span_context scope) noexcept override
+    {
+        std::lock_guard lk(mutex_);
+        const auto& s = scope.back();
+        auto& r = spans_[s.id];
+        r.name = std::string(s.name());
+        r.plugin = std::string(s.plugin);
+        r.parent = s.parent;
+        for (const auto& [k, v] : *s.fields)
+            r.fields[k] = text_of(v);
+        ++created_;
+    }
+    void on_close(tt::host::span_context scope) noexcept override
+    {
+        std::lock_guard lk(mutex_);
+        ++spans_[scope.back().id].closes;
+    }
+    void on_suspend(tt::host::span_context scope) noexcept override
+    {
+        std::lock_guard lk(mutex_);
+        ++spans_[scope.back().id].suspends;
+    }
+    void on_event(const tt::host::event_view& ev) noexcept override
+    {
+        std::lock_guard lk(mutex_);
+        event_rec r;
+        r.plugin = std::string(ev.plugin);
+        r.target = ev.site->target;
+        r.level = ev.site->level;
+        r.span = ev.spans.empty() ? 0 : ev.spans.back().id;
+        for (const auto& f : ev.values) {
+            if (f.name == "message")
+                r.message = text_of(*f.value);
+            else
+                r.fields[std::string(f.name)] = text_of(*f.value);
+        }
+        events_.push_back(std::move(r));
+    }
+
+    std::map<tt::host::span_handle, span_rec> spans() const
+    {
+        std::lock_guard lk(mutex_);
+        return spans_;
+    }
+    std::vector<event_rec> events() const
+    {
+        std::lock_guard lk(mutex_);
+        return events_;
+    }
+    std::size_t created() const
+    {
+        std::lock_guard lk(mutex_);
+        return created_;
+    }
+    std::vector<event_rec> events_with(std::string_view message) const
+    {
+        std::vector<event_rec> out;
+        for (auto& e : events())
+            if (e.message == message)
+                out.push_back(e);
+        return out;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<tt::host::span_handle, span_rec> spans_;
+    std::vector<event_rec> events_;
+    std::size_t created_ = 0;
+};
+
+struct fixture {
+    fs::path dir;
+    fs::path plugins;
+    fs::path state;
+    tt::host::dispatcher pipeline;
+    std::shared_ptr<recording_layer> rec = std::make_shared<recording_layer>();
+
+    explicit fixture(const std::string& name)
+        : dir(fresh_dir(name)), plugins(dir / "plugins"), state(dir / "state")
+    {
+        fs::create_directories(plugins);
+        auto parsed = tt::host::parse_filter("trace");
+        pipeline.set_filter(std::get<tt::host::filter>(parsed));
+        pipeline.add_layer(rec);
+    }
+    tt::host::plugin_host_options options() const
+    {
+        tt::host::plugin_host_options o;
+        o.state_dir = state;
+        o.settle = 50ms;
+        o.retire_grace = 20ms;
+        return o;
+    }
+};
+
+std::uint64_t gen_of(const plugin_host& host, std::string_view name)
+{
+    auto s = host.plugin(name);
+    return s ? s->generation : 0;
+}
+
+// The i-th answer a hostile plugin recorded, and whether it was a refusal.
+bool answer_refused(plugin_host& host, std::string_view plugin, std::uint32_t i)
+{
+    auto answer = host.call<std::uint64_t, std::uint32_t>(plugin, "hostile_answer", i);
+    REQUIRE(answer);
+    return TT_STATUS_IS_ERROR(*answer);
+}
+
+}  // namespace
+
+TEST_CASE("a hot reload carries open spans from v1 to v2 and reports the added call site")
+{
+    fixture fx("reload");
+    const fs::path file = fx.plugins / "libreloadable.so";
+    install_plugin(plugin_file("reloadable_v1"), file);
+    {
+        plugin_host host(fx.pipeline, fx.options());
+        auto loaded = host.load(file);
+        REQUIRE(std::holds_alternative<tt::host::plugin_status>(loaded));
+        CHECK(std::get<tt::host::plugin_status>(loaded).version == "1.0.0");
+        REQUIRE(host.watch(fx.plugins).empty());
+        host.start_watching();
+
+        for (std::uint64_t k = 1; k <= 3; ++k) {
+            CHECK(host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", k).value_or(0) != 0);
+            host.call_each<void(std::uint64_t)>("reloadable_step", k);
+        }
+        CHECK(host.call<std::uint64_t>("reloadable", "reloadable_open_count") == std::optional<std::uint64_t>(3));
+
+        install_plugin(plugin_file("reloadable_v2"), file);
+        const bool reloaded = wait_until([&] { return gen_of(host, "reloadable") == 2; });
+        auto attempt = host.last_reload("reloadable");
+        REQUIRE_MESSAGE(reloaded, "the watcher did not reload the replaced file; last attempt: "
+                                      << (attempt ? tt::host::to_string(*attempt) : std::string("none")));
+        auto build = host.call<const char*>("reloadable", "reloadable_build");
+        REQUIRE(build);
+        CHECK(std::string(*build) == "v2");
+        // The restored plugin state brought the open spans along.
+        CHECK(host.call<std::uint64_t>("reloadable", "reloadable_open_count") == std::optional<std::uint64_t>(3));
+
+        for (std::uint64_t k = 1; k <= 3; ++k) {
+            host.call_each<void(std::uint64_t)>("reloadable_step", k);
+            host.call_each<void(std::uint64_t)>("reloadable_close", k);
+        }
+
+        auto report = host.last_reload("reloadable");
+        REQUIRE(report);
+        CHECK(report->ok());
+        CHECK(report->old_version == "1.0.0");
+        CHECK(report->new_version == "2.0.0");
+        CHECK(report->old_generation == 1);
+        CHECK(report->new_generation == 2);
+        CHECK(report->spans_carried == 3);
+        REQUIRE(report->diff.added.size() == 1);
+        CHECK(report->diff.added[0].level == tt::model::level::warn);
+        CHECK(report->diff.added[0].kind == tt::model::callsite_kind::event);
+        CHECK(report->diff.removed.empty());
+        CHECK(report->diff.changed.empty());  // every unchanged call site kept its id
+        CHECK(tt::host::to_string(*report).find("1 added") != std::string::npos);
+
+        // The host said so through its own pipeline, with the diff.
+        auto logged = fx.rec->events_with("plugin reloaded");
+        REQUIRE(logged.size() == 1);
+        CHECK(logged[0].plugin == "host");
+        CHECK(logged[0].fields["from"] == "1.0.0");
+        CHECK(logged[0].fields["to"] == "2.0.0");
+        CHECK(logged[0].fields["added"].find("warn") != std::string::npos);
+    }
+
+    // Each job span was opened once and closed once, with both versions' events inside.
+    const auto spans = fx.rec->spans();
+    std::vector<tt::host::span_handle> jobs;
+    for (const auto& [id, s] : spans)
+        if (s.name == "job" && s.plugin == "reloadable")
+            jobs.push_back(id);
+    REQUIRE(jobs.size() == 3);
+    for (auto id : jobs) {
+        CHECK(spans.at(id).closes == 1);
+        std::set<std::string> messages;
+        for (const auto& e : fx.rec->events())
+            if (e.span == id)
+                messages.insert(e.message);
+        CHECK(messages.count("working v1") == 1);
+        CHECK(messages.count("working v2") == 1);
+        CHECK(messages.count("extra step in v2") == 1);
+    }
+}
+
+TEST_CASE("a reload to a file missing an export leaves v1 running")
+{
+    fixture fx("failed-reload");
+    const fs::path file = fx.plugins / "libreloadable.so";
+    install_plugin(plugin_file("reloadable_v1"), file);
+    plugin_host host(fx.pipeline, fx.options());
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(file)));
+    host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 7);
+
+    install_plugin(plugin_file("missing_stop"), file);
+    auto report = host.reload("reloadable");
+    REQUIRE_FALSE(report.ok());
+    CHECK(report.old_running);
+    CHECK(report.error->message().find("missing export tt_plugin_stop") != std::string::npos);
+    CHECK(report.error->message().find(file.string()) != std::string::npos);
+    CHECK(gen_of(host, "reloadable") == 1);
+    auto build = host.call<const char*>("reloadable", "reloadable_build");
+    REQUIRE(build);
+    CHECK(std::string(*build) == "v1");
+    CHECK(host.call<std::uint64_t>("reloadable", "reloadable_open_count") == std::optional<std::uint64_t>(1));
+    CHECK(host.plugin("reloadable")->failed_reloads == 1);
+    REQUIRE_FALSE(host.load_errors().empty());
+    CHECK(!fx.rec->events_with("plugin reload failed").empty());
+
+    // A v2 that starts but refuses... is not needed: a good v2 afterwards still works.
+    install_plugin(plugin_file("reloadable_v2"), file);
+    auto again = host.reload("reloadable");
+    CHECK(again.ok());
+    CHECK(again.spans_carried == 1);
+    CHECK(gen_of(host, "reloadable") == 2);
+}
+
+TEST_CASE("plugins that break the contract are refused by name and reason; the others go on")
+{
+    fixture fx("refused");
+    plugin_host host(fx.pipeline, fx.options());
+    install_plugin(plugin_file("reloadable_v1"), fx.plugins / "libreloadable.so");
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(fx.plugins / "libreloadable.so")));
+
+    struct expectation {
+        const char* key;
+        const char* reason;
+    };
+    for (auto [key, reason] : {expectation{"old_abi", "too old"}, expectation{"newer_major", "newer than this host"},
+                               expectation{"missing_stop", "missing export tt_plugin_stop"},
+                               expectation{"start_fails", "tt_plugin_start returned 7"},
+                               expectation{"start_throws", "threw"}, expectation{"no_name", "name"}}) {
+        CAPTURE(key);
+        const fs::path f = fx.plugins / (std::string("lib") + key + ".so");
+        install_plugin(plugin_file(key), f);
+        auto r = host.load(f);
+        REQUIRE(std::holds_alternative<tt::host::load_error>(r));
+        const auto msg = std::get<tt::host::load_error>(r).message();
+        CHECK(msg.find(f.string()) != std::string::npos);
+        CHECK(msg.find(reason) != std::string::npos);
+        // Still serving the good plugin.
+        CHECK(host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 1).value_or(0) != 0);
+        host.call_each<void(std::uint64_t)>("reloadable_close", 1);
+    }
+    CHECK(host.plugins().size() == 1);
+    CHECK(host.load_errors().size() == 6);
+
+    // Not a shared object at all.
+    const fs::path junk = fx.plugins / "libjunk.so";
+    std::ofstream(junk) << "this is not an ELF file\n";
+    auto r = host.load(junk);
+    REQUIRE(std::holds_alternative<tt::host::load_error>(r));
+    CHECK(std::get<tt::host::load_error>(r).message().find("not a shared object") != std::string::npos);
+
+    // The same plugin name twice.
+    install_plugin(plugin_file("reloadable_v2"), fx.plugins / "libreloadable-copy.so");
+    auto twice = host.load(fx.plugins / "libreloadable-copy.so");
+    REQUIRE(std::holds_alternative<tt::host::load_error>(twice));
+    CHECK(std::get<tt::host::load_error>(twice).message().find("already loaded") != std::string::npos);
+}
+
+TEST_CASE("hostile plugins get error answers, counted per plugin, and the host goes on")
+{
+    fixture fx("hostile");
+    plugin_host host(fx.pipeline, fx.options());
+    for (const char* key : {"bogus_ids", "too_many_values", "callsite_flood", "reloadable_v1"}) {
+        const fs::path f = fx.plugins / (std::string("lib") + key + ".so");
+        install_plugin(plugin_file(key), f);
+        REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(f)));
+    }
+
+    SUBCASE("bogus ids, wrong kinds and bad pointers")
+    {
+        CHECK(host.call_each<void()>("hostile_run") == 3);
+        const auto n = host.call<std::uint32_t>("bogus_ids", "hostile_answer_count").value_or(0);
+        REQUIRE(n >= 3);
+        // All but the last two (a valid call site and event) are refusals.
+        for (std::uint32_t i = 0; i + 2 < n; ++i) {
+            CAPTURE(i);
+            CHECK(answer_refused(host, "bogus_ids", i));
+        }
+        CHECK_FALSE(answer_refused(host, "bogus_ids", n - 1));
+        CHECK(!fx.rec->events_with("still alive").empty());
+        auto st = host.plugin("bogus_ids");
+        REQUIRE(st);
+        std::uint64_t errors = 0;
+        for (auto e : st->stats.errors)
+            errors += e;
+        CHECK(errors >= n - 2);
+        CHECK_FALSE(st->recent_errors.empty());
+
+        auto tmv = host.plugin("too_many_values");
+        CHECK(tmv->stats.errors[static_cast<std::size_t>(tt::host::receive_errc::too_many_values)] == 1);
+        const auto tmv_n = host.call<std::uint32_t>("too_many_values", "hostile_answer_count").value_or(0);
+        REQUIRE(tmv_n > 0);
+        CHECK(answer_refused(host, "too_many_values", tmv_n - 1));
+
+        // The flood stops at the call-site quota.
+        const auto accepted = host.call<std::uint32_t>("callsite_flood", "hostile_accepted_count").value_or(0);
+        const auto refused = host.call<std::uint32_t>("callsite_flood", "hostile_refused_count").value_or(0);
+        CHECK(accepted + refused == 10000);
+        CHECK(accepted <= fx.options().limits.max_callsites);
+        CHECK(refused > 0);
+        CHECK(host.plugin("callsite_flood")->stats.errors[static_cast<std::size_t>(tt::host::receive_errc::quota_exceeded)] ==
+              refused);
+
+        // The well-behaved plugin was not disturbed.
+        CHECK(host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 1).value_or(0) != 0);
+        host.call_each<void(std::uint64_t)>("reloadable_step", 1);
+        CHECK(!fx.rec->events_with("working v1").empty());
+    }
+}
+
+TEST_CASE("a plugin thread that emits after stop is refused, counted, and its library stays mapped")
+{
+    fixture fx("after-stop");
+    plugin_host host(fx.pipeline, fx.options());
+    const fs::path f = fx.plugins / "libemit_after_stop.so";
+    install_plugin(plugin_file("emit_after_stop"), f);
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(f)));
+    install_plugin(plugin_file("reloadable_v1"), fx.plugins / "libreloadable.so");
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(fx.plugins / "libreloadable.so")));
+
+    REQUIRE(wait_until([&] { return host.call<std::uint64_t>("emit_after_stop", "hostile_emits_total").value_or(0) > 10; }));
+    // A reload stops the instance; its thread keeps emitting into the old context.
+    REQUIRE(host.reload("emit_after_stop").ok());
+    REQUIRE(wait_until([&] {
+        host.commit();  // a commit point also reaps retired instances
+        auto st = host.plugin("emit_after_stop");
+        return st && st->emits_after_stop > 0 && st->quarantined == 1;
+    }));
+    CHECK(!fx.rec->events_with("plugin emitted after stop").empty());
+    // The host goes on: the new instance and the other plugin still work.
+    CHECK(host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 3).value_or(0) != 0);
+    CHECK(gen_of(host, "emit_after_stop") == 2);
+}
+
+TEST_CASE("four plugin threads emitting through 50 reloads: no span lost or duplicated")
+{
+    fixture fx("threads");
+    const fs::path f = fx.plugins / "libthreads.so";
+    install_plugin(plugin_file("threads"), f);
+    {
+        plugin_host host(fx.pipeline, fx.options());
+        REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(f)));
+        for (int i = 0; i < 50; ++i) {
+            std::this_thread::sleep_for(2ms);
+            auto r = host.reload("threads");
+            REQUIRE_MESSAGE(r.ok(), tt::host::to_string(r));
+            CHECK(r.diff.empty());
+        }
+        CHECK(gen_of(host, "threads") == 51);
+        auto st = host.plugin("threads");
+        CHECK(st->emits_after_stop == 0);
+        CHECK(st->quarantined == 0);
+    }
+    const auto spans = fx.rec->spans();
+    std::size_t work = 0;
+    for (const auto& [id, s] : spans) {
+        if (s.name != "work")
+            continue;
+        ++work;
+        CAPTURE(id);
+        CHECK(s.closes == 1);
+    }
+    CHECK(work > 0);
+    // Every "tick" event sat inside a live work span.
+    for (const auto& e : fx.rec->events_with("tick")) {
+        REQUIRE(spans.count(e.span) == 1);
+        CHECK(spans.at(e.span).name == "work");
+    }
+    CHECK(fx.pipeline.statistics().anomalies == 0);
+}
+
+TEST_CASE("a restart continues the spans saved at shutdown (in-process)")
+{
+    fixture fx("restart");
+    const fs::path file = fx.plugins / "libreloadable.so";
+    install_plugin(plugin_file("reloadable_v1"), file);
+    std::uint64_t id = 0;
+    {
+        plugin_host host(fx.pipeline, fx.options());
+        REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(file)));
+        id = host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 42).value_or(0);
+        REQUIRE(id != 0);
+    }
+    // Shutdown suspends the committed span in the pipeline; it does not end it.
+    for (const auto& [h, s] : fx.rec->spans())
+        if (s.name == "job") {
+            CHECK(s.closes == 0);
+            CHECK(s.suspends == 1);
+        }
+    CHECK(fs::exists(fx.state / "reloadable.spans.json"));
+    CHECK(fs::exists(fx.state / "reloadable.plugin-state"));
+    {
+        plugin_host host(fx.pipeline, fx.options());
+        auto st = host.load(file);
+        REQUIRE(std::holds_alternative<tt::host::plugin_status>(st));
+        CHECK(host.call<std::uint64_t>("reloadable", "reloadable_open_count") == std::optional<std::uint64_t>(1));
+        auto loaded = fx.rec->events_with("plugin loaded");
+        REQUIRE(loaded.size() == 2);
+        CHECK(loaded[1].fields["spans_restored"] == "1");
+        host.call_each<void(std::uint64_t)>("reloadable_step", 42);
+        host.call_each<void(std::uint64_t)>("reloadable_close", 42);
+    }
+    // The span continued in the second run carries the same persisted id: the
+    // spans file no longer lists it once closed.
+    std::ifstream in(fx.state / "reloadable.spans.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(text.find("\"id\":\"" + std::to_string(id) + "\"") == std::string::npos);
+    CHECK(!fx.rec->events_with("working v1").empty());
+}

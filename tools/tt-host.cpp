@@ -1,0 +1,241 @@
+// tt-host: the plugin host. Loads every plugin of a folder (or the files
+// named), relays their tracing into the console or JSON lines, reloads a
+// plugin when its file changes, and keeps its spans across reloads and
+// restarts (the state folder).
+//
+// The framework is tt::host::plugin_host; what is specific to this program
+// is the example application at the bottom of the file: the entry points it
+// calls in its plugins (plugins/include/example_app.h).
+#include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/filter.hpp>
+#include <tracetunnel/host/layers.hpp>
+#include <tracetunnel/host/plugin_host.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <thread>
+
+#include "../plugins/include/example_app.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> stop_signal{0};
+
+extern "C" void on_stop_signal(int sig)
+{
+    stop_signal.store(sig);
+}
+
+// $XDG_STATE_HOME/tracetunnel, or ~/.local/state/tracetunnel.
+fs::path default_state_dir()
+{
+    if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg != nullptr && *xdg == '/')
+        return fs::path(xdg) / "tracetunnel";
+    if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0')
+        return fs::path(home) / ".local" / "state" / "tracetunnel";
+    return fs::temp_directory_path() / "tracetunnel-state";
+}
+
+// The example application: what this host asks of its plugins. A real
+// application defines its own entry points the same way (example_app.h).
+struct example_application {
+    tt::host::plugin_host& host;
+    std::uint64_t tick = 0;
+
+    void run_tick()
+    {
+        host.call_each<void(std::uint64_t)>(EXAMPLE_SYMBOL_TICK, tick);
+        ++tick;
+    }
+    // Asks every plugin that answers requests for its status, as an operator
+    // request would; the answers become host events.
+    void status_requests()
+    {
+        for (const auto& p : host.plugins()) {
+            auto answer = host.call<const char*, const char*>(p.name, EXAMPLE_SYMBOL_HANDLE, "status");
+            if (answer && *answer != nullptr)
+                host.pipeline().host_event(tt::model::level::info, "tt::host::app", "plugin status",
+                                           {{"plugin", p.name}, {"answer", std::string(*answer)}});
+        }
+    }
+};
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    const fs::path state_default = default_state_dir();
+    CLI::App app{"tt-host: run tracetunnel plugins. Loads the plugins, calls their example_tick entry point\n"
+                 "periodically, prints the spans and events they emit, reloads a plugin when its file changes\n"
+                 "(spans stay open across the reload) and keeps live spans in the state folder, so a restart\n"
+                 "continues them. Ctrl-C (SIGINT) or SIGTERM stops it cleanly and saves the state."};
+    std::vector<std::string> plugin_args{"plugins"};
+    std::string state_dir = state_default.string();
+    std::string filter_text = "info";
+    std::string format = "compact";
+    bool watch = true;
+    bool no_state = false;
+    bool no_colour = false;
+    bool span_events = false;
+    long long ticks = 0;
+    int interval_ms = 500;
+    int settle_ms = 250;
+    int commit_interval_ms = 5000;
+    int status_every = 10;
+    app.add_option("--plugins,plugins", plugin_args,
+                   "plugin folders (every *.so in them) or plugin files; a watched folder also picks up new "
+                   "plugins")
+        ->capture_default_str();
+    app.add_option("--state-dir", state_dir, "where live spans and plugin state are kept between runs")
+        ->capture_default_str();
+    app.add_flag("--no-state", no_state, "keep nothing on disk (spans still survive reloads, in memory)");
+    app.add_option("--filter", filter_text, "which spans and events to show, EnvFilter syntax (e.g. info,orders=debug)")
+        ->capture_default_str();
+    app.add_option("--format", format, "output format")
+        ->check(CLI::IsMember({"compact", "pretty", "json"}))
+        ->capture_default_str();
+    app.add_flag("--watch,!--no-watch", watch, "reload plugins when their files change (inotify)")
+        ->capture_default_str();
+    app.add_option("--ticks", ticks, "stop after this many ticks (0 = run until Ctrl-C)")->capture_default_str();
+    app.add_option("--interval-ms", interval_ms, "milliseconds between ticks")
+        ->check(CLI::Range(1, 3600000))
+        ->capture_default_str();
+    app.add_option("--settle-ms", settle_ms, "a changed plugin file must be quiet this long before it is reloaded")
+        ->check(CLI::Range(0, 60000))
+        ->capture_default_str();
+    app.add_option("--commit-interval-ms", commit_interval_ms, "how often live spans are written to the state folder")
+        ->check(CLI::Range(100, 3600000))
+        ->capture_default_str();
+    app.add_option("--status-every", status_every, "ask plugins for their status every N ticks (0 = never)")
+        ->check(CLI::Range(0, 1000000))
+        ->capture_default_str();
+    app.add_flag("--span-events", span_events, "also print a line when a span opens and closes");
+    app.add_flag("--no-color", no_colour, "never colour the output (default: colour on a terminal)");
+    CLI11_PARSE(app, argc, argv);
+
+    auto parsed = tt::host::parse_filter(filter_text);
+    if (auto* err = std::get_if<tt::host::filter_error>(&parsed)) {
+        fmt::print(stderr, "tt-host: bad --filter \"{}\" at byte {}: {}\n", filter_text, err->position, err->message);
+        return 2;
+    }
+
+    // Every argument must exist before anything starts: a typo is an error, not an empty host.
+    std::vector<fs::path> folders, files;
+    for (const auto& arg : plugin_args) {
+        std::error_code ec;
+        const auto st = fs::status(arg, ec);
+        if (fs::is_directory(st)) {
+            folders.emplace_back(arg);
+        } else if (fs::is_regular_file(st)) {
+            files.emplace_back(arg);
+        } else {
+            fmt::print(stderr, "tt-host: --plugins {}: no such file or folder\n", arg);
+            return 2;
+        }
+    }
+    for (const auto& dir : folders) {
+        std::vector<fs::path> found;
+        std::error_code ec;
+        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+            if (it->path().extension() == ".so" && it->is_regular_file())
+                found.push_back(it->path());
+        if (ec) {
+            fmt::print(stderr, "tt-host: cannot read {}: {}\n", dir.string(), ec.message());
+            return 2;
+        }
+        std::sort(found.begin(), found.end());
+        files.insert(files.end(), found.begin(), found.end());
+    }
+
+    tt::host::dispatcher pipeline(std::get<tt::host::filter>(parsed));
+    if (format == "json") {
+        tt::host::json_options opts;
+        opts.span_events = span_events;
+        pipeline.add_layer(std::make_shared<tt::host::json_layer>(tt::host::line_writer(), opts));
+    } else {
+        tt::host::console_options opts;
+        opts.format = format == "pretty" ? tt::host::console_options::format_kind::pretty
+                                         : tt::host::console_options::format_kind::compact;
+        opts.color = no_colour ? tt::host::color_mode::never : tt::host::color_mode::automatic;
+        opts.show_plugin = true;
+        opts.span_events = span_events;
+        pipeline.add_layer(std::make_shared<tt::host::console_layer>(opts));
+    }
+
+    tt::host::plugin_host_options options;
+    if (!no_state)
+        options.state_dir = state_dir;
+    options.settle = std::chrono::milliseconds(settle_ms);
+    tt::host::plugin_host host(pipeline, options);
+
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+
+    pipeline.host_event(tt::model::level::info, "tt::host", "host starting",
+                        {{"state_dir", no_state ? std::string("(none)") : state_dir},
+                         {"plugins", static_cast<std::uint64_t>(files.size())},
+                         {"watch", watch}});
+    std::size_t loaded = 0;
+    for (const auto& f : files)
+        if (std::holds_alternative<tt::host::plugin_status>(host.load(f)))
+            ++loaded;
+    if (watch) {
+        for (const auto& dir : folders)
+            if (auto err = host.watch(dir); !err.empty())
+                fmt::print(stderr, "tt-host: {}\n", err);
+        try {
+            host.start_watching();
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "tt-host: cannot watch plugin files, reloading is off: {}\n", e.what());
+        }
+    }
+    if (loaded == 0 && folders.empty()) {
+        fmt::print(stderr, "tt-host: no plugin could be loaded\n");
+        return 1;
+    }
+
+    example_application application{host};
+    auto next_commit = std::chrono::steady_clock::now() + std::chrono::milliseconds(commit_interval_ms);
+    while (stop_signal.load() == 0 && (ticks == 0 || static_cast<long long>(application.tick) < ticks)) {
+        application.run_tick();
+        if (status_every > 0 && application.tick % static_cast<std::uint64_t>(status_every) == 0)
+            application.status_requests();
+        if (std::chrono::steady_clock::now() >= next_commit) {
+            for (const auto& problem : host.commit())
+                fmt::print(stderr, "tt-host: commit: {}\n", problem);
+            next_commit = std::chrono::steady_clock::now() + std::chrono::milliseconds(commit_interval_ms);
+        }
+        // Sleep in short steps so that a signal is answered promptly.
+        const auto wake = std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms);
+        while (stop_signal.load() == 0 && std::chrono::steady_clock::now() < wake)
+            std::this_thread::sleep_for(std::min(std::chrono::milliseconds(20),
+                                                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                     wake - std::chrono::steady_clock::now())));
+    }
+
+    const int sig = stop_signal.load();
+    pipeline.host_event(tt::model::level::info, "tt::host", "host stopping",
+                        {{"reason", sig != 0 ? std::string(sig == SIGINT ? "SIGINT" : "SIGTERM")
+                                             : std::string("tick limit reached")},
+                         {"ticks", application.tick}});
+    std::uint64_t received = 0, refused = 0;
+    for (const auto& p : host.plugins()) {
+        for (auto n : p.stats.events)
+            received += n;
+        for (auto n : p.stats.errors)
+            refused += n;
+    }
+    host.shutdown();
+    pipeline.host_event(tt::model::level::info, "tt::host", "host stopped",
+                        {{"events", received}, {"refused", refused},
+                         {"state_saved", !no_state}});
+    return 0;
+}
