@@ -510,3 +510,42 @@ TEST_CASE("a restart continues the spans saved at shutdown (in-process)")
     CHECK(text.find("\"id\":\"" + std::to_string(id) + "\"") == std::string::npos);
     CHECK(!fx.rec->events_with("working v1").empty());
 }
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+namespace {
+std::size_t resident_bytes()
+{
+    std::ifstream statm("/proc/self/statm");
+    std::size_t pages = 0, resident = 0;
+    statm >> pages >> resident;
+    return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+}  // namespace
+
+// Sanitizers keep freed memory in quarantine on purpose, so this one runs in
+// the plain build only.
+TEST_CASE("memory stays flat over hundreds of reloads while threads emit")
+{
+    fixture fx("memory");
+    tt::host::dispatcher quiet;  // no layer: what grows would be the host's
+    const fs::path f = fx.plugins / "libthreads.so";
+    install_plugin(plugin_file("threads"), f);
+    plugin_host host(quiet, fx.options());
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(f)));
+    auto reload_n = [&](int n) {
+        for (int i = 0; i < n; ++i) {
+            REQUIRE(host.reload("threads").ok());
+            std::this_thread::sleep_for(1ms);
+        }
+        std::this_thread::sleep_for(fx.options().retire_grace * 2);
+        host.commit();  // reaps what passed its grace
+    };
+    reload_n(30);
+    const std::size_t after_warmup = resident_bytes();
+    reload_n(300);
+    const std::size_t after_many = resident_bytes();
+    MESSAGE("RSS after 30 reloads: " << after_warmup / 1024 << " KiB, after 330: " << after_many / 1024 << " KiB");
+    CHECK(after_many <= after_warmup + std::size_t{4} * 1024 * 1024);
+    CHECK(host.plugin("threads")->quarantined == 0);
+}
+#endif
