@@ -69,19 +69,8 @@ int main(int argc, char** argv)
         return 2;
     }
     tt::host::dispatcher pipeline(std::get<tt::host::filter>(parsed));
-    if (format == "json") {
-        tt::host::json_options opts;
-        opts.span_events = span_events;
-        pipeline.add_layer(std::make_shared<tt::host::json_layer>(tt::host::line_writer(), opts));
-    } else {
-        tt::host::console_options opts;
-        opts.format = format == "pretty" ? tt::host::console_options::format_kind::pretty
-                                         : tt::host::console_options::format_kind::compact;
-        opts.color = no_colour ? tt::host::color_mode::never : tt::host::color_mode::automatic;
-        opts.show_plugin = true;
-        opts.span_events = span_events;
-        pipeline.add_layer(std::make_shared<tt::host::console_layer>(opts));
-    }
+    pipeline.add_layer(tt::host::make_output_layer(
+        {format, no_colour ? tt::host::color_mode::never : tt::host::color_mode::automatic, span_events}));
 
     std::signal(SIGINT, [](int) { stop_requested = 1; });
     std::signal(SIGTERM, [](int) { stop_requested = 1; });

@@ -54,17 +54,11 @@ int run(const options& o)
         return 2;
     }
     host::dispatcher dispatch(std::get<host::filter>(parsed));
-    if (o.format == "json") {
-        dispatch.add_layer(std::make_shared<host::json_layer>());
-    } else {
-        host::console_options copts;
-        copts.format = o.format == "pretty" ? host::console_options::format_kind::pretty
-                                            : host::console_options::format_kind::compact;
-        copts.color = o.color == "always"  ? host::color_mode::always
-                      : o.color == "never" ? host::color_mode::never
-                                           : host::color_mode::automatic;
-        dispatch.add_layer(std::make_shared<host::console_layer>(copts));
-    }
+    dispatch.add_layer(host::make_output_layer({o.format,
+                                                o.color == "always"  ? host::color_mode::always
+                                                : o.color == "never" ? host::color_mode::never
+                                                                     : host::color_mode::automatic,
+                                                false, false}));
 
     host::receiver_state restored;
     if (!o.restore_from.empty()) {

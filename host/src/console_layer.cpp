@@ -503,4 +503,19 @@ void console_layer::on_close(span_context scope) noexcept
         write_span_line(scope, "close");
 }
 
+std::shared_ptr<layer> make_output_layer(const output_options& o)
+{
+    if (o.format == "json") {
+        json_options jo;
+        jo.span_events = o.span_events;
+        return std::make_shared<json_layer>(line_writer(), jo);
+    }
+    console_options co;
+    co.format = o.format == "pretty" ? console_options::format_kind::pretty : console_options::format_kind::compact;
+    co.color = o.color;
+    co.show_plugin = o.show_plugin;
+    co.span_events = o.span_events;
+    return std::make_shared<console_layer>(co);
+}
+
 }  // namespace tt::host

@@ -246,4 +246,16 @@ private:
     std::atomic<std::uint64_t> errors_{0};
 };
 
+// The output of the command-line tools: "compact" or "pretty" (console_layer)
+// or "json" (json_layer), to stdout.
+//
+//   d.add_layer(tt::host::make_output_layer({.format = "pretty", .span_events = true}));
+struct output_options {
+    std::string_view format = "compact";
+    color_mode color = color_mode::automatic;
+    bool span_events = false;
+    bool show_plugin = true;  // console formats: name the plugin of each line
+};
+std::shared_ptr<layer> make_output_layer(const output_options& o);
+
 }  // namespace tt::host
