@@ -216,18 +216,18 @@ std::uint32_t status_of(receive_errc e) noexcept
 
 local_spans::~local_spans()
 {
-    // Nobody continues these spans: exit what is entered, close the rest.
-    for (auto& [id, e] : spans_) {
-        (void)id;
-        for (auto& [thread, n] : e.entered)
-            for (std::uint32_t k = 0; k < n; ++k)
-                pipeline_->force_exit(e.handle, thread);
-        if (e.handle != 0)
-            pipeline_->close(e.handle);
-    }
+    // Nobody continues these spans: they end here.
+    release_all(false);
 }
 
 void local_spans::suspend_all() noexcept
+{
+    release_all(true);
+}
+
+// Exits what is entered, then closes or suspends every span; the maps are
+// emptied first so that the pipeline is called without the lock.
+void local_spans::release_all(bool suspend) noexcept
 {
     std::unordered_map<std::uint64_t, entry> all;
     {
@@ -241,8 +241,12 @@ void local_spans::suspend_all() noexcept
         for (auto& [thread, n] : e.entered)
             for (std::uint32_t k = 0; k < n; ++k)
                 pipeline_->force_exit(e.handle, thread);
-        if (e.handle != 0)
+        if (e.handle == 0)
+            continue;
+        if (suspend)
             pipeline_->suspend(e.handle);
+        else
+            pipeline_->close(e.handle);
     }
 }
 

@@ -815,19 +815,31 @@ std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
     return out;
 }
 
+namespace {
+
+// What every save checks first: a usable lineage name and an existing folder.
+std::optional<state_error> prepare_folder(const fs::path& dir, std::string_view lineage, bool valid_name)
+{
+    if (!valid_name)
+        return state_error{state_errc::invalid_lineage, dir, "",
+                           "invalid lineage name \"" + std::string(lineage) + "\"", {}};
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+        return state_error{state_errc::io_error, dir, "", "cannot create the folder: " + ec.message(), {}};
+    return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<state_error> save_lineage_state(const fs::path& dir, std::string_view lineage,
                                               const persisted_metadata& metadata,
                                               const persisted_spans& spans) noexcept
 {
     try {
         const auto stem = lineage_file_stem(lineage);
-        if (!stem)
-            return state_error{state_errc::invalid_lineage, dir, "",
-                               "invalid lineage name \"" + std::string(lineage) + "\"", {}};
-        std::error_code ec;
-        fs::create_directories(dir, ec);
-        if (ec)
-            return state_error{state_errc::io_error, dir, "", "cannot create the folder: " + ec.message(), {}};
+        if (auto err = prepare_folder(dir, lineage, stem.has_value()))
+            return err;
         const std::string mtext = encode_metadata(lineage, metadata);
         const std::string stext = encode_spans(lineage, spans);
         // Metadata first: call sites only grow, so old spans + new metadata is consistent.
@@ -892,13 +904,8 @@ std::optional<state_error> save_plugin_state(const fs::path& dir, std::string_vi
 {
     try {
         const fs::path path = plugin_state_path(dir, lineage);
-        if (path.empty())
-            return state_error{state_errc::invalid_lineage, dir, "",
-                               "invalid lineage name \"" + std::string(lineage) + "\"", {}};
-        std::error_code ec;
-        fs::create_directories(dir, ec);
-        if (ec)
-            return state_error{state_errc::io_error, dir, "", "cannot create the folder: " + ec.message(), {}};
+        if (auto err = prepare_folder(dir, lineage, !path.empty()))
+            return err;
         std::string text = std::string(plugin_state_magic) + " " + std::to_string(state_format_version) + " " +
                            std::to_string(bytes.size()) + " " + hex_id(fnv1a64(bytes.data(), bytes.size())) + "\n";
         text.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());

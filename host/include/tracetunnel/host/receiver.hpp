@@ -117,6 +117,7 @@ private:
         span_handle handle = 0;
         std::vector<std::pair<std::thread::id, std::uint32_t>> entered;  // per thread
     };
+    void release_all(bool suspend) noexcept;
     static constexpr std::size_t closed_memory = 1024;
     subscriber* pipeline_;
     // Guards the maps; never held while calling the pipeline. Taken inside
