@@ -102,9 +102,14 @@ int main(int argc, char** argv)
     app.add_option("--format", format, "output format")
         ->check(CLI::IsMember({"compact", "pretty", "json"}))
         ->capture_default_str();
-    app.add_flag("--watch,!--no-watch", watch, "reload plugins when their files change (inotify)")
+    auto* watch_on = app.add_flag_function(
+        "--watch", [&](std::int64_t) { watch = true; },
+        "reload plugins when their files change, load new ones in watched folders (inotify; the default)");
+    app.add_flag_function("--no-watch", [&](std::int64_t) { watch = false; }, "load the plugins once, never reload")
+        ->excludes(watch_on);
+    app.add_option("--ticks", ticks, "stop after this many ticks (0 = run until Ctrl-C)")
+        ->check(CLI::Range(0LL, 1LL << 62))
         ->capture_default_str();
-    app.add_option("--ticks", ticks, "stop after this many ticks (0 = run until Ctrl-C)")->capture_default_str();
     app.add_option("--interval-ms", interval_ms, "milliseconds between ticks")
         ->check(CLI::Range(1, 3600000))
         ->capture_default_str();
