@@ -549,3 +549,31 @@ TEST_CASE("memory stays flat over hundreds of reloads while threads emit")
     CHECK(host.plugin("threads")->quarantined == 0);
 }
 #endif
+
+TEST_CASE("set_filter reaches loaded plugins: disabled call sites stop crossing, enabled ones come back")
+{
+    fixture fx("filter");
+    const fs::path file = fx.plugins / "libreloadable.so";
+    install_plugin(plugin_file("reloadable_v1"), file);
+    plugin_host host(fx.pipeline, fx.options());
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(file)));
+    host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 1);
+    auto crossings = [&] {
+        auto st = host.plugin("reloadable");
+        return st->stats.events[TT_EVENT_NEW_EVENT - 1];
+    };
+
+    host.call_each<void(std::uint64_t)>("reloadable_step", 1);
+    const auto before = crossings();
+    CHECK(fx.rec->events_with("working v1").size() == 1);
+
+    host.set_filter(std::get<tt::host::filter>(tt::host::parse_filter("warn")));
+    host.call_each<void(std::uint64_t)>("reloadable_step", 1);
+    CHECK(fx.rec->events_with("working v1").size() == 1);
+    CHECK(crossings() == before);  // not filtered by the host: never sent
+
+    host.set_filter(std::get<tt::host::filter>(tt::host::parse_filter("trace")));
+    host.call_each<void(std::uint64_t)>("reloadable_step", 1);
+    CHECK(fx.rec->events_with("working v1").size() == 2);
+    CHECK(crossings() == before + 1);
+}
