@@ -6,8 +6,10 @@
 
 #include <tracetunnel/trace.hpp>
 
+#include <algorithm>
 #include <string>
 #include <string_view>
+#include <vector>
 
 using namespace tt::literals;
 
@@ -54,13 +56,61 @@ std::string_view name_at(const tt_callsite& cs, std::uint32_t i)
 }
 
 int evaluated = 0;
+int nobody_listens_line = 0;
 int count_evaluation(int v)
 {
     ++evaluated;
     return v;
 }
 
+// Keys as the macros make them (with the file's TT_STATIC_MAX_LEVEL).
+struct listed_key {
+    static constexpr tt::detail::site_info info() noexcept
+    {
+        return {TT_CALLSITE_EVENT, TT_LEVEL_DEBUG, 7, "event k.cpp:7", "t", "t", "k.cpp"};
+    }
+    static constexpr tt_level max_level() noexcept { return TT_LEVEL_DEBUG; }
+};
+struct above_max_key {
+    static constexpr tt::detail::site_info info() noexcept
+    {
+        return {TT_CALLSITE_EVENT, TT_LEVEL_TRACE, 8, "event k.cpp:8", "t", "t", "k.cpp"};
+    }
+    static constexpr tt_level max_level() noexcept { return TT_LEVEL_DEBUG; }
+};
+
+// Every call site of this executable's table of call sites (the section
+// tt_plugin_start walks): the name of each, in table order.
+std::vector<std::string> table_names()
+{
+    std::vector<std::string> out;
+    for (tt::detail::site_storage* const* p = tt::detail::__start_tt_cpp_sites; p < tt::detail::__stop_tt_cpp_sites;
+         ++p) {
+        REQUIRE(*p != nullptr);
+        out.emplace_back((*p)->cs.name.ptr, (*p)->cs.name.len);
+    }
+    return out;
+}
+
 }  // namespace
+
+// A debug event and span in a file whose static max level is INFO: compiled out.
+#undef TT_STATIC_MAX_LEVEL
+#define TT_STATIC_MAX_LEVEL TT_LEVEL_INFO
+static void compiled_out()
+{
+    TT_DEBUG("compiled out", "v"_f = count_evaluation(10));
+    auto span = TT_DEBUG_SPAN("compiled out span", "v"_f = count_evaluation(11));
+    CHECK(span.is_disabled());
+}
+#undef TT_STATIC_MAX_LEVEL
+#define TT_STATIC_MAX_LEVEL TT_LEVEL_TRACE
+
+// Only TT_EVENT / TT_SPAN expansions whose level is compiled in are listed.
+static_assert(tt::detail::site<listed_key, decltype(tt::detail::collect("m"))>::listed);
+static_assert(!tt::detail::site<above_max_key, decltype(tt::detail::collect("m"))>::listed);
+static_assert(!event_site::listed);
+static_assert(!tt::detail::static_fields<"a", "b">::as_site::listed);
 
 // The id is a compile-time constant.
 static_assert(event_site::id != 0);
@@ -112,7 +162,9 @@ TEST_CASE("call-site data comes from the macro arguments")
 TEST_CASE("without a started plugin every macro is a no-op that evaluates nothing")
 {
     evaluated = 0;
-    TT_INFO("nobody listens", "v"_f = count_evaluation(1));
+    // clang-format off
+    TT_INFO("nobody listens", "v"_f = count_evaluation(1)); nobody_listens_line = __LINE__;
+    // clang-format on
     auto span = TT_INFO_SPAN("quiet", "v"_f = count_evaluation(2));
     CHECK(span.is_disabled());
     CHECK(span.id() == 0);
@@ -127,8 +179,28 @@ TEST_CASE("without a started plugin every macro is a no-op that evaluates nothin
 
 TEST_CASE("call sites above TT_STATIC_MAX_LEVEL cost nothing")
 {
-    // TT_STATIC_MAX_LEVEL is TT_LEVEL_TRACE here, so test the predicate the macros use.
     static_assert(tt::detail::level_on(TT_LEVEL_ERROR, TT_LEVEL_WARN));
     static_assert(!tt::detail::level_on(TT_LEVEL_INFO, TT_LEVEL_WARN));
-    CHECK(true);
+    evaluated = 0;
+    compiled_out();
+    CHECK(evaluated == 0);
+}
+
+TEST_CASE("the table of call sites holds exactly the macro call sites compiled in")
+{
+    // This executable's own section: the event and the span of the no-op
+    // test above and the site of listed_key (instantiated by a static_assert
+    // above), once each, with no padding between them (also under ASan). Not
+    // the compiled-out ones, not the other hand-made sites, not the
+    // tt::fields<...> tables.
+    std::vector<std::string> names = table_names();
+    std::sort(names.begin(), names.end());
+    REQUIRE(names.size() == 3);
+    CHECK(names[0] == "event k.cpp:7");
+    CHECK(names[1].rfind("event ", 0) == 0);
+    CHECK(names[1].ends_with("test_callsite_hash.cpp:" + std::to_string(nobody_listens_line)));
+    CHECK(names[2] == "quiet");
+    const auto bytes = reinterpret_cast<const char*>(tt::detail::__stop_tt_cpp_sites) -
+                       reinterpret_cast<const char*>(tt::detail::__start_tt_cpp_sites);
+    CHECK(bytes == static_cast<std::ptrdiff_t>(3 * sizeof(void*)));
 }

@@ -51,6 +51,25 @@ std::vector<dynamic_symbol> defined_dynamic_symbols(const std::string& path)
     return out;
 }
 
+// The size of a 64-bit ELF file's section `name`; 0 when there is none.
+std::uint64_t section_size(const std::string& path, const std::string& name)
+{
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(file.size() >= sizeof(Elf64_Ehdr));
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, file.data(), sizeof eh);
+    REQUIRE(eh.e_ident[EI_CLASS] == ELFCLASS64);
+    REQUIRE(eh.e_shoff + eh.e_shnum * sizeof(Elf64_Shdr) <= file.size());
+    std::vector<Elf64_Shdr> sections(eh.e_shnum);
+    std::memcpy(sections.data(), file.data() + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
+    const Elf64_Shdr& names = sections.at(eh.e_shstrndx);
+    for (const auto& sh : sections)
+        if (name == file.data() + names.sh_offset + sh.sh_name)
+            return sh.sh_size;
+    return 0;
+}
+
 std::string demangle(const std::string& name)
 {
     int status = 0;
@@ -86,6 +105,10 @@ TEST_CASE("a C++ test plugin exports exactly its entry points")
         "tt_plugin_restore_state", "scenario_run",         "scenario_evaluations",
     };
     const std::string asan_odr_prefix = "__odr_asan.";
+    // GNU ld puts the bounds of the call-site table it synthesises into
+    // .dynsym even when every reference is hidden; they stay STV_HIDDEN, and
+    // the dynamic linker never binds another object to a hidden symbol.
+    const std::set<std::string> section_bounds = {"__start_tt_cpp_sites", "__stop_tt_cpp_sites"};
     std::set<std::string> seen;
     for (const auto& sym : defined_dynamic_symbols(path)) {
         const std::string readable = demangle(sym.name);
@@ -96,6 +119,8 @@ TEST_CASE("a C++ test plugin exports exactly its entry points")
         if (wanted.count(sym.name)) {
             seen.insert(sym.name);
             CHECK(sym.binding == STB_GLOBAL);
+        } else if (section_bounds.count(sym.name)) {
+            CHECK(sym.visibility == STV_HIDDEN);
         } else if (sym.name.rfind(asan_odr_prefix, 0) == 0) {
             // -fsanitize=address adds an ODR indicator beside each exported global.
             CHECK(wanted.count(sym.name.substr(asan_odr_prefix.size())) == 1);
@@ -104,6 +129,19 @@ TEST_CASE("a C++ test plugin exports exactly its entry points")
         }
     }
     CHECK(seen == wanted);
+}
+
+TEST_CASE("a C++ plugin's table of call sites holds one pointer per call site and file, nothing else")
+{
+    // SCENARIO_SITES call sites, the shared one listed by both files of the
+    // plugin: exactly that many pointers, without padding (sanitizers
+    // included) or entries for call sites compiled out.
+    for (const char* name : {"cpp_scenario", "cpp_scenario_twin", "cpp_scenario_variant"}) {
+        CAPTURE(name);
+        CHECK(section_size(tt::test::plugin_path(name), "tt_cpp_sites") == (SCENARIO_SITES + 1) * sizeof(void*));
+    }
+    // start_fail.cpp: two call sites in one file.
+    CHECK(section_size(tt::test::plugin_path("cpp_start_false"), "tt_cpp_sites") == 2 * sizeof(void*));
 }
 
 TEST_CASE("a C++ plugin unloads when its last handle goes")
@@ -142,9 +180,13 @@ TEST_CASE("a start function that refuses makes tt_plugin_start fail and leaves n
         CHECK(err->code == tt::host::load_errc::start_failed);
         CHECK(err->plugin == "cpp_start_fail");
         CHECK(err->reason.find("returned") != std::string::npos);  // an exception never crossed
-        // The start function's own event got through while it ran...
+        // Both call sites registered at start, then the start function's own
+        // event got through while it ran...
         const auto during = host.events();
-        CHECK(during.size() == 2);
+        REQUIRE(during.size() == 3);
+        CHECK(std::holds_alternative<tt::model::new_callsite>(during[0]));
+        CHECK(std::holds_alternative<tt::model::new_callsite>(during[1]));
+        CHECK(std::holds_alternative<tt::model::new_event>(during[2]));
         // ...and after the refusal nothing does.
         plugin.get<void()>(SCENARIO_SYMBOL_EMIT_NOW)();
         CHECK(host.events().size() == during.size());

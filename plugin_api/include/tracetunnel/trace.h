@@ -36,6 +36,13 @@
  * inside a non-static `inline` function (C99 forbids its static objects).
  * Identifiers beginning tt_m_ are the macros' own; do not use them.
  *
+ * Call sites register with the host when the plugin starts: every macro
+ * expansion leaves a pointer to its call site in the section tt_c_sites,
+ * and tt_plugin_start registers them all (of every .c file of the plugin)
+ * before the user's start runs, so the host knows each one before its first
+ * hit. After the host's interest changes, a site registers again on its
+ * next hit.
+ *
  * This header also compiles as C++ (for tooling); C++ plugins use trace.hpp,
  * whose macros have the same names, so a file includes one or the other.
  */
@@ -125,6 +132,15 @@ typedef struct tt_c_plugin_state_ {
 /* Defined by TT_C_PLUGIN in exactly one file of the plugin. An undefined
  * reference to it at link time means no file of the plugin says TT_C_PLUGIN. */
 extern TT_C_HIDDEN_ tt_c_plugin_state_ tt_c_plugin_;
+
+/* Every call site compiled into the plugin has a pointer to it in this ELF
+ * section (see TT_M_SITE_ENTRY_); the name is a C identifier, so the linker
+ * defines __start_tt_c_sites and __stop_tt_c_sites around it. Weak: a plugin
+ * without call sites has no such section and both are NULL. Hidden: each
+ * plugin walks its own section. */
+#define TT_C_SITES_SECTION_ "tt_c_sites"
+extern TT_C_HIDDEN_ tt_site *__start_tt_c_sites[] __attribute__((weak));
+extern TT_C_HIDDEN_ tt_site *__stop_tt_c_sites[] __attribute__((weak));
 
 /* ------------------------------------------------------------------ */
 /* Strings                                                            */
@@ -291,10 +307,12 @@ static inline void tt_c_reset_sites_(void)
         __atomic_store_n(&s->state, TT_SITE_UNREGISTERED_, __ATOMIC_SEQ_CST);
 }
 
-/* The slow path of a site's first hit (and of the first hit after interest
- * was dropped). Two threads may both register one site: registration is
- * idempotent on the host, and waiting for each other could deadlock with a
- * host that holds a lock. Returns the state to act on for this hit. */
+/* Registers a site with the current host: for every listed site at start
+ * (tt_c_register_all_sites_), else on the hit of an unregistered site (after
+ * interest was dropped, or a site the start did not list). Two threads may
+ * both register one site: registration is idempotent on the host, and
+ * waiting for each other could deadlock with a host that holds a lock.
+ * Returns the state to act on for this hit. */
 static inline int tt_site_register_(tt_site *site)
 {
     const tt_c_host_ *host = tt_c_host_now_();
@@ -321,6 +339,24 @@ static inline int tt_site_register_(tt_site *site)
     if (__atomic_load_n(&tt_c_plugin_.generation, __ATOMIC_SEQ_CST) != generation)
         __atomic_store_n(&site->state, TT_SITE_UNREGISTERED_, __ATOMIC_SEQ_CST);
     return state;
+}
+
+/* Registers every call site of the plugin's table with the current host,
+ * from tt_plugin_start before the user's start: the host learns the whole
+ * list at once, hit counts 0. Each answer is cached exactly as a first hit
+ * would cache it (a refusal leaves the site silent until interest changes);
+ * a site already registered, or listed twice, is not asked again. Sites the
+ * table does not hold, and every site after interest changed, still
+ * register on their next hit. */
+static inline void tt_c_register_all_sites_(void)
+{
+    tt_site *const *entry = __start_tt_c_sites;
+    tt_site *const *end = __stop_tt_c_sites;
+    if (entry == NULL || end == NULL)
+        return;
+    for (; entry < end; ++entry)
+        if (*entry != NULL && __atomic_load_n(&(*entry)->state, __ATOMIC_RELAXED) == TT_SITE_UNREGISTERED_)
+            tt_site_register_(*entry);
 }
 
 /* Explicit parent that is disabled or missing: the span or event becomes a
@@ -654,6 +690,22 @@ static inline tt_span tt_span_from_id(tt_span_id id)
             TT_SITE_UNREGISTERED_, 0, NULL                                                                   \
     }
 
+/* Each call site's entry in the plugin's table of call sites: a pointer to
+ * it in the section tt_c_sites, which tt_plugin_start walks to register
+ * every call site before its first hit. A site above TT_MAX_LEVEL gets a
+ * NULL entry (skipped; the site itself is then optimised away). All entries
+ * are non-const tt_site pointers, so the section has one type. Read by a C++
+ * compiler, trace.h leaves the entry out: a static in an inline function
+ * lives in a COMDAT group, and Clang refuses to mix it with plain statics in
+ * one section; such call sites register on their first hit. */
+#ifdef __cplusplus
+#define TT_M_SITE_ENTRY_(lvl, site)
+#else
+#define TT_M_SITE_ENTRY_(lvl, site) \
+    static tt_site *tt_m_entry_ __attribute__((used, section(TT_C_SITES_SECTION_))) = \
+        (lvl) <= TT_MAX_LEVEL ? &(site) : (tt_site *)NULL;
+#endif
+
 /* The gate of every call site: with the site off this is one relaxed load
  * and one compare, and no argument has been evaluated. */
 #define TT_M_GATE_(lvl, site, st)                                                                     \
@@ -693,6 +745,7 @@ static inline tt_span tt_span_from_id(tt_span_id id)
                                              TT_M_FES_(TT_M_NAME_, 1, __VA_ARGS__) TT_M_LIT_("")};           \
         static tt_site tt_m_site_ =                                                                          \
             TT_M_SITE_INIT_(TT_CALLSITE_EVENT, lvl, "event " __FILE__ ":" TT_M_STR_(__LINE__), tt_m_names_); \
+        TT_M_SITE_ENTRY_(lvl, tt_m_site_)                                                                    \
         int tt_m_state_;                                                                                     \
         TT_M_GATE_(lvl, tt_m_site_, tt_m_state_)                                                             \
         {                                                                                                    \
@@ -737,6 +790,7 @@ static inline tt_span tt_span_from_id(tt_span_id id)
         static const tt_str tt_m_names_[] = {TT_M_FES_(TT_M_NAME_, 0, __VA_ARGS__) TT_M_LIT_("")};        \
         static tt_site tt_m_site_ =                                                                       \
             TT_M_SITE_INIT_(TT_CALLSITE_SPAN, lvl, TT_M_FIRST_(__VA_ARGS__), tt_m_names_);                \
+        TT_M_SITE_ENTRY_(lvl, tt_m_site_)                                                                 \
         tt_span tt_m_span_ = {0u, &tt_m_site_};                                                           \
         int tt_m_state_;                                                                                  \
         TT_M_GATE_(lvl, tt_m_site_, tt_m_state_)                                                          \
@@ -779,6 +833,8 @@ static inline int32_t tt_c_plugin_start_(const tt_host *host, int (*user_start)(
     /* A (re)started plugin may face a host that never saw its sites. */
     tt_c_reset_sites_();
     __atomic_store_n(&tt_c_plugin_.current, slot, __ATOMIC_SEQ_CST);
+    /* The host learns every call site now, before start and before any hit. */
+    tt_c_register_all_sites_();
     rc = user_start == NULL ? 0 : user_start();
     if (rc != 0) {
         __atomic_store_n(&tt_c_plugin_.current, (const tt_c_host_ *)NULL, __ATOMIC_SEQ_CST);

@@ -18,10 +18,14 @@
 //       span.record("status"_f = "ok");
 //   }
 //
-// Cost model. Every macro expansion owns one static call site. While the
-// host is not interested in it (or the plugin is stopped), a hit is one
-// relaxed atomic load and a compare; the field values are not evaluated.
-// Call sites whose level is above TT_STATIC_MAX_LEVEL compile to nothing.
+// Cost model. Every macro expansion owns one static call site, and
+// tt_plugin_start registers all of them with the host before on_start runs
+// (the host answers whether it is interested; the answer is cached in the
+// site). While the host is not interested in it (or the plugin is stopped),
+// a hit is one relaxed atomic load and a compare; the field values are not
+// evaluated. After the host's interest changes a site registers again on its
+// next hit. Call sites whose level is above TT_STATIC_MAX_LEVEL compile to
+// nothing and are not registered.
 //
 // Configuration macros (define before including):
 //   TT_TARGET            filter target and module path of the following call
@@ -62,6 +66,15 @@
 #define TT_DETAIL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TT_DETAIL_STR2(x) #x
 #define TT_DETAIL_STR(x) TT_DETAIL_STR2(x)
+// The ELF section holding one pointer per compiled-in call site of a plugin
+// (see site::registration); a valid C identifier, so that the linker defines
+// __start_tt_cpp_sites and __stop_tt_cpp_sites around it in each .so.
+#define TT_DETAIL_SITES_SECTION "tt_cpp_sites"
+#if __SIZEOF_POINTER__ == 8
+#define TT_DETAIL_ASM_PTR ".quad"
+#else
+#define TT_DETAIL_ASM_PTR ".long"
+#endif
 
 // Everything below is hidden: two plugins loaded into one host must not share
 // the emit pointer or call-site registry through STB_GNU_UNIQUE or
@@ -293,9 +306,11 @@ inline void forget_interest() noexcept
     reset_sites();
 }
 
-// First hit of a call site (or first after interest changed): tell the host
-// about it and cache its answer. Racing threads may both register; the host
-// treats a repeated registration as a no-op.
+// Registers a call site: tell the host about it and cache its answer. Called
+// for every listed call site by tt_plugin_start (register_all_sites), and on
+// a hit of an unregistered site (after interest changed, or a site the start
+// did not list). Racing threads may both register; the host treats a
+// repeated registration as a no-op.
 __attribute__((noinline)) inline std::uint8_t register_site(site_storage& s) noexcept
 {
     if (!s.linked.exchange(true, std::memory_order_acq_rel)) {
@@ -328,6 +343,32 @@ __attribute__((noinline)) inline std::uint8_t register_site(site_storage& s) noe
     if (globals.interest_epoch.load(std::memory_order_seq_cst) != epoch)
         s.state.store(state_unregistered, std::memory_order_seq_cst);
     return state;
+}
+
+// The bounds of this image's tt_cpp_sites section, defined by the linker.
+// Weak: a plugin without any call site has no such section, and both are
+// then null. Hidden: each .so walks its own section, never another image's.
+extern "C" {
+extern site_storage* __start_tt_cpp_sites[] __attribute__((weak, visibility("hidden")));
+extern site_storage* __stop_tt_cpp_sites[] __attribute__((weak, visibility("hidden")));
+}
+
+// Eager registration, from tt_plugin_start before the user's start: every
+// call site compiled into the plugin is announced to the host (hit count 0)
+// and the answer cached exactly as a first hit would. A refused registration
+// leaves the site silent, as a refused lazy one does; a site the walk does
+// not reach, or one whose interest is forgotten later, registers lazily on
+// its next hit. Registering one site twice is harmless: the host treats a
+// repeated registration as a no-op.
+inline void register_all_sites() noexcept
+{
+    site_storage* const* const begin = __start_tt_cpp_sites;
+    site_storage* const* const end = __stop_tt_cpp_sites;
+    if (begin == nullptr || end == nullptr)
+        return;
+    for (site_storage* const* p = begin; p < end; ++p)
+        if (*p != nullptr && (*p)->state.load(std::memory_order_relaxed) == state_unregistered)
+            (void)register_site(**p);
 }
 
 // The slow half of the enabled check, after the fast path saw "not never".
@@ -497,6 +538,48 @@ struct site<Key, type_list<A...>> {
     static constexpr std::uint64_t id = callsite_hash(proto(0));
     static constexpr field_table fields{names.data(), static_cast<std::uint32_t>(field_count)};
     static constinit inline site_storage storage{proto(id)};
+
+    // Whether this call site belongs in the plugin's table of call sites: it
+    // comes from a TT_EVENT / TT_SPAN expansion (whose key also tells the
+    // file's TT_STATIC_MAX_LEVEL) and its level is compiled in. Not the field
+    // tables of tt::fields<...>, not call sites above TT_STATIC_MAX_LEVEL.
+    static constexpr bool listed = [] {
+        if constexpr (requires { Key::max_level(); })
+            return level_on(info.level, Key::max_level());
+        else
+            return false;
+    }();
+
+    // This call site's entry in the plugin's table of call sites, which
+    // tt_plugin_start walks to register every call site before its first hit
+    // (register_all_sites). The entry is one site_storage* that this
+    // function's body places in the section tt_cpp_sites; the function itself
+    // is never called. [[gnu::used]] instantiates and emits it with the class,
+    // that is for every call site compiled in: a call site in a template never
+    // instantiated has no entry. Compilers instantiate the classes named in a
+    // discarded `if constexpr` branch of an ordinary function too, hence the
+    // check of `listed` here, inside the template, where a discarded branch
+    // is really dropped.
+    //
+    // Why not a [[gnu::used, gnu::section]] pointer member: GCC (12 at least)
+    // silently ignores the section attribute of templated variables (GCC PR
+    // 70435 / 88061) and the entry would land in .data. .pushsection works
+    // inside templates with both GCC and Clang. Every entry is a pointer to
+    // (non-const) site_storage, pointer-aligned, in a writable section named
+    // like a C identifier: the linker defines __start_tt_cpp_sites and
+    // __stop_tt_cpp_sites around it, and AddressSanitizer adds no redzones
+    // between entries (it never sees them). An inline function used in several
+    // files may leave one entry per file; the walk skips sites already registered.
+    [[gnu::used]] static void registration() noexcept
+    {
+        if constexpr (listed) {
+            __asm__(".pushsection " TT_DETAIL_SITES_SECTION ",\"aw\"\n\t"
+                    ".balign %c1\n\t" TT_DETAIL_ASM_PTR " %c0\n\t"
+                    ".popsection"
+                    :
+                    : "i"(&storage), "i"(alignof(site_storage*)));
+        }
+    }
 };
 
 // For span::adopt: a field table without a call site.
@@ -1090,6 +1173,8 @@ std::int32_t plugin_start(const tt_host* host, F&& on_start) noexcept
     globals.emit.store(host->emit, std::memory_order_release);
     // A restart in the same image talks to a host that has not seen our call sites.
     reset_sites();
+    // The host learns every call site now, before on_start and before any hit.
+    register_all_sites();
     try {
         if (run_hook(on_start))
             return 0;
@@ -1172,9 +1257,11 @@ std::int32_t restore_state(const void* data, std::uint64_t len, F&& restore) noe
                     return {TT_CALLSITE_EVENT, (level), __LINE__, "event " __FILE__ ":" TT_DETAIL_STR(__LINE__), \
                             TT_TARGET, TT_TARGET, __FILE__};                                                  \
                 }                                                                                             \
+                static constexpr ::tt_level max_level() noexcept { return (TT_STATIC_MAX_LEVEL); }             \
             };                                                                                                \
             using tt_detail_site_ =                                                                           \
                 ::tt::detail::site<tt_detail_key_, decltype(::tt::detail::collect(__VA_ARGS__))>;              \
+            static_cast<void>(&tt_detail_site_::registration); /* its entry in the table of call sites */     \
             if (TT_DETAIL_UNLIKELY(tt_detail_site_::storage.state.load(::std::memory_order_relaxed) !=        \
                                    ::tt::detail::state_never) &&                                              \
                 ::tt::detail::enabled(tt_detail_site_::storage))                                              \
@@ -1201,9 +1288,11 @@ std::int32_t restore_state(const void* data, std::uint64_t len, F&& restore) noe
                 {                                                                                              \
                     return {TT_CALLSITE_SPAN, (level), __LINE__, (name), TT_TARGET, TT_TARGET, __FILE__};      \
                 }                                                                                              \
+                static constexpr ::tt_level max_level() noexcept { return (TT_STATIC_MAX_LEVEL); }              \
             };                                                                                                 \
             using tt_detail_site_ =                                                                            \
                 ::tt::detail::site<tt_detail_key_, decltype(::tt::detail::collect(__VA_ARGS__))>;               \
+            static_cast<void>(&tt_detail_site_::registration); /* its entry in the table of call sites */      \
             if (TT_DETAIL_UNLIKELY(tt_detail_site_::storage.state.load(::std::memory_order_relaxed) !=         \
                                    ::tt::detail::state_never) &&                                               \
                 ::tt::detail::enabled(tt_detail_site_::storage))                                               \

@@ -1,10 +1,19 @@
 // The C++ sender's scripted test plugin. Built three times from this one
 // source (cpp_scenario, cpp_scenario_twin, cpp_scenario_variant) so the test
 // can compare call-site ids across builds; the variant changes one level.
+//
+// Its call sites, all registered when the plugin starts (SCENARIO_SITES):
+// values_event 1, scripted 7, noisy 1, worker 2, ids 3, and the shared one
+// of scenario_shared.hpp (listed by both files of the plugin, registered
+// once). Not registered: the TRACE call sites of compiled_out (above
+// TT_STATIC_MAX_LEVEL), the one in never_instantiated, and the field table
+// of tt::fields<"attempt">.
 #define TT_TARGET "cpp_scenario"
+#define TT_STATIC_MAX_LEVEL TT_LEVEL_DEBUG
 #include <tracetunnel/trace.hpp>
 
 #include "scenario.h"
+#include "scenario_shared.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -137,7 +146,21 @@ void ids()
     TT_EVENT(SCENARIO_VARIANT_LEVEL, "variant event", "k"_f = 1);
 }
 
+// Above TT_STATIC_MAX_LEVEL: compiled to nothing, never registered, never evaluated.
+void compiled_out()
+{
+    tt::span gone = TT_TRACE_SPAN("compiled out span", "compiled_out"_f = counted(1));
+    TT_TRACE("compiled out event", "compiled_out"_f = counted(2));
+}
+
 }  // namespace
+
+// A call site in a template nobody instantiates is no call site of the plugin.
+template <class T>
+void never_instantiated(const T& v)
+{
+    TT_INFO("never instantiated", "never_instantiated"_f = v);
+}
 
 TT_PLUGIN("cpp_scenario", "1.0.0", "scripted C++ sender scenarios", on_start, on_stop);
 TT_PLUGIN_STATE(save, restore);
@@ -149,6 +172,11 @@ extern "C" TT_EXPORT void scenario_run(std::int32_t which)
     case SCENARIO_NOISY: noisy(); break;
     case SCENARIO_WORKER: worker(); break;
     case SCENARIO_IDS: ids(); break;
+    case SCENARIO_COMPILED_OUT: compiled_out(); break;
+    case SCENARIO_SHARED:
+        scenario_shared_site();
+        scenario_other_file();
+        break;
     default: break;
     }
 }

@@ -12,6 +12,11 @@
 #define SCENARIO_NOISY 1    /* 100 hits of one debug event (field "noisy") */
 #define SCENARIO_WORKER 2   /* one span entered around one event: for threads */
 #define SCENARIO_IDS 3      /* two stable call sites and one that differs in the variant build */
+#define SCENARIO_COMPILED_OUT 4 /* hits call sites above TT_STATIC_MAX_LEVEL (field "compiled_out") */
+#define SCENARIO_SHARED 5       /* the call site of an inline function, from both files (field "shared") */
+
+/* How many call sites the plugin registers at start. */
+#define SCENARIO_SITES 15
 
 #define SCENARIO_SYMBOL_RUN "scenario_run"
 #define SCENARIO_SYMBOL_EVALUATIONS "scenario_evaluations"
