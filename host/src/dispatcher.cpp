@@ -402,29 +402,14 @@ void dispatcher::enter(span_handle span) noexcept
 
 void dispatcher::exit(span_handle span) noexcept
 {
-    try {
-        const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::shared_lock lock(impl_->registry_mutex);
-            if (!impl_->stack.pop(span))
-                impl_->anomaly();  // not entered on this thread
-            auto it = impl_->spans.find(span);
-            if (it == impl_->spans.end()) {
-                impl_->anomaly();
-                return;
-            }
-            if (!it->second->enabled || layers->empty())
-                return;
-            chain.push_back(held{it->second, it->second->fields, it->second->follows});
-        }
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
-        for (const auto& l : *layers)
-            l->on_exit(views.front());
-    } catch (...) {
-        impl_->anomaly();
+    bool popped = false;
+    {
+        std::shared_lock lock(impl_->registry_mutex);
+        popped = impl_->stack.pop(span);
     }
+    if (!popped)
+        impl_->anomaly();  // not entered on this thread
+    exit_to_layers(span);
 }
 
 void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
@@ -435,6 +420,11 @@ void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
     }
     // Another thread's stack cannot be touched from here: its frame stays and
     // is skipped once the span is closed (a rollback closes what it exits).
+    exit_to_layers(span);
+}
+
+void dispatcher::exit_to_layers(span_handle span) noexcept
+{
     try {
         const auto layers = impl_->load_layers();
         std::vector<held> chain;

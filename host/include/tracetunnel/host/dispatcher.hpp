@@ -153,6 +153,7 @@ public:
 
 private:
     void end_span(span_handle span, bool suspended) noexcept;
+    void exit_to_layers(span_handle span) noexcept;
     std::unique_ptr<impl> impl_;
 };
 
