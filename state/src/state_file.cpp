@@ -25,6 +25,7 @@
 #include <new>
 #include <set>
 #include <sys/stat.h>
+#include <type_traits>
 #include <unistd.h>
 
 namespace tt::state {
@@ -179,14 +180,18 @@ std::optional<fault> exact_members(const json::object& obj, std::initializer_lis
     return std::nullopt;
 }
 
-std::optional<fault> read_u64(const json::value& v, const std::string& where, std::uint64_t& out)
+// A 64-bit integer written as a decimal string (JSON numbers lose precision
+// past 2^53); a leading '-' only for signed targets.
+template <class T>
+std::optional<fault> read_decimal(const json::value& v, const std::string& where, T& out)
 {
     if (!v.is_string())
         return fault{state_errc::wrong_type, where, std::string("expected a decimal string, found ") + type_name(v)};
     const auto& s = v.get_string();
     const char* b = s.data();
     const char* e = b + s.size();
-    if (s.empty() || *b < '0' || *b > '9')
+    const char* digits = (std::is_signed_v<T> && b != e && *b == '-') ? b + 1 : b;
+    if (digits == e || *digits < '0' || *digits > '9')
         return fault{state_errc::invalid_value, where, "\"" + std::string(s) + "\" is not a decimal number"};
     auto [p, ec] = std::from_chars(b, e, out);
     if (ec == std::errc::result_out_of_range)
@@ -196,22 +201,14 @@ std::optional<fault> read_u64(const json::value& v, const std::string& where, st
     return std::nullopt;
 }
 
+std::optional<fault> read_u64(const json::value& v, const std::string& where, std::uint64_t& out)
+{
+    return read_decimal(v, where, out);
+}
+
 std::optional<fault> read_i64(const json::value& v, const std::string& where, std::int64_t& out)
 {
-    if (!v.is_string())
-        return fault{state_errc::wrong_type, where, std::string("expected a decimal string, found ") + type_name(v)};
-    const auto& s = v.get_string();
-    const char* b = s.data();
-    const char* e = b + s.size();
-    const char* digits = (b != e && *b == '-') ? b + 1 : b;
-    if (digits == e || *digits < '0' || *digits > '9')
-        return fault{state_errc::invalid_value, where, "\"" + std::string(s) + "\" is not a decimal number"};
-    auto [p, ec] = std::from_chars(b, e, out);
-    if (ec == std::errc::result_out_of_range)
-        return fault{state_errc::invalid_value, where, "\"" + std::string(s) + "\" does not fit in 64 bits"};
-    if (ec != std::errc{} || p != e)
-        return fault{state_errc::invalid_value, where, "\"" + std::string(s) + "\" is not a decimal number"};
-    return std::nullopt;
+    return read_decimal(v, where, out);
 }
 
 std::optional<fault> read_callsite_id(const json::value& v, const std::string& where, std::uint64_t& out)
