@@ -32,6 +32,19 @@ namespace tt::model {
 
 namespace {
 
+// The four events that carry nothing but a span id, by their kind name
+// (the same names in our format and in tracing-tunnel's).
+event span_id_event(std::string_view kind, std::uint64_t id)
+{
+    if (kind == "span_entered")
+        return span_entered{id};
+    if (kind == "span_exited")
+        return span_exited{id};
+    if (kind == "span_cloned")
+        return span_cloned{id};
+    return span_dropped{id};
+}
+
 using code = json_error_code;
 
 constexpr std::uint64_t canonical_nan_bits = 0x7ff8000000000000ull;
@@ -1135,14 +1148,7 @@ event read_event(const reader& r, const jnode& root, const where& line)
     }
     if (kind == "span_entered" || kind == "span_exited" || kind == "span_cloned" || kind == "span_dropped") {
         const auto [id] = object("id");
-        const std::uint64_t v = span_id(id, "id");
-        if (kind == "span_entered")
-            return span_entered{v};
-        if (kind == "span_exited")
-            return span_exited{v};
-        if (kind == "span_cloned")
-            return span_cloned{v};
-        return span_dropped{v};
+        return span_id_event(kind, span_id(id, "id"));
     }
     if (kind == "values_recorded") {
         const auto [id, vals] = object("id", "values");
@@ -1284,14 +1290,7 @@ event read_tt_event(const reader& r, const jnode& root, const where& line)
     }
     if (kind == "span_entered" || kind == "span_exited" || kind == "span_cloned" || kind == "span_dropped") {
         const auto [id] = object("id");
-        const std::uint64_t v = id_of(id, "id");
-        if (kind == "span_entered")
-            return span_entered{v};
-        if (kind == "span_exited")
-            return span_exited{v};
-        if (kind == "span_cloned")
-            return span_cloned{v};
-        return span_dropped{v};
+        return span_id_event(kind, id_of(id, "id"));
     }
     if (kind == "values_recorded") {
         const auto [id, vals] = object("id", "values");
