@@ -93,6 +93,10 @@ void quarantine_library(std::shared_ptr<plugin_library> lib, std::unique_ptr<emi
     quarantine->push_back({std::move(lib), std::move(ctx)});
 }
 
+// Numbers shadow copies for the whole process: several hosts may share one
+// shadow folder, and a copy must never overwrite a file another host mapped.
+std::atomic<std::uint64_t> shadow_copies{0};
+
 bool process_alive(pid_t pid)
 {
     return ::kill(pid, 0) == 0 || errno == EPERM;
@@ -200,7 +204,6 @@ struct plugin_host::impl {
     std::map<std::string, std::shared_ptr<lineage>, std::less<>> lineages;
     std::deque<load_error> errors;
     std::vector<retired_instance> retired;
-    std::atomic<std::uint64_t> copies{0};
     bool shut_down = false;
 
     // Watching.
@@ -273,7 +276,8 @@ struct plugin_host::impl {
         if (!fs::is_regular_file(file, ec))
             return load_error{load_errc::not_found, file, {}, "no such file"};
         const fs::path shadow =
-            shadow_dir / fmt::format("{}.{}{}", file.stem().string(), copies.fetch_add(1) + 1, file.extension().string());
+            shadow_dir / fmt::format("{}.{}{}", file.stem().string(), shadow_copies.fetch_add(1) + 1,
+                                     file.extension().string());
         fs::copy_file(file, shadow, fs::copy_options::overwrite_existing, ec);
         if (ec)
             return load_error{load_errc::load_failed, file, {},

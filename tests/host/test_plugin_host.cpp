@@ -577,3 +577,21 @@ TEST_CASE("set_filter reaches loaded plugins: disabled call sites stop crossing,
     CHECK(fx.rec->events_with("working v1").size() == 2);
     CHECK(crossings() == before + 1);
 }
+
+TEST_CASE("two hosts in one process with the default shadow folder keep their copies apart")
+{
+    fixture fx("two-hosts");
+    install_plugin(plugin_file("reloadable_v1"), fx.plugins / "libreloadable.so");
+    tt::host::plugin_host_options o = fx.options();
+    o.state_dir.clear();  // both use the default shadow folder of this process
+    plugin_host first(fx.pipeline, o);
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(first.load(fx.plugins / "libreloadable.so")));
+    tt::host::dispatcher other;
+    plugin_host second(other, o);
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(second.load(fx.plugins / "libreloadable.so")));
+    CHECK(first.plugin("reloadable")->loaded_copy != second.plugin("reloadable")->loaded_copy);
+    // The first host's mapped copy was not overwritten: it still answers.
+    CHECK(first.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 5).value_or(0) != 0);
+    CHECK(first.call<std::uint64_t>("reloadable", "reloadable_open_count") == std::optional<std::uint64_t>(1));
+    CHECK(second.call<std::uint64_t>("reloadable", "reloadable_open_count") == std::optional<std::uint64_t>(0));
+}
