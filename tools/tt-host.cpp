@@ -6,6 +6,7 @@
 // The framework is tt::host::plugin_host; what is specific to this program
 // is the example application at the bottom of the file: the entry points it
 // calls in its plugins (plugins/include/example_app.h).
+#include <tracetunnel/host/control_server.hpp>
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/filter.hpp>
 #include <tracetunnel/host/layers.hpp>
@@ -19,7 +20,10 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <optional>
 #include <thread>
+
+#include <unistd.h>
 
 #include "../plugins/include/example_app.h"
 
@@ -42,6 +46,18 @@ fs::path default_state_dir()
     if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0')
         return fs::path(home) / ".local" / "state" / "tracetunnel";
     return fs::temp_directory_path() / "tracetunnel-state";
+}
+
+// Where the control socket goes without --control-socket: <state dir>/control.sock,
+// or with --no-state $XDG_RUNTIME_DIR/tracetunnel-<pid>.sock
+// (/tmp/tracetunnel-<uid>-<pid>.sock without XDG_RUNTIME_DIR).
+fs::path default_control_socket(bool no_state, const fs::path& state_dir)
+{
+    if (!no_state)
+        return state_dir / "control.sock";
+    if (const char* run = std::getenv("XDG_RUNTIME_DIR"); run != nullptr && *run == '/')
+        return fs::path(run) / fmt::format("tracetunnel-{}.sock", ::getpid());
+    return fs::path("/tmp") / fmt::format("tracetunnel-{}-{}.sock", ::getuid(), ::getpid());
 }
 
 // The example application: what this host asks of its plugins. A real
@@ -90,6 +106,8 @@ int main(int argc, char** argv)
     int settle_ms = 250;
     int commit_interval_ms = 5000;
     int status_every = 10;
+    std::string control_socket;
+    bool no_control = false;
     app.add_option("--plugins,plugins", plugin_args,
                    "plugin folders (every *.so in them) or plugin files; a watched folder also picks up new "
                    "plugins")
@@ -122,6 +140,11 @@ int main(int argc, char** argv)
     app.add_option("--status-every", status_every, "ask plugins for their status every N ticks (0 = never)")
         ->check(CLI::Range(0, 1000000))
         ->capture_default_str();
+    app.add_option("--control-socket", control_socket,
+                   "where the diagnostics console listens (docs/CONSOLE.md; tt-console connects there); "
+                   "default <state dir>/control.sock, with --no-state $XDG_RUNTIME_DIR/tracetunnel-<pid>.sock "
+                   "or /tmp/tracetunnel-<uid>-<pid>.sock");
+    app.add_flag("--no-control", no_control, "no control socket");
     app.add_flag("--span-events", span_events, "also print a line when a span opens and closes");
     app.add_flag("--no-color", no_colour, "never colour the output (default: colour on a terminal)");
     CLI11_PARSE(app, argc, argv);
@@ -196,6 +219,25 @@ int main(int argc, char** argv)
         return 1;
     }
 
+    // The diagnostics console (docs/CONSOLE.md).
+    std::optional<tt::host::control_server> control;
+    if (!no_control) {
+        const fs::path socket_path =
+            control_socket.empty() ? default_control_socket(no_state, state_dir) : fs::path(control_socket);
+        std::error_code ec;
+        if (socket_path.has_parent_path())
+            fs::create_directories(socket_path.parent_path(), ec);
+        control.emplace(host, pipeline, tt::host::control_options{.path = socket_path});
+        if (auto err = control->start(); !err.empty()) {
+            fmt::print(stderr, "tt-host: {}\n", err);
+            control.reset();
+            host.shutdown();
+            return 1;
+        }
+        pipeline.host_event(tt::model::level::info, "tt::host", "control socket",
+                            {{"path", socket_path.string()}});
+    }
+
     example_application application{host};
     auto next_commit = std::chrono::steady_clock::now() + std::chrono::milliseconds(commit_interval_ms);
     while (stop_signal.load() == 0 && (ticks == 0 || static_cast<long long>(application.tick) < ticks)) {
@@ -227,6 +269,8 @@ int main(int argc, char** argv)
         for (auto n : p.stats.errors)
             refused += n;
     }
+    if (control)
+        control->stop();
     host.shutdown();
     pipeline.host_event(tt::model::level::info, "tt::host", "host stopped",
                         {{"events", received}, {"refused", refused},

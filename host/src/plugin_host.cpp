@@ -14,6 +14,7 @@
 #include <shared_mutex>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 #include <unistd.h>
 
 namespace tt::host {
@@ -176,6 +177,9 @@ struct lineage {
     // Stopped instances of this lineage still mapped, for emits_after_stop.
     std::vector<const emit_context*> stopped;
     std::size_t quarantined = 0;
+    // Call-site hits of this lineage's earlier instances (callsite_infos
+    // counts since the host started, across reloads). Under impl::table.
+    std::unordered_map<std::uint64_t, std::uint64_t> hits_before;
 };
 
 struct retired_instance {
@@ -429,6 +433,18 @@ struct plugin_host::impl {
 
     std::chrono::milliseconds opts_grace() const { return retire_grace; }
     std::chrono::milliseconds retire_grace{500};
+
+    // Keeps the hit counts of an instance whose receiver is about to go.
+    void bank_hits(lineage& l, const instance& old)
+    {
+        if (!old.recv)
+            return;
+        auto infos = old.recv->callsite_infos();
+        std::lock_guard lk(table);
+        for (const auto& i : infos)
+            if (i.hits != 0)
+                l.hits_before[i.site.id] += i.hits;
+    }
 
     // ---- persistence ----
     // A commit of one instance's receiver; written when there is a state dir.
@@ -805,6 +821,7 @@ reload_report plugin_host::reload(std::string_view name)
             l->description = fresh->lib->description().description;
         }
         if (old) {
+            impl_->bank_hits(*l, *old);
             old->recv.reset();  // committed above: nothing to roll back
             impl_->retire(l->name, *old);
         }
@@ -818,6 +835,7 @@ reload_report plugin_host::reload(std::string_view name)
 
     // 4. Bring the old version back, from a fresh copy of its own file.
     if (old) {
+        impl_->bank_hits(*l, *old);
         old->recv.reset();
         impl_->retire(l->name, *old);
         std::string back_error;
@@ -996,6 +1014,62 @@ std::vector<model::callsite> plugin_host::callsites(std::string_view name) const
     if (!inst->running)
         return {};
     return impl::sites_of(inst->ctx->registered(), inst->recv->persist_metadata());
+}
+
+std::vector<callsite_info> plugin_host::callsite_infos(std::string_view name, bool registered_only) const
+{
+    std::shared_ptr<instance> inst;
+    std::unordered_map<std::uint64_t, std::uint64_t> before;
+    {
+        std::lock_guard lk(impl_->table);
+        auto it = impl_->lineages.find(name);
+        if (it == impl_->lineages.end() || !it->second->current)
+            return {};
+        inst = it->second->current;
+        before = it->second->hits_before;
+    }
+    std::vector<callsite_info> out;
+    {
+        std::shared_lock calls(inst->calls);
+        if (!inst->running)
+            return {};
+        auto ids = inst->ctx->registered();
+        std::sort(ids.begin(), ids.end());
+        auto all = inst->recv->callsite_infos();
+        out.reserve(registered_only ? ids.size() : all.size());
+        for (auto& info : all)
+            if (!registered_only || std::binary_search(ids.begin(), ids.end(), info.site.id))
+                out.push_back(std::move(info));
+    }
+    for (auto& info : out)
+        if (auto b = before.find(info.site.id); b != before.end())
+            info.hits += b->second;
+    return out;
+}
+
+std::optional<persisted_spans> plugin_host::live_spans(std::string_view name) const
+{
+    std::shared_ptr<instance> inst;
+    {
+        std::lock_guard lk(impl_->table);
+        auto it = impl_->lineages.find(name);
+        if (it == impl_->lineages.end() || !it->second->current)
+            return std::nullopt;
+        inst = it->second->current;
+    }
+    std::shared_lock calls(inst->calls);
+    if (!inst->running)
+        return std::nullopt;
+    return inst->recv->snapshot();
+}
+
+std::vector<std::string> plugin_host::lineage_names() const
+{
+    std::vector<std::string> out;
+    std::lock_guard lk(impl_->table);
+    for (const auto& [n, l] : impl_->lineages)
+        out.push_back(n);
+    return out;
 }
 
 std::vector<load_error> plugin_host::load_errors() const

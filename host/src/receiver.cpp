@@ -747,6 +747,7 @@ receive_result receiver::apply(op& o)
             filtered_.fetch_add(1, std::memory_order_relaxed);
             return is_span ? std::uint64_t{0} : std::uint64_t{TT_STATUS_FILTERED};
         }
+        entry->hits.fetch_add(1, std::memory_order_relaxed);
         const auto now = clock::now();
         std::uint64_t plugin_parent = 0;
         const span_handle parent = resolve_parent(o.parent, o.related, &plugin_parent);
@@ -1036,6 +1037,22 @@ persisted_spans receiver::snapshot() const
     persisted_spans out;
     std::lock_guard lock(mutex_);
     fill_snapshot(out);
+    return out;
+}
+
+std::vector<callsite_info> receiver::callsite_infos() const
+{
+    std::vector<callsite_info> out;
+    {
+        std::lock_guard lock(mutex_);
+        out.reserve(callsites_.size());
+        for (const auto& [id, e] : callsites_) {
+            (void)id;
+            out.push_back(callsite_info{e.site, static_cast<interest>(e.cached.load(std::memory_order_relaxed)),
+                                        e.hits.load(std::memory_order_relaxed)});
+        }
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.site.id < b.site.id; });
     return out;
 }
 

@@ -154,6 +154,17 @@ public:
     std::optional<reload_report> last_reload(std::string_view plugin) const;
     // The call sites a running plugin's instance registered, sorted by id.
     std::vector<model::callsite> callsites(std::string_view plugin) const;
+    // The same call sites with their cached interest and hit counts (the
+    // console's `callsites`), sorted by id; hits add up across reloads.
+    // registered_only = false: every call site the lineage's receiver knows
+    // (also restored ones this instance has not registered yet). Empty: no
+    // such running plugin.
+    std::vector<callsite_info> callsite_infos(std::string_view plugin, bool registered_only = true) const;
+    // The running instance's live spans (receiver snapshot, not a commit);
+    // nullopt: no such running plugin.
+    std::optional<persisted_spans> live_spans(std::string_view plugin) const;
+    // The names of every lineage (running or failed), sorted.
+    std::vector<std::string> lineage_names() const;
     // Recent load and reload failures, oldest first (bounded).
     std::vector<load_error> load_errors() const;
 

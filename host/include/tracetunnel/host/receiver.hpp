@@ -140,6 +140,16 @@ struct receiver_stats {
     std::size_t string_bytes = 0;
 };
 
+// One call site as diagnostics see it (receiver::callsite_infos): the call
+// site, the interest cached for it, and how many spans or events were
+// accepted from it (NEW_SPAN / NEW_EVENT that passed validation and the
+// filter) since this receiver's lineage started in this process.
+struct callsite_info {
+    model::callsite site;
+    interest cached = interest::always;
+    std::uint64_t hits = 0;
+};
+
 // What a receiver starts from.
 using receiver_state = tt::state::receiver_state;
 
@@ -182,6 +192,8 @@ public:
     persisted_spans persist();
     // The same snapshot without committing.
     persisted_spans snapshot() const;
+    // Every call site with its cached interest and hit count, sorted by id.
+    std::vector<callsite_info> callsite_infos() const;
 
     const std::string& lineage() const noexcept { return lineage_; }
     const std::shared_ptr<local_spans>& local() const noexcept { return local_; }
@@ -194,6 +206,7 @@ private:
         model::callsite site;  // never changed once inserted; entries are never erased
         std::size_t bytes = 0;
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
+        std::atomic<std::uint64_t> hits{0};  // accepted NEW_SPAN / NEW_EVENT (relaxed)
     };
     struct span_entry {
         std::uint64_t callsite_id = 0;
