@@ -968,8 +968,10 @@ void plugin_host::set_filter(filter f)
     pipeline_->set_filter(std::move(f));
     for (auto& inst : impl_->running_instances()) {
         std::shared_lock lk(inst->calls);
-        if (inst->running)
-            inst->lib->interest_changed();
+        if (!inst->running)
+            continue;
+        inst->recv->refresh_interest();
+        inst->lib->interest_changed();
     }
 }
 
@@ -1061,6 +1063,27 @@ std::optional<persisted_spans> plugin_host::live_spans(std::string_view name) co
     if (!inst->running)
         return std::nullopt;
     return inst->recv->snapshot();
+}
+
+std::vector<std::uint32_t> plugin_host::entered_counts(std::string_view name,
+                                                       const std::vector<std::uint64_t>& span_ids) const
+{
+    std::shared_ptr<instance> inst;
+    {
+        std::lock_guard lk(impl_->table);
+        auto it = impl_->lineages.find(name);
+        if (it == impl_->lineages.end() || !it->second->current)
+            return {};
+        inst = it->second->current;
+    }
+    std::shared_lock calls(inst->calls);
+    if (!inst->running || !inst->recv->local())
+        return {};
+    std::vector<std::uint32_t> out;
+    out.reserve(span_ids.size());
+    for (const auto id : span_ids)
+        out.push_back(inst->recv->local()->entered_count(id));
+    return out;
 }
 
 std::vector<std::string> plugin_host::lineage_names() const

@@ -263,6 +263,19 @@ span_handle local_spans::handle_of(std::uint64_t span_id) const
     return it == spans_.end() ? 0 : it->second.handle;
 }
 
+std::uint32_t local_spans::entered_count(std::uint64_t span_id) const
+{
+    std::lock_guard lock(mutex_);
+    auto it = spans_.find(span_id);
+    if (it == spans_.end())
+        return 0;
+    std::uint32_t threads = 0;
+    for (const auto& [thread, n] : it->second.entered)
+        if (n != 0)
+            ++threads;
+    return threads;
+}
+
 // ---------------------------------------------------------------------------
 // the receiver
 
@@ -1038,6 +1051,26 @@ persisted_spans receiver::snapshot() const
     std::lock_guard lock(mutex_);
     fill_snapshot(out);
     return out;
+}
+
+void receiver::refresh_interest() noexcept
+{
+    // Entries are never erased and their call sites never change, so the
+    // pointers stay valid once the lock is gone: the pipeline is never
+    // called under the table lock.
+    std::vector<callsite_entry*> entries;
+    try {
+        std::lock_guard lock(mutex_);
+        entries.reserve(callsites_.size());
+        for (auto& [id, e] : callsites_) {
+            (void)id;
+            entries.push_back(&e);
+        }
+    } catch (...) {
+        return;
+    }
+    for (auto* e : entries)
+        e->cached.store(static_cast<std::uint32_t>(pipeline_->interest_in(e->site)), std::memory_order_relaxed);
 }
 
 std::vector<callsite_info> receiver::callsite_infos() const

@@ -568,6 +568,15 @@ TEST_CASE("set_filter reaches loaded plugins: disabled call sites stop crossing,
     CHECK(fx.rec->events_with("working v1").size() == 1);
 
     host.set_filter(std::get<tt::host::filter>(tt::host::parse_filter("warn")));
+    // Every info call site is now "never", also those not hit again (the
+    // start event), in the host's own table.
+    std::size_t info_sites = 0;
+    for (const auto& c : host.callsite_infos("reloadable"))
+        if (c.site.level == tt::model::level::info) {
+            ++info_sites;
+            CHECK(c.cached == tt::host::interest::never);
+        }
+    CHECK(info_sites >= 3);
     host.call_each<void(std::uint64_t)>("reloadable_step", 1);
     CHECK(fx.rec->events_with("working v1").size() == 1);
     CHECK(crossings() == before);  // not filtered by the host: never sent

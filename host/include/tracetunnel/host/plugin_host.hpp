@@ -163,6 +163,11 @@ public:
     // The running instance's live spans (receiver snapshot, not a commit);
     // nullopt: no such running plugin.
     std::optional<persisted_spans> live_spans(std::string_view plugin) const;
+    // For each plugin span id, on how many threads it is entered right now
+    // (local_spans::entered_count; 0 = not entered or unknown), in the order
+    // given. Empty when no such running plugin.
+    std::vector<std::uint32_t> entered_counts(std::string_view plugin,
+                                              const std::vector<std::uint64_t>& span_ids) const;
     // The names of every lineage (running or failed), sorted.
     std::vector<std::string> lineage_names() const;
     // Recent load and reload failures, oldest first (bounded).

@@ -110,6 +110,9 @@ public:
     void suspend_all() noexcept;
     // The pipeline handle of a plugin span id, 0 if it has none.
     span_handle handle_of(std::uint64_t span_id) const;
+    // On how many threads a plugin span id is entered right now (threads
+    // whose enter count is above zero); 0 when not entered or unknown.
+    std::uint32_t entered_count(std::uint64_t span_id) const;
 
 private:
     friend class receiver;
@@ -194,6 +197,11 @@ public:
     persisted_spans snapshot() const;
     // Every call site with its cached interest and hit count, sorted by id.
     std::vector<callsite_info> callsite_infos() const;
+    // Asks the pipeline again for the interest of every known call site
+    // (after its filter changed): call sites the plugin does not hit again
+    // would otherwise keep the interest of the old filter, here and in
+    // diagnostics.
+    void refresh_interest() noexcept;
 
     const std::string& lineage() const noexcept { return lineage_; }
     const std::shared_ptr<local_spans>& local() const noexcept { return local_; }
