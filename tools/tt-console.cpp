@@ -526,7 +526,14 @@ void print_spans(const json::value& result, const style& st)
             const std::string id = id_key(field(*s, "id"));
             if (!seen.insert(id).second)
                 return;  // a cycle: shown once
-            t.add({{fmt::format("{}{}{}", prefix, last ? "└─ " : "├─ ", text(*s, "name"))},
+            // "entered": on how many threads the span is entered right now.
+            const auto entered = static_cast<std::uint64_t>(number(field(*s, "entered")));
+            std::string mark;
+            if (entered == 1)
+                mark = " *entered";
+            else if (entered > 1)
+                mark = fmt::format(" *entered on {} threads", entered);
+            t.add({{fmt::format("{}{}{}{}", prefix, last ? "└─ " : "├─ ", text(*s, "name"), mark)},
                    {fields_text(field(*s, "fields"))},
                    {age(number(field(*s, "age_ms")))}});
             const auto it = children.find(id);

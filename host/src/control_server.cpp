@@ -302,6 +302,57 @@ struct control_server::impl {
     std::vector<client> clients;  // server thread only
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
+    // events_per_second: every plugin's events_total, sampled by the server
+    // thread about once a second; a rate is taken over the last ~5 s of them.
+    struct rate_sample {
+        std::chrono::steady_clock::time_point at;
+        std::vector<std::pair<std::string, std::uint64_t>> totals;  // by plugin name
+    };
+    static constexpr auto sample_every = std::chrono::seconds(1);
+    static constexpr auto rate_window = std::chrono::milliseconds(5500);  // ~5 s, plus slack for late samples
+    std::deque<rate_sample> samples;  // server thread only, oldest first
+
+    static std::uint64_t events_total_of(const plugin_status& p) noexcept
+    {
+        std::uint64_t total = 0;
+        for (std::size_t i = 0; i < 9; ++i)
+            total += p.stats.events[i];
+        return total;
+    }
+    void take_sample(std::chrono::steady_clock::time_point now)
+    {
+        if (!samples.empty() && now - samples.back().at < sample_every)
+            return;
+        rate_sample s;
+        s.at = now;
+        for (const auto& p : host->plugins())
+            s.totals.emplace_back(p.name, events_total_of(p));
+        samples.push_back(std::move(s));
+        while (!samples.empty() && now - samples.front().at > rate_window + sample_every)
+            samples.pop_front();
+    }
+    // Events per second over the last ~5 s: from the oldest sample in the
+    // window that knows the plugin. Without one at least 200 ms old (just
+    // started, or the plugin just loaded), the average since the server started.
+    double recent_rate(const std::string& name, std::uint64_t total, std::chrono::steady_clock::time_point now) const
+    {
+        for (const auto& s : samples) {
+            const auto age = now - s.at;
+            if (age > rate_window)
+                continue;
+            if (age < std::chrono::milliseconds(200))
+                break;
+            const auto it = std::find_if(s.totals.begin(), s.totals.end(),
+                                         [&](const auto& t) { return t.first == name; });
+            if (it == s.totals.end() || it->second > total)
+                continue;  // not there yet, or counted anew since (unloaded and loaded again)
+            const double seconds = std::chrono::duration<double>(age).count();
+            return static_cast<double>(total - it->second) / seconds;
+        }
+        const double seconds = std::max(0.001, std::chrono::duration<double>(now - started).count());
+        return static_cast<double>(total) / seconds;
+    }
+
     // ---- output ----
     void push(client& c, std::string line)
     {
@@ -541,7 +592,13 @@ struct control_server::impl {
                 if (!spans)
                     continue;
                 const auto sites = host->callsite_infos(name, false);
-                for (const auto& s : spans->spans) {
+                std::vector<std::uint64_t> ids;
+                ids.reserve(spans->spans.size());
+                for (const auto& s : spans->spans)
+                    ids.push_back(s.id);
+                const auto entered = host->entered_counts(name, ids);
+                for (std::size_t i = 0; i < spans->spans.size(); ++i) {
+                    const auto& s = spans->spans[i];
                     auto it = std::lower_bound(sites.begin(), sites.end(), s.callsite_id,
                                                [](const callsite_info& i, std::uint64_t v) { return i.site.id < v; });
                     const model::callsite* site = it != sites.end() && it->site.id == s.callsite_id ? &it->site : nullptr;
@@ -559,14 +616,15 @@ struct control_server::impl {
                         {"start", format_time(s.start)},
                         {"age_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - s.start).count()},
                         {"ref_count", s.ref_count},
+                        {"entered", i < entered.size() ? entered[i] : std::uint32_t{0}},
                     });
                 }
             }
             return out;
         }
         if (cmd == "stats") {
-            const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started);
+            const auto stats_now = std::chrono::steady_clock::now();
+            const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(stats_now - started);
             json::array plugins;
             for (const auto& p : host->plugins()) {
                 json::object events, errors;
@@ -579,12 +637,11 @@ struct control_server::impl {
                     errors[to_string(static_cast<receive_errc>(i))] = p.stats.errors[i];
                     errors_total += p.stats.errors[i];
                 }
-                const double seconds = std::max(0.001, static_cast<double>(uptime.count()) / 1000.0);
                 plugins.emplace_back(json::object{
                     {"name", p.name},
                     {"events", std::move(events)},
                     {"events_total", events_total},
-                    {"events_per_second", static_cast<double>(events_total) / seconds},
+                    {"events_per_second", recent_rate(p.name, events_total, stats_now)},
                     {"errors", std::move(errors)},
                     {"errors_total", errors_total},
                     {"filtered", p.stats.filtered},
@@ -744,6 +801,7 @@ struct control_server::impl {
         std::vector<pollfd> fds;
         while (!stopping.load()) {
             try {
+                take_sample(std::chrono::steady_clock::now());
                 fds.clear();
                 fds.push_back({listen_fd, POLLIN, 0});
                 fds.push_back({wake_fd, POLLIN, 0});
