@@ -410,6 +410,11 @@ struct control_server::impl {
             return;
         }
     }
+    bool backlogged(client& c)
+    {
+        std::lock_guard lk(c.q->m);
+        return c.q->lines.size() >= opts.max_queue;
+    }
     bool has_output(client& c)
     {
         if (c.out_off < c.out.size())
@@ -806,7 +811,10 @@ struct control_server::impl {
                 fds.push_back({listen_fd, POLLIN, 0});
                 fds.push_back({wake_fd, POLLIN, 0});
                 for (auto& c : clients) {
-                    short ev = POLLIN;
+                    // A client that does not read its answers is not read
+                    // from either: its queue stays bounded (events are
+                    // dropped at max_queue, answers are never dropped).
+                    short ev = backlogged(c) ? 0 : POLLIN;
                     if (has_output(c))
                         ev |= POLLOUT;
                     fds.push_back({c.fd, ev, 0});
@@ -824,8 +832,10 @@ struct control_server::impl {
                 for (std::size_t i = 0; i < known; ++i) {
                     auto& c = clients[i];
                     const short re = fds[i + 2].revents;
-                    if (re & (POLLIN | POLLHUP | POLLERR))
+                    if ((re & POLLIN) || ((re & (POLLHUP | POLLERR)) && !backlogged(c)))
                         read_from(c);
+                    else if (re & (POLLHUP | POLLERR))
+                        c.closing = true;
                     if (!c.closing)
                         flush(c);
                 }

@@ -247,6 +247,33 @@ check(hits_after_reload >= hits_before_reload, f"hits since start: {hits_before_
 spans = c.ok("spans", {"plugin": "orders"}) or []
 check(spans and all(s["name"] for s in spans), f"carried spans have names after the reload: {spans[:3]}")
 
+# a client that sends requests and never reads the answers: once its queue
+# is full the host stops reading from it (its sends block), and serves others
+greedy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+greedy.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+greedy.connect(sock_path)
+greedy.setblocking(False)
+request = b'{"cmd":"stats"}\n'
+sent = 0
+stalled = False
+deadline = time.time() + 10
+while time.time() < deadline:
+    try:
+        sent += greedy.send(request * 64)
+    except BlockingIOError:
+        time.sleep(0.2)
+        try:
+            sent += greedy.send(request)
+        except BlockingIOError:
+            stalled = True
+            break
+check(stalled, f"the host stops reading a client that never reads its answers ({sent} bytes taken)")
+check(sent < 64 * 1024 * 1024, f"bounded: the host took {sent} bytes of requests")
+t0 = time.time()
+check(isinstance(c.ok("plugins"), list) and time.time() - t0 < 2, "another client is still served")
+greedy.close()
+
 # a second host on the same socket is refused
 p2 = subprocess.run([tt_host, "--plugins", plugins, "--no-state", "--no-watch", "--ticks", "1",
                      "--control-socket", sock_path], capture_output=True, text=True, timeout=30)
