@@ -209,8 +209,13 @@ public:
             std::lock_guard lk(hub_->m);
             std::string line;
             bool any = false;
+            // The event's spans, innermost first, for a subscriber's own
+            // filter (span-field directives like orders[order{customer=bob}]).
+            std::vector<span_view> scope;
+            for (auto it = ev.spans.rbegin(); it != ev.spans.rend(); ++it)
+                scope.push_back(span_view{it->site, it->fields});
             for (const auto& q : hub_->subscribers) {
-                if (q->events_filter && q->events_filter->interest(*ev.site) == TT_INTEREST_NEVER)
+                if (q->events_filter && !q->events_filter->enabled(*ev.site, scope))
                     continue;
                 if (line.empty())
                     line = format(ev);

@@ -337,7 +337,18 @@ if check(wait_for_socket(flood_path, host),
         if "event" in m:
             levels.add(m["event"]["level"])
     check(levels and levels <= {"WARN", "ERROR"}, f"subscribe filter warn: levels {levels}")
-    for cl in (slow, fast, sub):
+    # a span-scoped directive is decided per event: only events inside a charge span
+    scoped = Client(flood_path)
+    scoped.line()
+    scoped.ok("subscribe", {"filter": "orders[charge]=trace"})
+    inside = []
+    end = time.time() + 2
+    while time.time() < end and len(inside) < 20:
+        m = scoped.line()
+        if "event" in m:
+            inside.append(m["event"].get("spans", []))
+    check(inside and all("charge" in s for s in inside), f"subscribe filter orders[charge]: spans {inside[:5]}")
+    for cl in (slow, fast, sub, scoped):
         cl.close()
 check(stop_host(host) == 0, "flood tt-host exits 0")
 host_out.close()
