@@ -213,8 +213,8 @@ r = c.request("filter_set", {"directives": "info,orders=bogus"})
 check(r.get("ok") is False and r["error"]["code"] == "failed" and "byte" in r["error"]["message"],
       f"bad filter: {r}")
 
-# a 2 MiB line
-c.send_raw(b'{"id":"big","cmd":"plugins","pad":"' + b"x" * (2 << 20) + b'"}\n')
+# a 10 MiB line
+c.send_raw(b'{"id":"big","cmd":"plugins","pad":"' + b"x" * (10 << 20) + b'"}\n')
 r = c.line()
 check(r.get("ok") is False and r["error"]["code"] == "too_large", f"too_large: {r}")
 check(isinstance(c.ok("plugins"), list), "answers after too_large")
