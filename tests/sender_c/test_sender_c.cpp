@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include "recording_host.hpp"
+#include "sender_checks.hpp"
 
 #include <tracetunnel/host/plugin_library.hpp>
 
@@ -82,46 +83,6 @@ struct c_scenario {
         export_of<void(std::uint64_t, std::uint64_t)>(*lib, "c_scenario_burst");
 };
 
-// The call-site id the plugin sent must be tt_callsite_hash of the data it
-// sent: the C sender hashes at run time what the C++ one hashes at compile time.
-std::uint64_t rehash(const model::callsite& cs)
-{
-    auto str = [](const std::string& s) { return tt_str{s.data(), s.size()}; };
-    std::vector<tt_str> names;
-    for (const auto& f : cs.fields)
-        names.push_back(str(f));
-    tt_callsite abi{};
-    abi.struct_size = sizeof abi;
-    abi.kind = static_cast<tt_callsite_kind>(cs.kind);
-    abi.level = static_cast<tt_level>(cs.level);
-    abi.line = cs.line;
-    abi.name = str(cs.name);
-    abi.target = str(cs.target);
-    abi.module_path = str(cs.module_path);
-    abi.file = str(cs.file);
-    abi.field_names = names.data();
-    abi.field_count = static_cast<std::uint32_t>(names.size());
-    return tt_callsite_hash(&abi);
-}
-
-// The size of a 64-bit ELF file's section `name`; 0 when there is none.
-std::uint64_t section_size(const std::string& path, const std::string& name)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    REQUIRE(file.size() >= sizeof(Elf64_Ehdr));
-    Elf64_Ehdr eh;
-    std::memcpy(&eh, file.data(), sizeof eh);
-    REQUIRE(eh.e_ident[EI_CLASS] == ELFCLASS64);
-    REQUIRE(eh.e_shoff + eh.e_shnum * sizeof(Elf64_Shdr) <= file.size());
-    std::vector<Elf64_Shdr> sections(eh.e_shnum);
-    std::memcpy(sections.data(), file.data() + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
-    const Elf64_Shdr& names = sections.at(eh.e_shstrndx);
-    for (const auto& sh : sections)
-        if (name == file.data() + names.sh_offset + sh.sh_name)
-            return sh.sh_size;
-    return 0;
-}
 
 bool ends_with(const std::string& s, const std::string& tail)
 {
@@ -156,7 +117,7 @@ registry registered_at_start(const std::vector<model::event>& events)
         REQUIRE_MESSAGE(cs != nullptr, "start emitted " << describe(ev) << ", not a call site");
         CHECK_MESSAGE(out.emplace(cs->site.id, cs->site).second, "call site '" << cs->site.name << "' registered twice");
         CHECK(cs->site.id != 0);
-        CHECK_MESSAGE(cs->site.id == rehash(cs->site), "call site " << cs->site.name << " sent an id that is not its hash");
+        CHECK_MESSAGE(cs->site.id == tt::test::runtime_hash(cs->site), "call site " << cs->site.name << " sent an id that is not its hash");
     }
     return out;
 }
@@ -218,7 +179,7 @@ public:
         CHECK(ends_with(site.file, file_tail));
         CHECK(site.line > 0);
         CHECK(site.id != 0);
-        CHECK_MESSAGE(site.id == rehash(site), "call site " << name << " sent an id that is not its hash");
+        CHECK_MESSAGE(site.id == tt::test::runtime_hash(site), "call site " << name << " sent an id that is not its hash");
         if (kind == model::callsite_kind::event)
             CHECK(site.name == "event " + site.file + ":" + std::to_string(site.line));
         return site.id;
@@ -424,9 +385,9 @@ TEST_CASE("the C plugin's table of call sites: one pointer per call site, nothin
 {
     // Both files' call sites, plus a NULL entry for c_scenario_other.c's
     // TT_TRACE below its TT_MAX_LEVEL; no padding, sanitizers included.
-    CHECK(section_size(env_path("TT_PLUGIN_c_scenario"), "tt_c_sites") == (c_scenario_sites + 1) * sizeof(void*));
+    CHECK(tt::test::section_size(env_path("TT_PLUGIN_c_scenario"), "tt_c_sites") == (c_scenario_sites + 1) * sizeof(void*));
     if (std::getenv("TT_PLUGIN_sensor") != nullptr)
-        CHECK(section_size(env_path("TT_PLUGIN_sensor"), "tt_c_sites") == sensor_sites * sizeof(void*));
+        CHECK(tt::test::section_size(env_path("TT_PLUGIN_sensor"), "tt_c_sites") == sensor_sites * sizeof(void*));
 }
 
 TEST_CASE("a scripted scenario produces exactly the expected events")

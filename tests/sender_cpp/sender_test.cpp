@@ -112,24 +112,5 @@ std::string describe(const std::vector<model::event>& events)
     return out;
 }
 
-std::uint64_t runtime_hash(const model::callsite& cs)
-{
-    auto str = [](const std::string& s) { return tt_str{s.data(), s.size()}; };
-    std::vector<tt_str> names;
-    for (const auto& f : cs.fields)
-        names.push_back(str(f));
-    tt_callsite abi{};
-    abi.struct_size = sizeof abi;
-    abi.kind = static_cast<tt_callsite_kind>(cs.kind);
-    abi.level = static_cast<tt_level>(cs.level);
-    abi.line = cs.line;
-    abi.name = str(cs.name);
-    abi.target = str(cs.target);
-    abi.module_path = str(cs.module_path);
-    abi.file = str(cs.file);
-    abi.field_names = names.data();
-    abi.field_count = static_cast<std::uint32_t>(names.size());
-    return tt_callsite_hash(&abi);
-}
 
 }  // namespace tt::test

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "recording_host.hpp"
+#include "sender_checks.hpp"
 
 #include <tracetunnel/host/plugin_library.hpp>
 
@@ -84,7 +85,5 @@ std::string describe(const model::value& v);
 std::string describe(const model::event& e);
 std::string describe(const std::vector<model::event>& events);
 
-// tt_callsite_hash (abi.h, run time) of an owned call site.
-std::uint64_t runtime_hash(const model::callsite& cs);
 
 }  // namespace tt::test

@@ -1,6 +1,7 @@
 // What a C++ plugin shows the host at its boundary: exactly the exports
 // TT_PLUGIN defines, a refused start, and an image that really unloads.
 #include "sender_test.hpp"
+#include "sender_checks.hpp"
 
 #include "scenario.h"
 
@@ -51,24 +52,6 @@ std::vector<dynamic_symbol> defined_dynamic_symbols(const std::string& path)
     return out;
 }
 
-// The size of a 64-bit ELF file's section `name`; 0 when there is none.
-std::uint64_t section_size(const std::string& path, const std::string& name)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    REQUIRE(file.size() >= sizeof(Elf64_Ehdr));
-    Elf64_Ehdr eh;
-    std::memcpy(&eh, file.data(), sizeof eh);
-    REQUIRE(eh.e_ident[EI_CLASS] == ELFCLASS64);
-    REQUIRE(eh.e_shoff + eh.e_shnum * sizeof(Elf64_Shdr) <= file.size());
-    std::vector<Elf64_Shdr> sections(eh.e_shnum);
-    std::memcpy(sections.data(), file.data() + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
-    const Elf64_Shdr& names = sections.at(eh.e_shstrndx);
-    for (const auto& sh : sections)
-        if (name == file.data() + names.sh_offset + sh.sh_name)
-            return sh.sh_size;
-    return 0;
-}
 
 std::string demangle(const std::string& name)
 {
@@ -138,10 +121,10 @@ TEST_CASE("a C++ plugin's table of call sites holds one pointer per call site an
     // included) or entries for call sites compiled out.
     for (const char* name : {"cpp_scenario", "cpp_scenario_twin", "cpp_scenario_variant"}) {
         CAPTURE(name);
-        CHECK(section_size(tt::test::plugin_path(name), "tt_cpp_sites") == (SCENARIO_SITES + 1) * sizeof(void*));
+        CHECK(tt::test::section_size(tt::test::plugin_path(name), "tt_cpp_sites") == (SCENARIO_SITES + 1) * sizeof(void*));
     }
     // start_fail.cpp: two call sites in one file.
-    CHECK(section_size(tt::test::plugin_path("cpp_start_false"), "tt_cpp_sites") == 2 * sizeof(void*));
+    CHECK(tt::test::section_size(tt::test::plugin_path("cpp_start_false"), "tt_cpp_sites") == 2 * sizeof(void*));
 }
 
 TEST_CASE("a C++ plugin unloads when its last handle goes")
