@@ -121,8 +121,25 @@ std::variant<std::shared_ptr<plugin_library>, load_error> open_plugin(const std:
     return lib;
 }
 
+std::shared_ptr<plugin_library> plugin_library::remote(std::filesystem::path file, plugin_description description,
+                                                       std::vector<std::string> exports, bool has_interest_changed,
+                                                       bool has_state_hooks, std::shared_ptr<plugin_backend> backend)
+{
+    std::shared_ptr<plugin_library> lib(new plugin_library());
+    lib->file_ = std::move(file);
+    lib->description_ = std::move(description);
+    lib->exports_ = std::move(exports);
+    std::sort(lib->exports_.begin(), lib->exports_.end());
+    lib->remote_interest_changed_ = has_interest_changed;
+    lib->remote_state_hooks_ = has_state_hooks;
+    lib->backend_ = std::move(backend);
+    return lib;
+}
+
 std::variant<std::monostate, load_error> plugin_library::start(const tt_host& host) const
 {
+    if (backend_)
+        return backend_->start(host);
     int32_t rc = -1;
     try {
         rc = start_(&host);
@@ -138,7 +155,7 @@ std::variant<std::monostate, load_error> plugin_library::start(const tt_host& ho
 
 void* plugin_library::find_export_address(const std::string& name) const noexcept
 {
-    if (!std::binary_search(exports_.begin(), exports_.end(), name))
+    if (backend_ || !std::binary_search(exports_.begin(), exports_.end(), name))
         return nullptr;
     try {
         return reinterpret_cast<void*>(&lib_->get<char>(name));
@@ -149,6 +166,8 @@ void* plugin_library::find_export_address(const std::string& name) const noexcep
 
 void plugin_library::stop() const noexcept
 {
+    if (backend_)
+        return backend_->stop();
     try {
         stop_();
     } catch (...) {
@@ -158,6 +177,8 @@ void plugin_library::stop() const noexcept
 
 void plugin_library::interest_changed() const noexcept
 {
+    if (backend_ && remote_interest_changed_)
+        return backend_->interest_changed();
     if (interest_changed_ == nullptr)
         return;
     try {
@@ -168,6 +189,8 @@ void plugin_library::interest_changed() const noexcept
 
 bool plugin_library::save_state(std::vector<std::uint8_t>& out) const
 {
+    if (backend_ && remote_state_hooks_)
+        return backend_->save_state(out);
     if (save_state_ == nullptr)
         return false;
     out.clear();
@@ -190,6 +213,8 @@ bool plugin_library::save_state(std::vector<std::uint8_t>& out) const
 
 bool plugin_library::restore_state(const std::vector<std::uint8_t>& data) const
 {
+    if (backend_ && remote_state_hooks_)
+        return backend_->restore_state(data);
     if (restore_state_ == nullptr)
         return false;
     try {

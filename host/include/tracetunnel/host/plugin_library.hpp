@@ -35,6 +35,7 @@ enum class load_errc {
     bad_description,
     load_failed,
     start_failed,
+    crashed,  // an isolated plugin's child process died (isolation.hpp)
 };
 
 struct load_error {
@@ -58,6 +59,18 @@ struct plugin_description {
 // Why a plugin's ABI version is refused, or an empty string when accepted.
 std::string abi_incompatibility(std::uint32_t plugin_abi_version);
 
+// A plugin whose code runs elsewhere (isolation.hpp: in a child process).
+// A library made with plugin_library::remote forwards these calls to it.
+class plugin_backend {
+public:
+    virtual ~plugin_backend() = default;
+    virtual std::variant<std::monostate, load_error> start(const tt_host& host) = 0;
+    virtual void stop() noexcept = 0;
+    virtual void interest_changed() noexcept = 0;
+    virtual bool save_state(std::vector<std::uint8_t>& out) = 0;
+    virtual bool restore_state(const std::vector<std::uint8_t>& data) = 0;
+};
+
 // A loaded, checked plugin library. The library stays mapped while any
 // shared_ptr to it lives: hold one wherever code of the plugin may still run.
 class plugin_library {
@@ -75,9 +88,12 @@ public:
     std::variant<std::monostate, load_error> start(const tt_host& host) const;
     void stop() const noexcept;
 
-    bool has_interest_changed() const noexcept { return interest_changed_ != nullptr; }
+    bool has_interest_changed() const noexcept { return interest_changed_ != nullptr || remote_interest_changed_; }
     void interest_changed() const noexcept;
-    bool has_state_hooks() const noexcept { return save_state_ != nullptr && restore_state_ != nullptr; }
+    bool has_state_hooks() const noexcept
+    {
+        return (save_state_ != nullptr && restore_state_ != nullptr) || remote_state_hooks_;
+    }
     // Empty optional-like: returns false when the plugin refused or lacks the hooks.
     bool save_state(std::vector<std::uint8_t>& out) const;
     bool restore_state(const std::vector<std::uint8_t>& data) const;
@@ -93,6 +109,13 @@ public:
     // The exported symbols the file has, as read before loading.
     const std::vector<std::string>& exports() const noexcept { return exports_; }
 
+    // A library whose plugin runs behind `backend` (described and checked
+    // there); find_export finds nothing in it. Null for a mapped library.
+    static std::shared_ptr<plugin_library> remote(std::filesystem::path file, plugin_description description,
+                                                  std::vector<std::string> exports, bool has_interest_changed,
+                                                  bool has_state_hooks, std::shared_ptr<plugin_backend> backend);
+    plugin_backend* backend() const noexcept { return backend_.get(); }
+
 private:
     friend std::variant<std::shared_ptr<plugin_library>, load_error> open_plugin(const std::filesystem::path&);
     plugin_library() = default;
@@ -107,6 +130,9 @@ private:
     tt_plugin_interest_changed_fn interest_changed_ = nullptr;
     tt_plugin_save_state_fn save_state_ = nullptr;
     tt_plugin_restore_state_fn restore_state_ = nullptr;
+    std::shared_ptr<plugin_backend> backend_;
+    bool remote_interest_changed_ = false;
+    bool remote_state_hooks_ = false;
 };
 
 std::variant<std::shared_ptr<plugin_library>, load_error> open_plugin(const std::filesystem::path& file);
