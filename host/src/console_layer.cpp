@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <ctime>
 #include <ostream>
@@ -15,19 +17,31 @@ namespace tt::host {
 
 std::uint64_t thread_number(std::thread::id id) noexcept
 {
+    // Nearly always asked about the calling thread: its number is cached here
+    // rather than looked up under the process-wide lock per line.
+    thread_local std::uint64_t mine = 0;
+    const bool self = id == std::this_thread::get_id();
+    if (self && mine != 0)
+        return mine;
     static std::mutex mutex;
     static std::unordered_map<std::thread::id, std::uint64_t> numbers;
     try {
         std::lock_guard lock(mutex);
         auto [it, inserted] = numbers.try_emplace(id, numbers.size() + 1);
         (void)inserted;
+        if (self)
+            mine = it->second;
         return it->second;
     } catch (...) {
         return 0;
     }
 }
 
-std::string format_time(clock::time_point t)
+namespace {
+
+// "2026-11-23T12:00:00" of the second last formatted on this thread: lines
+// come many per second, and gmtime_r plus six fields is most of the cost.
+void append_time(std::string& out, clock::time_point t)
 {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
     std::int64_t secs = us / 1000000;
@@ -36,11 +50,135 @@ std::string format_time(clock::time_point t)
         frac += 1000000;
         --secs;
     }
-    const std::time_t tt = static_cast<std::time_t>(secs);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                       tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    thread_local std::int64_t cached_secs = -1;
+    thread_local char prefix[32];
+    thread_local std::size_t prefix_len = 0;
+    if (secs != cached_secs || prefix_len == 0) {
+        const std::time_t tt = static_cast<std::time_t>(secs);
+        std::tm tm{};
+        gmtime_r(&tt, &tm);
+        const auto r = fmt::format_to_n(prefix, sizeof prefix, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.tm_year + 1900,
+                                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        prefix_len = std::min(r.size, sizeof prefix);
+        cached_secs = secs;
+    }
+    out.append(prefix, prefix_len);
+    char digits[8] = {'.', '0', '0', '0', '0', '0', '0', 'Z'};
+    for (int i = 6; i >= 1; --i) {
+        digits[i] = static_cast<char>('0' + frac % 10);
+        frac /= 10;
+    }
+    out.append(digits, sizeof digits);
+}
+
+}  // namespace
+
+std::string format_time(clock::time_point t)
+{
+    std::string out;
+    append_time(out, t);
+    return out;
+}
+
+line_writer line_writer::buffered(std::FILE* f, std::chrono::milliseconds flush_every) noexcept
+{
+    line_writer w(f);
+    w.flush_every_ = std::max(flush_every, std::chrono::milliseconds(1));
+    return w;
+}
+
+bool line_writer::flush() noexcept
+{
+    try {
+        if (os_) {
+            os_->flush();
+            const bool ok = static_cast<bool>(*os_);
+            os_->clear();
+            return ok;
+        }
+        return file_ != nullptr && std::fflush(file_) == 0;
+    } catch (...) {
+        return false;
+    }
+}
+
+namespace {
+
+// One thread for every buffered layer of the process. Callbacks run with the
+// registry locked, so that cancelling waits for a running one; a callback
+// takes only its layer's own lock, which no layer holds while cancelling.
+// Leaked on purpose: layers with static storage may cancel during exit.
+class periodic_flusher {
+public:
+    static periodic_flusher& get()
+    {
+        static auto* f = new periodic_flusher();
+        return *f;
+    }
+    std::uint64_t add(std::chrono::milliseconds every, std::function<void()> fn)
+    {
+        std::lock_guard lock(mutex_);
+        const std::uint64_t ticket = ++last_ticket_;
+        entries_.push_back(entry{ticket, every, std::chrono::steady_clock::now() + every, std::move(fn)});
+        if (!started_) {
+            std::thread([this] { run(); }).detach();
+            started_ = true;
+        }
+        wake_.notify_all();
+        return ticket;
+    }
+    void cancel(std::uint64_t ticket) noexcept
+    {
+        std::lock_guard lock(mutex_);
+        std::erase_if(entries_, [&](const entry& e) { return e.ticket == ticket; });
+    }
+
+private:
+    struct entry {
+        std::uint64_t ticket;
+        std::chrono::milliseconds every;
+        std::chrono::steady_clock::time_point next;
+        std::function<void()> fn;
+    };
+    void run()
+    {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            auto next = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            for (const auto& e : entries_)
+                next = std::min(next, e.next);
+            wake_.wait_until(lock, next);
+            const auto now = std::chrono::steady_clock::now();
+            for (auto& e : entries_) {
+                if (e.next > now)
+                    continue;
+                e.next = now + e.every;
+                try {
+                    e.fn();
+                } catch (...) {
+                }
+            }
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<entry> entries_;
+    std::uint64_t last_ticket_ = 0;
+    bool started_ = false;
+};
+
+}  // namespace
+
+std::uint64_t add_periodic_flush(std::chrono::milliseconds every, std::function<void()> flush)
+{
+    return periodic_flusher::get().add(every, std::move(flush));
+}
+
+void cancel_periodic_flush(std::uint64_t ticket) noexcept
+{
+    if (ticket != 0)
+        periodic_flusher::get().cancel(ticket);
 }
 
 bool line_writer::write(std::string_view text) noexcept
@@ -48,7 +186,8 @@ bool line_writer::write(std::string_view text) noexcept
     try {
         if (os_) {
             os_->write(text.data(), static_cast<std::streamsize>(text.size()));
-            os_->flush();
+            if (!is_buffered())
+                os_->flush();
             if (!*os_) {
                 os_->clear();
                 return false;
@@ -58,7 +197,7 @@ bool line_writer::write(std::string_view text) noexcept
         if (!file_)
             return false;
         const std::size_t n = std::fwrite(text.data(), 1, text.size(), file_);
-        const bool flushed = std::fflush(file_) == 0;
+        const bool flushed = is_buffered() || std::fflush(file_) == 0;
         return n == text.size() && flushed;
     } catch (...) {
         return false;
@@ -78,23 +217,33 @@ namespace {
 // --- value text, as tracing's visitors print values ---
 
 // Rust's f64 Debug: always a fractional part or exponent; NaN, inf, -inf.
-std::string float_text(double d)
+void float_into(std::string& out, double d)
 {
-    if (std::isnan(d))
-        return "NaN";
-    if (std::isinf(d))
-        return d < 0 ? "-inf" : "inf";
-    std::string s = fmt::format("{}", d);
-    if (s.find_first_of(".e") == std::string::npos)
-        s += ".0";
-    return s;
+    if (std::isnan(d)) {
+        out += "NaN";
+        return;
+    }
+    if (std::isinf(d)) {
+        out += d < 0 ? "-inf" : "inf";
+        return;
+    }
+    const std::size_t start = out.size();
+    fmt::format_to(std::back_inserter(out), "{}", d);
+    if (std::string_view(out).substr(start).find_first_of(".e") == std::string_view::npos)
+        out += ".0";
 }
 
 // Rust's str Debug: quoted, with \" \\ \n \r \t \0 and \u{..} for controls.
 void quote_into(std::string& out, std::string_view s)
 {
     out += '"';
-    for (unsigned char c : s) {
+    std::size_t plain = 0;  // start of the current run of characters needing no escape
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+            continue;
+        out.append(s.data() + plain, i - plain);
+        plain = i + 1;
         switch (c) {
         case '"':
             out += "\\\"";
@@ -115,12 +264,10 @@ void quote_into(std::string& out, std::string_view s)
             out += "\\0";
             break;
         default:
-            if (c < 0x20 || c == 0x7f)
-                fmt::format_to(std::back_inserter(out), "\\u{{{:x}}}", static_cast<unsigned>(c));
-            else
-                out += static_cast<char>(c);
+            fmt::format_to(std::back_inserter(out), "\\u{{{:x}}}", static_cast<unsigned>(c));
         }
     }
+    out.append(s.data() + plain, s.size() - plain);
     out += '"';
 }
 
@@ -132,14 +279,15 @@ void value_into(std::string& out, const model::value& v)
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, bool>)
                 out += x ? "true" : "false";
-            else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>)
-                out += fmt::format("{}", x);
-            else if constexpr (std::is_same_v<T, model::i128>)
+            else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>) {
+                const fmt::format_int d(x);
+                out.append(d.data(), d.size());
+            } else if constexpr (std::is_same_v<T, model::i128>)
                 model::append_decimal(out, x);
             else if constexpr (std::is_same_v<T, model::u128>)
                 model::append_decimal(out, x);
             else if constexpr (std::is_same_v<T, double>)
-                out += float_text(x);
+                float_into(out, x);
             else if constexpr (std::is_same_v<T, std::string>)
                 quote_into(out, x);
             else if constexpr (std::is_same_v<T, model::debug_text>)
@@ -237,11 +385,20 @@ struct painter {
     }
 };
 
+// Fields come either owned (a span's) or borrowed (an event's).
+std::string_view name_of(const std::pair<std::string, model::value>& f) noexcept { return f.first; }
+const model::value& value_of(const std::pair<std::string, model::value>& f) noexcept { return f.second; }
+std::string_view name_of(const field_ref& f) noexcept { return f.name; }
+const model::value& value_of(const field_ref& f) noexcept { return *f.value; }
+
 // Span fields as compact shows them inside braces: k=v k2=v2
-void span_fields_compact(painter& p, const model::field_values& fields)
+template <class Fields>
+void span_fields_compact(painter& p, const Fields& fields)
 {
     bool first = true;
-    for (const auto& [name, v] : fields) {
+    for (const auto& f : fields) {
+        const std::string_view name = name_of(f);
+        const model::value& v = value_of(f);
         if (!first)
             p.out += ' ';
         first = false;
@@ -250,7 +407,7 @@ void span_fields_compact(painter& p, const model::field_values& fields)
         value_into(p.out, v);
         if (const auto* e = std::get_if<model::error_chain>(&v); e && e->chain.size() > 1) {
             p.out += ' ';
-            p.put(italic, name + ".sources");
+            p.put(italic, std::string(name) + ".sources");
             p.put(dim, "=");
             p.out += sources_text(*e);
         }
@@ -258,9 +415,12 @@ void span_fields_compact(painter& p, const model::field_values& fields)
 }
 
 // Fields as pretty shows them: k: v, k2: v2 (styled in `key_style`).
-void fields_pretty(painter& p, std::string_view key_style, const model::field_values& fields, bool& first)
+template <class Fields>
+void fields_pretty(painter& p, std::string_view key_style, const Fields& fields, bool& first)
 {
-    for (const auto& [name, v] : fields) {
+    for (const auto& f : fields) {
+        const std::string_view name = name_of(f);
+        const model::value& v = value_of(f);
         if (!first)
             p.out += ", ";
         first = false;
@@ -269,12 +429,25 @@ void fields_pretty(painter& p, std::string_view key_style, const model::field_va
         value_into(p.out, v);
         if (const auto* e = std::get_if<model::error_chain>(&v); e && e->chain.size() > 1) {
             p.out += ", ";
-            p.put(key_style, name + ".sources");
+            p.put(key_style, std::string(name) + ".sources");
             p.out += ": ";
             p.out += sources_text(*e);
         }
     }
 }
+
+// ThreadId(07), as Rust prints a thread id.
+void append_thread(std::string& out, std::uint64_t n)
+{
+    out += "ThreadId(";
+    if (n < 10)
+        out += '0';
+    const fmt::format_int d(n);
+    out.append(d.data(), d.size());
+    out += ')';
+}
+
+void format_into(std::string& out, const event_view& ev, const console_options& opts, bool color);
 
 }  // namespace
 
@@ -293,40 +466,79 @@ console_layer::console_layer(line_writer out, console_options opts) : out_(out),
         break;
     }
     }
+    if (out_.is_buffered())
+        flush_ticket_ = add_periodic_flush(out_.flush_every(), [this] {
+            std::lock_guard lock(mutex_);
+            if (!out_.flush())
+                errors_.fetch_add(1, std::memory_order_relaxed);
+        });
+}
+
+console_layer::~console_layer()
+{
+    cancel_periodic_flush(flush_ticket_);
+    if (out_.is_buffered() && !out_.flush())
+        errors_.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::string console_layer::format_event(const event_view& ev) const
 {
     std::string out;
+    format_into(out, ev, opts_, color_);
+    return out;
+}
+
+namespace {
+
+void format_into(std::string& out, const event_view& ev, const console_options& opts_, bool color_)
+{
     painter p{out, color_};
     const model::level lvl = ev.site ? ev.site->level : model::level::info;
     const std::string_view target = ev.site ? std::string_view(ev.site->target) : std::string_view();
 
     const model::value* message = nullptr;
-    model::field_values fields;
-    fields.reserve(ev.values.size());
+    // Borrowed, in a per-thread list that keeps its capacity between lines.
+    thread_local std::vector<field_ref> fields;
+    fields.clear();
     for (const auto& f : ev.values) {
         if (!f.value)
             continue;
         if (f.name == "message" && !message)
             message = f.value;
         else
-            fields.emplace_back(std::string(f.name), *f.value);
+            fields.push_back(f);
     }
 
-    const std::string time = opts_.fixed_time ? *opts_.fixed_time : format_time(ev.time);
-    const std::string thread =
-        opts_.fixed_thread ? *opts_.fixed_thread : fmt::format("ThreadId({:02})", thread_number(ev.thread));
+    auto put_time = [&] {
+        if (color_)
+            out += dim;
+        if (opts_.fixed_time)
+            out += *opts_.fixed_time;
+        else
+            append_time(out, ev.time);
+        if (color_)
+            out += reset;
+    };
+    auto thread_text = [&](std::string& into) {
+        if (opts_.fixed_thread)
+            into += *opts_.fixed_thread;
+        else
+            append_thread(into, thread_number(ev.thread));
+    };
 
     if (opts_.format == console_options::format_kind::compact) {
         if (opts_.show_time) {
-            p.put(dim, time);
+            put_time();
             out += ' ';
         }
         p.put(level_color(lvl), level_text(lvl));
         out += ' ';
         if (opts_.show_thread_ids) {
-            p.put(dim, thread);
+            if (color_)
+                out += dim;
+            thread_text(out);
+            if (color_)
+                out += reset;
             out += ' ';
         }
         if (opts_.show_plugin && !ev.plugin.empty()) {
@@ -366,14 +578,14 @@ std::string console_layer::format_event(const event_view& ev) const
         if (!out.empty() && out.back() == ' ')
             out.pop_back();
         out += '\n';
-        return out;
+        return;
     }
 
     // pretty
     const std::string_view lc = level_color(lvl);
     out += "  ";
     if (opts_.show_time) {
-        p.put(dim, time);
+        put_time();
         out += ' ';
     }
     p.put(lc, level_text(lvl));
@@ -418,7 +630,7 @@ std::string console_layer::format_event(const event_view& ev) const
                 out += ' ';
             p.put2(dim, italic, "on");
             out += ' ';
-            out += thread;
+            thread_text(out);
         }
         out += '\n';
     }
@@ -443,8 +655,9 @@ std::string console_layer::format_event(const event_view& ev) const
         out += '\n';
     }
     out += '\n';
-    return out;
 }
+
+}  // namespace
 
 void console_layer::emit(std::string_view text) noexcept
 {
@@ -455,7 +668,11 @@ void console_layer::emit(std::string_view text) noexcept
 void console_layer::on_event(const event_view& ev) noexcept
 {
     try {
-        std::string text = format_event(ev);
+        // Formatted outside the lock into a per-thread buffer that keeps its
+        // capacity: a line costs no allocation once warm.
+        thread_local std::string text;
+        text.clear();
+        format_into(text, ev, opts_, color_);
         std::lock_guard lock(mutex_);
         emit(text);
     } catch (...) {

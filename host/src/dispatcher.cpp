@@ -79,9 +79,15 @@ struct dispatcher::impl {
     };
     using layer_list = std::vector<std::shared_ptr<layer>>;
 
-    mutable std::mutex config_mutex;
-    std::shared_ptr<const config> cfg;
-    std::shared_ptr<const layer_list> layers = std::make_shared<const layer_list>();
+    // The filter and the layer list are read on every event and changed
+    // rarely (set_filter, add_layer): readers load a plain pointer, and every
+    // version ever published stays allocated until the dispatcher dies, so no
+    // reader needs a reference count or a lock.
+    mutable std::mutex config_mutex;  // writers only
+    std::vector<std::unique_ptr<const config>> configs;
+    std::vector<std::unique_ptr<const layer_list>> layer_lists;
+    std::atomic<const config*> cfg{nullptr};
+    std::atomic<const layer_list*> layers{nullptr};
 
     mutable std::shared_mutex registry_mutex;
     std::unordered_map<span_handle, std::shared_ptr<span_node>> spans;
@@ -94,15 +100,18 @@ struct dispatcher::impl {
     std::atomic<span_handle> next_handle{1};
     std::atomic<std::uint64_t> spans_created{0}, spans_disabled{0}, events{0}, events_filtered{0}, anomalies{0};
 
-    std::shared_ptr<const config> load_config() const noexcept
+    const config* load_config() const noexcept { return cfg.load(std::memory_order_acquire); }
+    const layer_list* load_layers() const noexcept { return layers.load(std::memory_order_acquire); }
+    // Under config_mutex.
+    void publish(std::unique_ptr<const config> c)
     {
-        std::lock_guard lock(config_mutex);
-        return cfg;
+        configs.push_back(std::move(c));
+        cfg.store(configs.back().get(), std::memory_order_release);
     }
-    std::shared_ptr<const layer_list> load_layers() const noexcept
+    void publish(std::unique_ptr<const layer_list> l)
     {
-        std::lock_guard lock(config_mutex);
-        return layers;
+        layer_lists.push_back(std::move(l));
+        layers.store(layer_lists.back().get(), std::memory_order_release);
     }
     void anomaly() noexcept { anomalies.fetch_add(1, std::memory_order_relaxed); }
 
@@ -155,21 +164,31 @@ struct dispatcher::impl {
         std::reverse(out.begin(), out.end());
     }
 
+    // A span as layers see it; valid while `n` and its snapshots are held.
+    static span_ref view_of(const span_node& n) noexcept
+    {
+        span_ref r;
+        r.id = n.handle;
+        r.site = n.site.get();
+        r.plugin = n.plugin;
+        r.parent = n.parent;
+        r.fields = n.fields.get();
+        r.start = n.start;
+        r.thread = n.thread;
+        r.resumed = n.resumed;
+        r.plugin_span_id = n.plugin_span_id;
+        if (n.follows)
+            r.follows_from = std::span<const span_handle>(*n.follows);
+        return r;
+    }
+
     static void views_of(const std::vector<held>& chain, std::vector<span_ref>& out)
     {
         out.reserve(chain.size());
         for (const auto& h : chain) {
-            span_ref r;
-            r.id = h.node->handle;
-            r.site = h.node->site.get();
-            r.plugin = h.node->plugin;
-            r.parent = h.node->parent;
+            span_ref r = view_of(*h.node);
             r.fields = h.fields.get();
-            r.start = h.node->start;
-            r.thread = h.node->thread;
-            r.resumed = h.node->resumed;
-            if (h.follows)
-                r.follows_from = std::span<const span_handle>(*h.follows);
+            r.follows_from = h.follows ? std::span<const span_handle>(*h.follows) : std::span<const span_handle>();
             out.push_back(r);
         }
     }
@@ -190,7 +209,8 @@ dispatcher::dispatcher() : dispatcher(std::get<filter>(parse_filter("info"))) {}
 
 dispatcher::dispatcher(filter f) : impl_(std::make_unique<impl>())
 {
-    impl_->cfg = std::make_shared<const impl::config>(impl::config{std::move(f), 1});
+    impl_->publish(std::make_unique<const impl::config>(impl::config{std::move(f), 1}));
+    impl_->publish(std::make_unique<const impl::layer_list>());
 }
 
 dispatcher::~dispatcher() = default;
@@ -199,7 +219,8 @@ void dispatcher::set_filter(filter f) noexcept
 {
     try {
         std::lock_guard lock(impl_->config_mutex);
-        impl_->cfg = std::make_shared<const impl::config>(impl::config{std::move(f), impl_->cfg->generation + 1});
+        const std::uint64_t generation = impl_->load_config()->generation + 1;
+        impl_->publish(std::make_unique<const impl::config>(impl::config{std::move(f), generation}));
     } catch (...) {
         impl_->anomaly();
     }
@@ -220,9 +241,9 @@ void dispatcher::add_layer(std::shared_ptr<layer> l)
     if (!l)
         return;
     std::lock_guard lock(impl_->config_mutex);
-    auto next = std::make_shared<impl::layer_list>(*impl_->layers);
+    auto next = std::make_unique<impl::layer_list>(*impl_->load_layers());
     next->push_back(std::move(l));
-    impl_->layers = std::move(next);
+    impl_->publish(std::unique_ptr<const impl::layer_list>(std::move(next)));
 }
 
 interest dispatcher::interest_in(const model::callsite& site) noexcept
@@ -268,7 +289,10 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         values->reserve(attrs.values.size());
         merge(*values, attrs.values);
         node->fields = values;
-        node->follows = std::make_shared<const std::vector<span_handle>>();
+        // Most spans never get a follows-from link: they share one empty list
+        // (copy-on-write, like the fields) instead of allocating their own.
+        static const auto no_links = std::make_shared<const std::vector<span_handle>>();
+        node->follows = no_links;
         if (attrs.site)
             node->site = impl_->intern(*attrs.site);
         else
@@ -377,24 +401,20 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
 void dispatcher::enter(span_handle span) noexcept
 {
     try {
-        const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::shared_lock lock(impl_->registry_mutex);
-            auto it = impl_->spans.find(span);
-            if (it == impl_->spans.end()) {
-                impl_->anomaly();
-                return;
-            }
-            impl_->stack.push(span);
-            if (!it->second->enabled || layers->empty())
-                return;
-            chain.push_back(held{it->second, it->second->fields, it->second->follows});
+        const auto* layers = impl_->load_layers();
+        // Share-locked through the fan-out, as in event(): the node is read in place.
+        std::shared_lock lock(impl_->registry_mutex);
+        const span_node* node = impl_->find_locked(span);
+        if (node == nullptr) {
+            impl_->anomaly();
+            return;
         }
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
+        impl_->stack.push(span);
+        if (!node->enabled)
+            return;
+        const span_ref view = impl::view_of(*node);
         for (const auto& l : *layers)
-            l->on_enter(views.front());
+            l->on_enter(view);
     } catch (...) {
         impl_->anomaly();
     }
@@ -402,12 +422,8 @@ void dispatcher::enter(span_handle span) noexcept
 
 void dispatcher::exit(span_handle span) noexcept
 {
-    bool popped = false;
-    {
-        std::shared_lock lock(impl_->registry_mutex);
-        popped = impl_->stack.pop(span);
-    }
-    if (!popped)
+    // The stack is this thread's own: no lock needed to pop it.
+    if (!impl_->stack.pop(span))
         impl_->anomaly();  // not entered on this thread
     exit_to_layers(span);
 }
@@ -426,23 +442,18 @@ void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
 void dispatcher::exit_to_layers(span_handle span) noexcept
 {
     try {
-        const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::shared_lock lock(impl_->registry_mutex);
-            auto it = impl_->spans.find(span);
-            if (it == impl_->spans.end()) {
-                impl_->anomaly();
-                return;
-            }
-            if (!it->second->enabled || layers->empty())
-                return;
-            chain.push_back(held{it->second, it->second->fields, it->second->follows});
+        const auto* layers = impl_->load_layers();
+        std::shared_lock lock(impl_->registry_mutex);
+        const span_node* node = impl_->find_locked(span);
+        if (node == nullptr) {
+            impl_->anomaly();
+            return;
         }
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
+        if (!node->enabled)
+            return;
+        const span_ref view = impl::view_of(*node);
         for (const auto& l : *layers)
-            l->on_exit(views.front());
+            l->on_exit(view);
     } catch (...) {
         impl_->anomaly();
     }
@@ -491,45 +502,74 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
     }
 }
 
+// The hot path. The registry stays share-locked while the layers look at the
+// event, so the span chain is read in place (no reference counts, no copies):
+// span nodes and their field snapshots only change under the exclusive lock.
+// Layers must not call back into the dispatcher (layers.hpp says so).
 void dispatcher::event(const event_record& ev) noexcept
 {
     if (!ev.site) {
         impl_->anomaly();
         return;
     }
-    try {
-        const auto cfg = impl_->load_config();
-        const auto layers = impl_->load_layers();
-        std::vector<held> chain;
+    // Views of the chain, kept per thread so that an event allocates nothing
+    // once warm; a nested call (not expected) gets its own vector.
+    thread_local std::vector<span_ref> reused;
+    thread_local bool reused_busy = false;
+    std::vector<span_ref> own;
+    std::vector<span_ref>& views = reused_busy ? own : reused;
+    const bool took = !reused_busy;
+    reused_busy = true;
+    struct unbusy {
+        bool took;
+        ~unbusy()
         {
-            std::shared_lock lock(impl_->registry_mutex);
-            bool pass = false;
-            const enabled_cache c = last_enabled;
-            last_enabled = enabled_cache{};
-            if (c.owner == impl_.get() && c.site == ev.site && c.generation == cfg->generation) {
-                pass = c.answer;
-            } else {
-                const std::uint32_t i = cfg->f.interest(*ev.site);
-                if (i == TT_INTEREST_ALWAYS) {
-                    pass = true;
-                } else if (i == TT_INTEREST_SOMETIMES) {
-                    std::vector<span_view> scope;
-                    impl_->scope_locked(scope);
-                    pass = cfg->f.enabled(*ev.site, scope);
-                }
-            }
-            if (!pass) {
-                impl_->events_filtered.fetch_add(1, std::memory_order_relaxed);
-                return;
-            }
-            if (ev.parent != 0 && impl_->find_locked(ev.parent) == nullptr)
-                impl_->anomaly();
-            if (auto leaf = impl_->visible_locked(ev.parent))
-                impl::chain_locked(leaf, chain);
+            if (took)
+                reused_busy = false;
         }
+    } guard{took};
+    views.clear();
+    try {
+        const auto* cfg = impl_->load_config();
+        const auto* layers = impl_->load_layers();
+        std::shared_lock lock(impl_->registry_mutex);
+        bool pass = false;
+        const enabled_cache c = last_enabled;
+        last_enabled = enabled_cache{};
+        if (c.owner == impl_.get() && c.site == ev.site && c.generation == cfg->generation) {
+            pass = c.answer;
+        } else {
+            const std::uint32_t i = cfg->f.interest(*ev.site);
+            if (i == TT_INTEREST_ALWAYS) {
+                pass = true;
+            } else if (i == TT_INTEREST_SOMETIMES) {
+                std::vector<span_view> scope;
+                impl_->scope_locked(scope);
+                pass = cfg->f.enabled(*ev.site, scope);
+            }
+        }
+        if (!pass) {
+            impl_->events_filtered.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        const span_node* leaf = nullptr;
+        span_handle parent = ev.parent;
+        if (ev.contextual)
+            parent = impl_->stack.current_if([&](span_handle h) {
+                const span_node* n = impl_->find_locked(h);
+                return n != nullptr && n->enabled;
+            });
+        if (parent != 0) {
+            const span_node* p = impl_->find_locked(parent);
+            if (p == nullptr)
+                impl_->anomaly();
+            else
+                leaf = p->enabled ? p : p->parent_node.get();
+        }
+        for (const span_node* n = leaf; n != nullptr; n = n->parent_node.get())
+            views.push_back(impl::view_of(*n));
+        std::reverse(views.begin(), views.end());
         impl_->events.fetch_add(1, std::memory_order_relaxed);
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
         event_view v;
         v.site = ev.site;
         v.plugin = ev.plugin;

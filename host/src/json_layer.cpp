@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -93,9 +94,20 @@ struct json_layer::impl {
 json_layer::json_layer(line_writer out, json_options opts)
     : out_(out), opts_(std::move(opts)), impl_(std::make_unique<impl>())
 {
+    if (out_.is_buffered())
+        flush_ticket_ = add_periodic_flush(out_.flush_every(), [this] {
+            std::lock_guard lock(mutex_);
+            if (!out_.flush())
+                errors_.fetch_add(1, std::memory_order_relaxed);
+        });
 }
 
-json_layer::~json_layer() = default;
+json_layer::~json_layer()
+{
+    cancel_periodic_flush(flush_ticket_);
+    if (out_.is_buffered() && !out_.flush())
+        errors_.fetch_add(1, std::memory_order_relaxed);
+}
 
 std::string json_layer::format_event(const event_view& ev)
 {
@@ -129,8 +141,11 @@ const std::string& json_layer::build_locked(const event_view& ev)
             spans.push_back(span_object(s, sp));
         o["spans"] = std::move(spans);
     }
-    if (opts_.with_thread_ids)
-        o["threadId"] = fmt::format("ThreadId({:02})", thread_number(ev.thread));
+    if (opts_.with_thread_ids) {
+        char id[32];
+        const auto r = fmt::format_to_n(id, sizeof id, "ThreadId({:02})", thread_number(ev.thread));
+        o["threadId"] = std::string_view(id, std::min(r.size, sizeof id));
+    }
 
     boost::json::serializer sr;
     boost::json::value root(std::move(o), sp);

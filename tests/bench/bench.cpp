@@ -485,6 +485,36 @@ void BM_S8_json_layer(benchmark::State& state)
 }
 BENCHMARK(BM_S8_json_layer)->Unit(benchmark::kMillisecond);
 
+// The same two with a buffered writer (line_writer::buffered: no write() per
+// line, a flush every 50 ms), as a deployment that writes to a file or a pipe
+// would configure them.
+std::FILE* dev_null_buffered()
+{
+    static std::FILE* f = std::fopen("/dev/null", "w");
+    if (f == nullptr)
+        die("cannot open /dev/null");
+    return f;
+}
+
+void BM_S7_console_layer_buffered(benchmark::State& state)
+{
+    static hosted h([] {
+        tt::host::console_options o;
+        o.color = tt::host::color_mode::never;
+        return std::make_shared<tt::host::console_layer>(tt::host::line_writer::buffered(dev_null_buffered()), o);
+    }());
+    run_groups(state, h);
+}
+BENCHMARK(BM_S7_console_layer_buffered)->Unit(benchmark::kMillisecond);
+
+void BM_S8_json_layer_buffered(benchmark::State& state)
+{
+    static hosted h(std::make_shared<tt::host::json_layer>(tt::host::line_writer::buffered(dev_null_buffered()),
+                                                          tt::host::json_options{}));
+    run_groups(state, h);
+}
+BENCHMARK(BM_S8_json_layer_buffered)->Unit(benchmark::kMillisecond);
+
 // Real time: the figure is the total events per second of all threads.
 void BM_S9_threads(benchmark::State& state) { run_groups(state, counting_host()); }
 BENCHMARK(BM_S9_threads)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2);

@@ -88,6 +88,10 @@ def main():
     row("S7", "console layer to /dev/null (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
     v = ns(find(rows, "BM_S8_"), "ns_per_typical")
     row("S8", "JSON layer to /dev/null (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
+    v = ns(find(rows, "BM_S7_console_layer_buffered"), "ns_per_typical")
+    row("S7b", "S7, buffered writer (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
+    v = ns(find(rows, "BM_S8_json_layer_buffered"), "ns_per_typical")
+    row("S8b", "S8, buffered writer (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
     t1 = find(rows, "BM_S9_threads/real_time/threads:1")
     t2 = find(rows, "BM_S9_threads/real_time/threads:2")
     e1 = t1.get("events_per_s") if t1 else None

@@ -2,6 +2,7 @@
 // layers: console (compact, pretty; golden files), JSON lines, colours.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <algorithm>
 
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/filter.hpp>
@@ -694,4 +695,64 @@ TEST_CASE("end to end: a receiver relays into the dispatcher")
     CHECK(rec->closes == 2);
     CHECK(d.statistics().spans_live == 0);
     CHECK(d.statistics().anomalies == 0);
+}
+
+namespace {
+
+std::string file_text(const std::string& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("a buffered writer holds lines until its layer flushes or dies")
+{
+    char path[] = "/tmp/tt-buffered-XXXXXX";
+    const int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    std::FILE* f = fdopen(fd, "w");
+    REQUIRE(f != nullptr);
+    {
+        th::dispatcher d(must_parse("trace"));
+        // An hour: only the layer's end can flush within this test.
+        d.add_layer(std::make_shared<th::json_layer>(th::line_writer::buffered(f, std::chrono::hours(1)),
+                                                     th::json_options{}));
+        scenario_sites s;
+        run_scenario(d, s);
+        CHECK(d.statistics().layer_errors == 0);
+        CHECK(file_text(path).empty());  // still in the FILE*'s buffer
+    }
+    const std::string text = file_text(path);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 6);  // every line, once the layer is gone
+    std::fclose(f);
+    std::remove(path);
+}
+
+TEST_CASE("a buffered writer is flushed periodically while its layer lives")
+{
+    char path[] = "/tmp/tt-buffered-XXXXXX";
+    const int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    std::FILE* f = fdopen(fd, "w");
+    REQUIRE(f != nullptr);
+    {
+        th::dispatcher d(must_parse("trace"));
+        th::console_options o;
+        o.color = th::color_mode::never;
+        d.add_layer(
+            std::make_shared<th::console_layer>(th::line_writer::buffered(f, std::chrono::milliseconds(10)), o));
+        scenario_sites s;
+        run_scenario(d, s);
+        // Waits for the flusher thread (a bound, not a measured time).
+        std::string text;
+        for (int i = 0; i < 500 && std::count(text.begin(), text.end(), '\n') < 6; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            text = file_text(path);
+        }
+        CHECK(std::count(text.begin(), text.end(), '\n') == 6);
+    }
+    std::fclose(f);  // the layer, which flushes f as it goes, is gone
+    std::remove(path);
 }

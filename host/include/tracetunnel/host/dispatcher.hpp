@@ -119,6 +119,7 @@ public:
     void event(const event_record& ev) noexcept override;
     // Topmost span entered on this thread that is live and enabled.
     span_handle current_span() const noexcept override;
+    bool resolves_current_span() const noexcept override { return true; }
 
     // --- the host's own instrumentation ---
     // Call sites are registered once per (kind, level, name, target, file,

@@ -21,8 +21,10 @@
 #include <tracetunnel/model.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <mutex>
@@ -45,6 +47,9 @@ struct span_ref {
     std::thread::id thread;  // the thread that created it
     std::span<const span_handle> follows_from;
     bool resumed = false;  // continued from persisted state (span_attrs::resumed)
+    // The receiver's id for the span (span_attrs::plugin_span_id), persisted with it:
+    // with plugin and start, what identifies the span across reloads and restarts.
+    std::uint64_t plugin_span_id = 0;
 
     std::string_view name() const noexcept { return site ? std::string_view(site->name) : std::string_view(); }
 };
@@ -106,21 +111,43 @@ std::string format_time(clock::time_point t);
 
 // Where a text layer writes: a FILE* (stdout by default) or an ostream. The
 // caller keeps the FILE*/ostream alive for the layer's life.
+//
+// By default every line is flushed as it is written (a failed write is
+// counted at that line). A buffered writer leaves lines in the FILE*'s own
+// buffer; the layer that owns it flushes it at least every `flush_every`
+// (from a process-wide flusher thread) and when it is destroyed. That saves a
+// write() per line; a crash loses at most the last `flush_every` of lines.
+//
+//   auto l = std::make_shared<tt::host::json_layer>(tt::host::line_writer::buffered(file), opts);
 class line_writer {
 public:
     line_writer() noexcept : file_(stdout) {}
     explicit line_writer(std::FILE* f) noexcept : file_(f) {}
     explicit line_writer(std::ostream& os) noexcept : os_(&os) {}
+    static line_writer buffered(std::FILE* f,
+                                std::chrono::milliseconds flush_every = std::chrono::milliseconds(50)) noexcept;
 
-    // Writes all of `text` and flushes; false on a failed or short write.
+    // Writes all of `text` (and flushes, unless buffered); false on a failed
+    // or short write.
     bool write(std::string_view text) noexcept;
+    // Flushes what a buffered writer holds; false on a failed write.
+    bool flush() noexcept;
     // True when the destination is a terminal (isatty on the FILE*'s fd).
     bool is_terminal() const noexcept;
+    bool is_buffered() const noexcept { return flush_every_.count() > 0; }
+    std::chrono::milliseconds flush_every() const noexcept { return flush_every_; }
 
 private:
     std::FILE* file_ = nullptr;
     std::ostream* os_ = nullptr;
+    std::chrono::milliseconds flush_every_{0};  // 0: flush every write
 };
+
+// Calls `flush` every `every` from one process-wide thread until the returned
+// ticket is cancelled; cancel_periodic_flush waits for a call in progress.
+// What buffered text layers use; a layer of your own may too.
+std::uint64_t add_periodic_flush(std::chrono::milliseconds every, std::function<void()> flush);
+void cancel_periodic_flush(std::uint64_t ticket) noexcept;
 
 enum class color_mode { automatic, always, never };
 
@@ -169,6 +196,7 @@ public:
     console_layer() : console_layer(line_writer(), console_options()) {}
     explicit console_layer(console_options opts) : console_layer(line_writer(), std::move(opts)) {}
     console_layer(line_writer out, console_options opts);
+    ~console_layer() override;
 
     void on_new_span(span_context scope) noexcept override;
     void on_close(span_context scope) noexcept override;
@@ -190,6 +218,7 @@ private:
     bool color_ = false;
     std::mutex mutex_;  // one write at a time: blocks never interleave
     std::atomic<std::uint64_t> errors_{0};
+    std::uint64_t flush_ticket_ = 0;  // buffered writer: the periodic flush
 };
 
 // ---------------------------------------------------------------------------
@@ -244,6 +273,7 @@ private:
     std::mutex mutex_;
     std::unique_ptr<impl> impl_;  // reused buffers, under mutex_
     std::atomic<std::uint64_t> errors_{0};
+    std::uint64_t flush_ticket_ = 0;  // buffered writer: the periodic flush
 };
 
 // The output of the command-line tools: "compact" or "pretty" (console_layer)

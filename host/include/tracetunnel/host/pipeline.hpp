@@ -72,6 +72,11 @@ struct event_record {
     const model::callsite* site = nullptr;
     std::string_view plugin;
     span_handle parent = 0;
+    // Instead of `parent`: "the calling thread's current span", left for the
+    // subscriber to resolve. Only set for a subscriber whose
+    // resolves_current_span() is true; it saves a second look-up of what the
+    // subscriber itself keeps.
+    bool contextual = false;
     field_refs values;
     clock::time_point time;
     std::thread::id thread;
@@ -131,6 +136,8 @@ public:
     // The span entered last on the calling thread (0 = none): what a
     // contextual parent resolves to.
     virtual span_handle current_span() const noexcept = 0;
+    // True when event() resolves event_record::contextual itself.
+    virtual bool resolves_current_span() const noexcept { return false; }
 };
 
 // A thread-local current-span stack, for subscribers to use: each thread has
