@@ -11,6 +11,11 @@
 #include <tracetunnel/host/filter.hpp>
 #include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/plugin_host.hpp>
+#include <tracetunnel/host/trace_context.hpp>
+#ifdef TT_HAVE_OTLP
+#include <tracetunnel/host/otlp_exporter.hpp>
+#endif
+#include <tracetunnel/host/usdt_layer.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -21,6 +26,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <optional>
+#include <string>
+#include <variant>
 #include <thread>
 
 #include <unistd.h>
@@ -59,6 +66,78 @@ fs::path default_control_socket(bool no_state, const fs::path& state_dir)
         return fs::path(run) / fmt::format("tracetunnel-{}.sock", ::getpid());
     return fs::path("/tmp") / fmt::format("tracetunnel-{}-{}.sock", ::getuid(), ::getpid());
 }
+
+// OTLP export as the flags ask (docs/OTLP.md); the OTEL_* variables fill in
+// what no flag says.
+struct otlp_flags {
+    bool off = false;
+    std::string endpoint, service_name, resource_attributes, traceparent;
+    std::size_t queue_size = 0, batch_size = 0;
+    int batch_delay_ms = 0;
+    bool any() const
+    {
+        return !endpoint.empty() || !service_name.empty() || !resource_attributes.empty() || queue_size != 0 ||
+               batch_size != 0 || batch_delay_ms != 0;
+    }
+};
+
+// The traceparent of --traceparent, else $TRACEPARENT; a bad one is an error naming where it came from.
+std::variant<std::optional<tt::host::trace_parent>, std::string> traceparent_setting(const otlp_flags& f)
+{
+    std::string text = f.traceparent, from = "--traceparent";
+    if (text.empty())
+        if (const char* e = std::getenv("TRACEPARENT"); e != nullptr && *e != '\0')
+            text = e, from = "TRACEPARENT";
+    if (text.empty())
+        return std::optional<tt::host::trace_parent>();
+    auto parsed = tt::host::parse_traceparent(text);
+    if (auto* err = std::get_if<tt::host::traceparent_error>(&parsed))
+        return fmt::format("{}: {}", from, err->message);
+    return std::optional<tt::host::trace_parent>(std::get<tt::host::trace_parent>(parsed));
+}
+
+#ifdef TT_HAVE_OTLP
+// Options when export is on (a flag or an OTEL endpoint variable), nullopt when off, or an error.
+std::variant<std::optional<tt::host::otlp_options>, std::string> otlp_settings(const otlp_flags& f)
+{
+    if (f.off)
+        return std::optional<tt::host::otlp_options>();
+    auto env = tt::host::otlp_options_from_env();
+    if (auto* err = std::get_if<std::string>(&env))
+        return *err;
+    auto [o, on] = std::get<tt::host::otlp_env>(std::move(env));
+    if (!f.endpoint.empty()) {
+        if (f.endpoint.rfind("http://", 0) != 0 && f.endpoint.rfind("https://", 0) != 0)
+            return fmt::format("--otlp-endpoint \"{}\": expected an http:// or https:// URL", f.endpoint);
+        o.endpoint = f.endpoint;
+    }
+    on = on || f.any();
+    if (!f.resource_attributes.empty()) {
+        auto kv = tt::host::parse_key_values(f.resource_attributes);
+        if (auto* err = std::get_if<std::string>(&kv))
+            return fmt::format("--otlp-resource-attributes: {}", *err);
+        for (auto& [k, v] : std::get<tt::host::key_values>(kv)) {
+            if (k == "service.name") {
+                o.service_name = v;
+                continue;
+            }
+            std::erase_if(o.resource_attributes, [&](const auto& e) { return e.first == k; });
+            o.resource_attributes.emplace_back(k, v);
+        }
+    }
+    if (!f.service_name.empty())
+        o.service_name = f.service_name;
+    if (f.queue_size)
+        o.max_queue = f.queue_size;
+    if (f.batch_size)
+        o.max_batch = f.batch_size;
+    if (f.batch_delay_ms)
+        o.batch_delay = std::chrono::milliseconds(f.batch_delay_ms);
+    if (!on)
+        return std::optional<tt::host::otlp_options>();
+    return std::optional<tt::host::otlp_options>(std::move(o));
+}
+#endif
 
 // The example application: what this host asks of its plugins. A real
 // application defines its own entry points the same way (example_app.h).
@@ -105,6 +184,7 @@ int main(int argc, char** argv)
     int interval_ms = 500;
     int settle_ms = 250;
     int commit_interval_ms = 5000;
+    int stop_timeout_ms = 3000;
     int status_every = 10;
     std::string control_socket;
     bool no_control = false;
@@ -135,7 +215,11 @@ int main(int argc, char** argv)
         ->check(CLI::Range(0, 60000))
         ->capture_default_str();
     app.add_option("--commit-interval-ms", commit_interval_ms, "how often live spans are written to the state folder")
-        ->check(CLI::Range(100, 3600000))
+        ->check(CLI::Range(1, 3600000))
+        ->capture_default_str();
+    app.add_option("--stop-timeout-ms", stop_timeout_ms,
+                   "how long a plugin's stop may take before it is given up (left running, marked failed; 0 = wait)")
+        ->check(CLI::Range(0, 3600000))
         ->capture_default_str();
     app.add_option("--status-every", status_every, "ask plugins for their status every N ticks (0 = never)")
         ->check(CLI::Range(0, 1000000))
@@ -145,6 +229,42 @@ int main(int argc, char** argv)
                    "default <state dir>/control.sock, with --no-state $XDG_RUNTIME_DIR/tracetunnel-<pid>.sock "
                    "or /tmp/tracetunnel-<uid>-<pid>.sock");
     app.add_flag("--no-control", no_control, "no control socket");
+    std::vector<std::string> isolate;
+    std::string plugin_child;
+    int call_timeout_ms = 5000;
+    app.add_option("--isolate", isolate,
+                   "run this plugin (its name or file stem; repeatable) in a child process: a crash there is "
+                   "reported, rolled back and the child restarted on the committed state (docs/ISOLATION.md)")
+        ->allow_extra_args(false);  // one name per --isolate: a plugin folder after it stays a folder
+    app.add_option("--plugin-child", plugin_child, "the child program for --isolate (default: tt-plugin-child "
+                                                   "beside tt-host)");
+    app.add_option("--call-timeout-ms", call_timeout_ms,
+                   "how long an isolated plugin may take to answer a call before its child is killed")
+        ->check(CLI::Range(10, 3600000))
+        ->capture_default_str();
+    otlp_flags otlp_args;
+    app.add_option("--otlp-endpoint", otlp_args.endpoint,
+                   "export spans over OTLP/HTTP (JSON) to this URL, e.g. http://localhost:4318/v1/traces "
+                   "(default from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; docs/OTLP.md)");
+    app.add_option("--otlp-service-name", otlp_args.service_name,
+                   "the service.name of the exported resource (default OTEL_SERVICE_NAME, else tt-host)");
+    app.add_option("--otlp-resource-attributes", otlp_args.resource_attributes,
+                   "more resource attributes, k=v,k2=v2 with %XX escapes (added to OTEL_RESOURCE_ATTRIBUTES)");
+    app.add_option("--otlp-queue-size", otlp_args.queue_size, "closed spans waiting for export; more are dropped")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
+    app.add_option("--otlp-batch-size", otlp_args.batch_size, "spans per OTLP request at most")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+    app.add_option("--otlp-batch-delay-ms", otlp_args.batch_delay_ms, "a partial batch waits at most this long")
+        ->check(CLI::Range(1, 3600000));
+    app.add_flag("--no-otlp", otlp_args.off, "no OTLP export, whatever the OTEL_* variables say");
+    app.add_option("--traceparent", otlp_args.traceparent,
+                   "W3C traceparent the plugins' root spans join (default $TRACEPARENT), "
+                   "e.g. 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    bool no_usdt = false;
+    app.add_flag("--no-usdt", no_usdt,
+                 tt::host::usdt_available()
+                     ? "no USDT probes (docs/USDT.md; while no tracer is attached they cost one load per callback)"
+                     : "no effect: this build has no USDT probes (built without sys/sdt.h, docs/USDT.md)");
     app.add_flag("--span-events", span_events, "also print a line when a span opens and closes");
     app.add_flag("--no-color", no_colour, "never colour the output (default: colour on a terminal)");
     CLI11_PARSE(app, argc, argv);
@@ -154,6 +274,27 @@ int main(int argc, char** argv)
         fmt::print(stderr, "tt-host: bad --filter \"{}\" at byte {}: {}\n", filter_text, err->position, err->message);
         return 2;
     }
+
+    auto remote_parent = traceparent_setting(otlp_args);
+    if (auto* err = std::get_if<std::string>(&remote_parent)) {
+        fmt::print(stderr, "tt-host: {}\n", *err);
+        return 2;
+    }
+#ifdef TT_HAVE_OTLP
+    auto otlp_setting = otlp_settings(otlp_args);
+    if (auto* err = std::get_if<std::string>(&otlp_setting)) {
+        fmt::print(stderr, "tt-host: {}\n", *err);
+        return 2;
+    }
+    std::optional<tt::host::otlp_options> otlp = std::get<0>(std::move(otlp_setting));
+    if (otlp)
+        otlp->default_parent = std::get<0>(remote_parent);
+#else
+    if (otlp_args.any()) {
+        fmt::print(stderr, "tt-host: this build has no OTLP exporter (built without libcurl, docs/OTLP.md)\n");
+        return 2;
+    }
+#endif
 
     // Every argument must exist before anything starts: a typo is an error, not an empty host.
     std::vector<fs::path> folders, files;
@@ -184,6 +325,9 @@ int main(int argc, char** argv)
     }
 
     tt::host::dispatcher pipeline(std::get<tt::host::filter>(parsed));
+    if (!no_usdt)
+        if (auto usdt = tt::host::make_usdt_layer())
+            pipeline.add_layer(std::move(usdt));
     pipeline.add_layer(tt::host::make_output_layer(
         {format, no_colour ? tt::host::color_mode::never : tt::host::color_mode::automatic, span_events}));
 
@@ -191,7 +335,35 @@ int main(int argc, char** argv)
     if (!no_state)
         options.state_dir = state_dir;
     options.settle = std::chrono::milliseconds(settle_ms);
+    options.stop_timeout = std::chrono::milliseconds(stop_timeout_ms);
+    options.isolate = isolate;
+    options.isolation.child_program = plugin_child;
+    options.isolation.call_timeout = std::chrono::milliseconds(call_timeout_ms);
     tt::host::plugin_host host(pipeline, options);
+#ifdef TT_HAVE_OTLP
+    // After the host (its versions name the scopes), before the plugins load;
+    // shut down after host.shutdown(), which closes or suspends what is open.
+    std::shared_ptr<tt::host::otlp_exporter> exporter;
+    if (otlp) {
+        otlp->plugin_version = [&host](std::string_view name) {
+            for (const auto& p : host.plugins())
+                if (p.name == name)
+                    return p.version;
+            return std::string();
+        };
+        otlp->on_state_change = [&pipeline](bool failing, std::string_view detail) {
+            if (failing)
+                pipeline.host_event(tt::model::level::warn, "tt::host::otlp", "OTLP export failing, retrying",
+                                    {{"error", std::string(detail)}});
+            else
+                pipeline.host_event(tt::model::level::info, "tt::host::otlp", "OTLP export recovered");
+        };
+        exporter = std::make_shared<tt::host::otlp_exporter>(*otlp);
+        pipeline.add_layer(exporter);
+        pipeline.host_event(tt::model::level::info, "tt::host", "OTLP export",
+                            {{"endpoint", otlp->endpoint}, {"service_name", otlp->service_name}});
+    }
+#endif
 
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
@@ -227,7 +399,12 @@ int main(int argc, char** argv)
         std::error_code ec;
         if (socket_path.has_parent_path())
             fs::create_directories(socket_path.parent_path(), ec);
-        control.emplace(host, pipeline, tt::host::control_options{.path = socket_path});
+        tt::host::control_options control_opts{.path = socket_path};
+#ifdef TT_HAVE_OTLP
+        if (exporter)
+            control_opts.stats_sections.emplace_back("otlp", [exporter] { return exporter->counters(); });
+#endif
+        control.emplace(host, pipeline, std::move(control_opts));
         if (auto err = control->start(); !err.empty()) {
             fmt::print(stderr, "tt-host: {}\n", err);
             control.reset();
@@ -272,6 +449,14 @@ int main(int argc, char** argv)
     if (control)
         control->stop();
     host.shutdown();
+#ifdef TT_HAVE_OTLP
+    if (exporter) {
+        exporter->shutdown();
+        const auto st = exporter->statistics();
+        pipeline.host_event(tt::model::level::info, "tt::host", "OTLP exporter stopped",
+                            {{"exported", st.spans_exported}, {"dropped", st.dropped()}});
+    }
+#endif
     pipeline.host_event(tt::model::level::info, "tt::host", "host stopped",
                         {{"events", received}, {"refused", refused},
                          {"state_saved", !no_state}});

@@ -126,6 +126,13 @@ json::object plugin_json(const plugin_status& p)
     o["failed_reloads"] = p.failed_reloads;
     o["emits_after_stop"] = p.emits_after_stop;
     o["quarantined"] = p.quarantined;
+    o["stop_timeouts"] = p.stop_timeouts;
+    o["isolated"] = p.isolated;
+    if (p.isolated) {
+        o["child_pid"] = p.child_pid;
+        o["crashes"] = p.crashes;
+        o["last_crash"] = p.last_crash;
+    }
     o["live_spans"] = p.stats.live_spans;
     json::array errors;
     for (const auto& e : p.recent_errors)
@@ -288,7 +295,88 @@ struct client {
     bool closing = false;
 };
 
+struct request_fault {
+    std::string_view code;  // bad_json or bad_request
+    std::string message;
+};
+
+// Whether `v` holds only finite numbers. Boost.JSON reads 1e400 as an
+// infinity and writes it back as `Infinity`, which is not JSON: an id like
+// that cannot be echoed in an answer.
+bool all_finite(const json::value& v)
+{
+    switch (v.kind()) {
+    case json::kind::double_: return std::isfinite(v.get_double());
+    case json::kind::array:
+        return std::all_of(v.get_array().begin(), v.get_array().end(),
+                           [](const json::value& e) { return all_finite(e); });
+    case json::kind::object:
+        return std::all_of(v.get_object().begin(), v.get_object().end(),
+                           [](const json::key_value_pair& kv) { return all_finite(kv.value()); });
+    default: return true;
+    }
+}
+
+// The envelope of one request line: {"id":..., "cmd":"...", "args":{...}}.
+// On success `cmd` and `args` point into `v` (args to `no_args` when absent
+// or null); `id` is set as soon as it is known, so a fault can echo it.
+std::optional<request_fault> parse_request(std::string_view line, json::value& v, json::value& id,
+                                           const json::string*& cmd, const json::object*& args,
+                                           const json::object& no_args)
+{
+    boost::system::error_code ec;
+    v = json::parse(line, ec);
+    if (ec)
+        return request_fault{"bad_json", ec.message()};
+    if (!v.is_object())
+        return request_fault{"bad_request", "a request must be a JSON object"};
+    auto& req = v.as_object();
+    if (auto* i = req.if_contains("id")) {
+        if (!all_finite(*i))
+            return request_fault{"bad_request", "\"id\" holds a number too large for a double"};
+        id = *i;
+    }
+    const auto* c = req.if_contains("cmd");
+    if (c == nullptr || !c->is_string())
+        return request_fault{"bad_request", "missing \"cmd\" (a string)"};
+    cmd = &c->get_string();
+    args = &no_args;
+    if (auto* a = req.if_contains("args"); a != nullptr && !a->is_null()) {
+        if (!a->is_object())
+            return request_fault{"bad_request", "\"args\" must be an object"};
+        args = &a->as_object();
+    }
+    return std::nullopt;
+}
+
 }  // namespace
+
+control_request parse_control_request(std::string_view line) noexcept
+{
+    control_request r;
+    try {
+        json::value v, id = nullptr;
+        const json::string* cmd = nullptr;
+        const json::object* args = nullptr;
+        const json::object no_args;
+        auto fault = parse_request(line, v, id, cmd, args, no_args);
+        r.id_json = json::serialize(id);
+        if (fault) {
+            r.error_code = fault->code;
+            r.error_message = std::move(fault->message);
+            return r;
+        }
+        r.cmd = std::string(*cmd);
+        r.args_json = json::serialize(*args);
+    } catch (const std::exception& e) {
+        r.error_code = "failed";
+        r.error_message = e.what();
+    } catch (...) {
+        r.error_code = "failed";
+        r.error_message = "unknown exception";
+    }
+    return r;
+}
 
 // ---------------------------------------------------------------------------
 
@@ -484,34 +572,15 @@ struct control_server::impl {
     {
         json::value id = nullptr;
         try {
-            boost::system::error_code ec;
-            json::value v = json::parse(line, ec);
-            if (ec) {
-                reply_error(c, nullptr, "bad_json", ec.message());
+            json::value v;
+            const json::string* cmd = nullptr;
+            const json::object* args = nullptr;
+            const json::object no_args;
+            if (auto fault = parse_request(line, v, id, cmd, args, no_args)) {
+                reply_error(c, id, fault->code, fault->message);
                 return;
             }
-            if (!v.is_object()) {
-                reply_error(c, nullptr, "bad_request", "a request must be a JSON object");
-                return;
-            }
-            auto& req = v.as_object();
-            if (auto* i = req.if_contains("id"))
-                id = *i;
-            const auto* cmd = req.if_contains("cmd");
-            if (cmd == nullptr || !cmd->is_string()) {
-                reply_error(c, id, "bad_request", "missing \"cmd\" (a string)");
-                return;
-            }
-            json::object no_args;
-            const json::object* args = &no_args;
-            if (auto* a = req.if_contains("args"); a != nullptr && !a->is_null()) {
-                if (!a->is_object()) {
-                    reply_error(c, id, "bad_request", "\"args\" must be an object");
-                    return;
-                }
-                args = &a->as_object();
-            }
-            reply(c, id, run(c, std::string(cmd->as_string()), *args));
+            reply(c, id, run(c, std::string(*cmd), *args));
         } catch (const command_error& e) {
             try {
                 reply_error(c, id, e.code, e.message);
@@ -662,7 +731,7 @@ struct control_server::impl {
                 });
             }
             const auto d = pipeline->statistics();
-            return json::object{
+            json::object answer{
                 {"uptime_ms", uptime.count()},
                 {"plugins", std::move(plugins)},
                 {"pipeline", json::object{{"spans_created", d.spans_created},
@@ -674,6 +743,14 @@ struct control_server::impl {
                 {"console", json::object{{"clients", clients.size()},
                                          {"dropped", shared->dropped_total.load(std::memory_order_relaxed)}}},
             };
+            for (const auto& [section, counters] : opts.stats_sections) {
+                json::object o;
+                if (counters)
+                    for (const auto& [key, n] : counters())
+                        o[key] = n;
+                answer[section] = std::move(o);
+            }
+            return answer;
         }
         if (cmd == "errors") {
             json::array receive, load;

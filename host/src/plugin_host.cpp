@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <shared_mutex>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -27,16 +28,64 @@ namespace {
 constexpr std::string_view log_target = "tt::host";
 constexpr std::size_t error_log_size = 64;
 
-// The context a plugin instance passes back with every emit. It outlives the
-// instance's library mapping (or shares its fate in quarantine), so a late
-// emit always finds valid memory.
+struct emit_context;
+
+// A plugin never gets a pointer as its emit ctx: it gets a token naming a
+// slot of this process-wide table (slot index in the low bits, the slot's use
+// count above). emit_entry checks the token against the slot before it
+// touches anything, so a null, stale, shifted or made-up ctx is refused and
+// counted, never dereferenced. Slots are static and never freed; a slot's
+// in_flight counts the emits inside it, which is what closing drains.
+constexpr unsigned context_slot_bits = 12;
+constexpr std::size_t context_slot_count = std::size_t{1} << context_slot_bits;
+struct context_slot {
+    std::atomic<std::uint64_t> token{0};  // 0 = no live context
+    std::atomic<std::int64_t> in_flight{0};
+    std::atomic<emit_context*> ctx{nullptr};
+    std::uint64_t uses = 0;  // under context_slots_mutex
+};
+context_slot context_slots[context_slot_count];
+std::mutex context_slots_mutex;
+std::atomic<std::uint64_t> bad_context_emits{0};
+
+// The context a plugin instance's emits reach (through its slot). It
+// outlives the instance's library mapping (or shares its fate in
+// quarantine), so a late emit always finds valid memory.
 struct emit_context {
     std::atomic<bool> open{true};
-    std::atomic<std::int64_t> in_flight{0};
     std::atomic<std::uint64_t> after_stop{0};
     receiver* recv = nullptr;
     std::mutex sites_mutex;
     std::vector<std::uint64_t> sites;  // call-site ids this instance registered
+    std::uint64_t token = 0;           // what the plugin gets as ctx; 0 = every slot is taken
+
+    emit_context()
+    {
+        std::lock_guard lk(context_slots_mutex);
+        for (std::size_t i = 0; i < context_slot_count; ++i) {
+            auto& slot = context_slots[i];
+            if (slot.ctx.load() != nullptr)
+                continue;
+            slot.ctx.store(this);
+            token = (++slot.uses << context_slot_bits) | i;
+            slot.token.store(token, std::memory_order_seq_cst);
+            return;
+        }
+    }
+    emit_context(const emit_context&) = delete;
+    emit_context& operator=(const emit_context&) = delete;
+    // The token dies first, then the emits that passed it are waited for.
+    ~emit_context()
+    {
+        if (token == 0)
+            return;
+        auto& slot = context_slots[token & (context_slot_count - 1)];
+        slot.token.store(0, std::memory_order_seq_cst);
+        while (slot.in_flight.load(std::memory_order_seq_cst) != 0)
+            std::this_thread::yield();
+        std::lock_guard lk(context_slots_mutex);
+        slot.ctx.store(nullptr);
+    }
 
     // Closes the context and waits for every emit already inside to leave.
     // seq_cst on both sides: an emit that incremented before `open` fell is
@@ -44,7 +93,10 @@ struct emit_context {
     void close_and_drain() noexcept
     {
         open.store(false, std::memory_order_seq_cst);
-        while (in_flight.load(std::memory_order_seq_cst) != 0)
+        if (token == 0)
+            return;
+        auto& slot = context_slots[token & (context_slot_count - 1)];
+        while (slot.in_flight.load(std::memory_order_seq_cst) != 0)
             std::this_thread::yield();
     }
     std::vector<std::uint64_t> registered()
@@ -56,14 +108,23 @@ struct emit_context {
 
 std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
 {
-    auto* ctx = static_cast<emit_context*>(raw);
-    if (ctx == nullptr || ev == nullptr)
+    const auto token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(raw));
+    auto& slot = context_slots[token & (context_slot_count - 1)];
+    slot.in_flight.fetch_add(1, std::memory_order_seq_cst);
+    if (token == 0 || slot.token.load(std::memory_order_seq_cst) != token) {
+        slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
+        bad_context_emits.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
-    ctx->in_flight.fetch_add(1, std::memory_order_seq_cst);
+    }
+    emit_context* ctx = slot.ctx.load(std::memory_order_seq_cst);
     if (!ctx->open.load(std::memory_order_seq_cst)) {
-        ctx->in_flight.fetch_sub(1, std::memory_order_seq_cst);
+        slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
         ctx->after_stop.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_STOPPED;
+    }
+    if (ev == nullptr) {
+        slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
+        return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
     }
     const std::uint64_t answer = ctx->recv->receive(*ev);
     if (ev->kind == TT_EVENT_NEW_CALLSITE && !TT_STATUS_IS_ERROR(answer) && ev->callsite != nullptr) {
@@ -75,7 +136,7 @@ std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
         } catch (...) {
         }
     }
-    ctx->in_flight.fetch_sub(1, std::memory_order_seq_cst);
+    slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return answer;
 }
 
@@ -121,6 +182,11 @@ std::string join_sites(const std::vector<model::callsite>& sites)
 
 }  // namespace
 
+std::uint64_t invalid_context_emits() noexcept
+{
+    return bad_context_emits.load(std::memory_order_relaxed);
+}
+
 std::string describe_callsite(const model::callsite& site)
 {
     std::string file = site.file;
@@ -156,6 +222,11 @@ struct instance {
     // call never runs into a stopped instance.
     std::shared_mutex calls;
     bool running = true;  // guarded by `calls`
+    // How long tt_plugin_stop may take (0 = no limit); set when it took
+    // longer: the stop was left running on a thread of its own, the library
+    // must never be unmapped and the plugin's state was not saved.
+    std::chrono::milliseconds stop_limit{0};
+    bool stop_timed_out = false;
 };
 
 // One plugin lineage (one plugin name).
@@ -177,9 +248,22 @@ struct lineage {
     // Stopped instances of this lineage still mapped, for emits_after_stop.
     std::vector<const emit_context*> stopped;
     std::size_t quarantined = 0;
+    std::uint64_t stop_timeouts = 0;
     // Call-site hits of this lineage's earlier instances (callsite_infos
     // counts since the host started, across reloads). Under impl::table.
     std::unordered_map<std::uint64_t, std::uint64_t> hits_before;
+    // Isolation (isolation.hpp), under ops: the last commit and the plugin
+    // state the running child started with, what a crash restarts from.
+    // `paired_next_id`: the state's next_id; spans from there on were made
+    // by the child since its start, which a restarted plugin cannot know.
+    bool isolated = false;  // under table and ops
+    receiver_state last_commit;
+    std::optional<std::vector<std::uint8_t>> last_blob;
+    std::uint64_t paired_next_id = 1;
+    std::uint64_t crashes = 0;                  // under table
+    std::string last_crash;                     // under table
+    std::deque<steady::time_point> recent_crashes;
+    bool restart_pending = false;
 };
 
 struct retired_instance {
@@ -286,7 +370,7 @@ struct plugin_host::impl {
         if (ec)
             return load_error{load_errc::load_failed, file, {},
                               "cannot copy it to " + shadow.string() + ": " + ec.message()};
-        auto opened = open_plugin(shadow);
+        auto opened = open_library(file, shadow);
         if (auto* err = std::get_if<load_error>(&opened)) {
             load_error e = *err;
             e.file = file;  // name the user's file, not our copy
@@ -311,10 +395,12 @@ struct plugin_host::impl {
         inst->lib = std::move(copy.lib);
         inst->shadow = std::move(copy.shadow);
         inst->ctx = std::make_unique<emit_context>();
+        remember_start(l, *inst->lib, state, blob);
         inst->recv = std::make_unique<receiver>(l.name, *pipeline, std::move(state), opts.limits, std::move(local));
         inst->ctx->recv = inst->recv.get();
         inst->generation = l.generation + 1;
         inst->loaded_at = std::chrono::system_clock::now();
+        inst->stop_limit = opts.stop_timeout;
         const auto& d = inst->lib->description();
 
         auto fail = [&](std::string reason) -> load_error {
@@ -344,7 +430,9 @@ struct plugin_host::impl {
         api.struct_size = sizeof api;
         api.abi_version = TT_ABI_VERSION;
         api.emit = &emit_entry;
-        api.ctx = inst->ctx.get();
+        if (inst->ctx->token == 0)
+            return fail(fmt::format("too many plugin instances alive in this process ({})", context_slot_count));
+        api.ctx = reinterpret_cast<void*>(static_cast<std::uintptr_t>(inst->ctx->token));
         auto started = inst->lib->start(api);
         if (auto* err = std::get_if<load_error>(&started))
             return fail(err->reason);
@@ -353,13 +441,16 @@ struct plugin_host::impl {
 
     // Stops an instance: no application call is inside it afterwards, its
     // stop hook has run, and no emit is in flight. Returns its saved state.
+    // A stop that outlives inst.stop_limit sets inst.stop_timed_out and
+    // returns nullopt (no state: save_state must not run beside a stop).
     static std::optional<std::vector<std::uint8_t>> stop_instance(instance& inst)
     {
         std::unique_lock lk(inst.calls);
         inst.running = false;
-        inst.lib->stop();  // may still emit: the context is open until it returns
+        // may still emit: the context is open until it returns
+        inst.stop_timed_out = !stop_within(inst.lib, inst.stop_limit);
         inst.ctx->close_and_drain();
-        if (!inst.lib->has_state_hooks())
+        if (inst.stop_timed_out || !inst.lib->has_state_hooks())
             return std::nullopt;
         std::vector<std::uint8_t> blob;
         if (!inst.lib->save_state(blob))
@@ -367,10 +458,73 @@ struct plugin_host::impl {
         return blob;
     }
 
+    // Runs tt_plugin_stop, on a thread of its own when there is a limit, and
+    // waits at most `limit`. False: it is still running; its thread is left
+    // to it (detached, holding the library).
+    static bool stop_within(const std::shared_ptr<plugin_library>& lib, std::chrono::milliseconds limit)
+    {
+        if (limit.count() <= 0) {
+            lib->stop();
+            return true;
+        }
+        struct waiter {
+            std::mutex m;
+            std::condition_variable cv;
+            bool done = false;
+        };
+        auto w = std::make_shared<waiter>();
+        std::thread t;
+        try {
+            t = std::thread([lib, w] {
+                lib->stop();
+                std::lock_guard lk(w->m);
+                w->done = true;
+                w->cv.notify_all();
+            });
+        } catch (const std::system_error&) {  // no thread to spare: wait without a limit
+            lib->stop();
+            return true;
+        }
+        std::unique_lock lk(w->m);
+        if (w->cv.wait_for(lk, limit, [&] { return w->done; })) {
+            lk.unlock();
+            t.join();
+            return true;
+        }
+        t.detach();
+        return false;
+    }
+
+    // After stop_instance: reports a stop that timed out and counts it.
+    void report_stop(lineage& l, const instance& inst)
+    {
+        if (!inst.stop_timed_out)
+            return;
+        {
+            std::lock_guard lk(table);
+            ++l.stop_timeouts;
+        }
+        pipeline->host_event(model::level::error, log_target, "plugin did not stop in time",
+                             {{"plugin", l.name},
+                              {"waited_ms", static_cast<std::uint64_t>(inst.stop_limit.count())},
+                              {"consequence", std::string("its stop goes on on a thread of its own; its library "
+                                                          "stays mapped until the host exits; its own state was "
+                                                          "not saved")}});
+    }
+
     // Keeps a stopped instance's library mapped for the grace period: a late
     // emit in that time proves one of its threads outlived stop.
     void retire(const std::string& name, instance& inst)
     {
+        if (inst.stop_timed_out) {  // its code may run at any time: never unmapped
+            std::lock_guard lk(table);
+            if (auto it = lineages.find(name); it != lineages.end()) {
+                ++it->second->quarantined;
+                it->second->stopped.push_back(inst.ctx.get());
+            }
+            quarantine_library(std::move(inst.lib), std::move(inst.ctx));
+            return;
+        }
         std::lock_guard lk(table);
         retired_instance r;
         r.lineage = name;
@@ -418,6 +572,14 @@ struct plugin_host::impl {
                 it = retired.erase(it);
             }
         }
+        if (const auto bad = bad_context_emits.load(std::memory_order_relaxed); bad != bad_contexts_reported) {
+            pipeline->host_event(model::level::error, log_target, "emits refused: not a live emit context",
+                                 {{"emits", bad - bad_contexts_reported},
+                                  {"total", bad},
+                                  {"consequence", std::string("answered TT_STATUS_BAD_EVENT; a plugin passed a null, "
+                                                              "stale or made-up ctx")}});
+            bad_contexts_reported = bad;
+        }
         for (auto& [name, n] : caught)
             pipeline->host_event(model::level::warn, log_target, "plugin emitted after stop",
                                  {{"plugin", name},
@@ -432,6 +594,7 @@ struct plugin_host::impl {
     }
 
     std::chrono::milliseconds opts_grace() const { return retire_grace; }
+    std::uint64_t bad_contexts_reported = 0;  // under ops
     std::chrono::milliseconds retire_grace{500};
 
     // Keeps the hit counts of an instance whose receiver is about to go.
@@ -447,10 +610,41 @@ struct plugin_host::impl {
     }
 
     // ---- persistence ----
+    // A restart after a crash: the plugin's own state was saved with the
+    // commit whose next_id is `paired`, so the plugin knows no span from
+    // there on; such spans (committed by a run that crashed later) can never
+    // be reached again and are closed here, reported, instead of living on.
+    void close_orphans(const std::string& name, persisted_spans& spans, std::uint64_t paired)
+    {
+        std::vector<std::uint64_t> ids;
+        std::erase_if(spans.spans, [&](const persisted_span& s) {
+            if (s.id < paired)
+                return false;
+            ids.push_back(s.id);
+            return true;
+        });
+        if (ids.empty())
+            return;
+        std::string listed;
+        for (std::size_t i = 0; i < ids.size() && i < 64; ++i)
+            listed += (i == 0 ? "" : ",") + std::to_string(ids[i]);
+        if (ids.size() > 64)
+            listed += ",...";
+        pipeline->host_event(model::level::warn, log_target, "spans closed: newer than the plugin's saved state",
+                             {{"plugin", name},
+                              {"spans", static_cast<std::uint64_t>(ids.size())},
+                              {"ids", listed},
+                              {"plugin_state_next_id", paired},
+                              {"reason", std::string("committed after the plugin's last stop by a run that did not "
+                                                     "stop cleanly; the plugin cannot know them")}});
+    }
+
     // A commit of one instance's receiver; written when there is a state dir.
     receiver_state commit_instance(lineage& l, instance& inst, std::vector<std::string>* problems)
     {
         receiver_state st{inst.recv->persist_metadata(), inst.recv->persist()};
+        if (l.isolated)
+            l.last_commit = st;  // a crash of its child restarts from here
         if (!opts.state_dir.empty())
             if (auto err = tt::state::save_lineage_state(opts.state_dir, l.name, st.metadata, st.spans)) {
                 const std::string msg = tt::state::to_string(*err);
@@ -462,11 +656,15 @@ struct plugin_host::impl {
         return st;
     }
 
-    void write_blob(lineage& l, const std::optional<std::vector<std::uint8_t>>& blob)
+    // `paired_next_id`: the next_id of the commit made with this stop (the
+    // plugin knows no span from there on). After a stop that timed out the
+    // file on disk is kept: older than the spans, which a restart handles.
+    void write_blob(lineage& l, const std::optional<std::vector<std::uint8_t>>& blob, const instance& inst,
+                    std::uint64_t paired_next_id)
     {
-        if (opts.state_dir.empty())
+        if (opts.state_dir.empty() || inst.stop_timed_out)
             return;
-        auto err = blob ? tt::state::save_plugin_state(opts.state_dir, l.name, *blob)
+        auto err = blob ? tt::state::save_plugin_state(opts.state_dir, l.name, *blob, paired_next_id)
                         : tt::state::remove_plugin_state(opts.state_dir, l.name);
         if (err)
             pipeline->host_event(model::level::error, log_target, "cannot write plugin state",
@@ -545,6 +743,12 @@ struct plugin_host::impl {
         s.reloads = l.reloads;
         s.failed_reloads = l.failed_reloads;
         s.quarantined = l.quarantined;
+        s.stop_timeouts = l.stop_timeouts;
+        s.isolated = l.isolated;
+        s.crashes = l.crashes;
+        s.last_crash = l.last_crash;
+        if (l.current)
+            s.child_pid = isolated_pid(*l.current->lib);
         for (const auto* c : l.stopped)
             s.emits_after_stop += c->after_stop.load(std::memory_order_relaxed);
         if (l.current) {
@@ -585,6 +789,32 @@ struct plugin_host::impl {
     }
 
     void watch_loop(plugin_host& self);
+
+    // ---- isolation (isolation.hpp; the code is at the end of this file) ----
+    struct exit_inbox {
+        std::mutex mutex;
+        std::condition_variable cv;
+        std::deque<std::pair<std::uint64_t, child_exit>> exits;  // (child serial, how it ended)
+        std::multimap<steady::time_point, std::string> restarts;  // lineage restarts due
+        bool closed = false;
+    };
+    // Shared with the children's reader threads, which may outlive the host
+    // (a quarantined library): they post here, never into the host.
+    std::shared_ptr<exit_inbox> inbox = std::make_shared<exit_inbox>();
+    std::thread supervisor;  // started with the first isolated plugin (under ops)
+    // 1: `file` runs isolated, 0: in this process, -1: known once it is
+    // described (isolated by its plugin name only).
+    int isolation_of(const fs::path& file) const;
+    std::variant<std::shared_ptr<plugin_library>, load_error> open_library(const fs::path& file,
+                                                                           const fs::path& shadow);
+    void remember_start(lineage& l, const plugin_library& lib, const receiver_state& state,
+                        const std::vector<std::uint8_t>* blob);
+    void supervise();
+    void stop_supervisor() noexcept;
+    void child_exited(std::uint64_t serial, const child_exit& how);
+    void restart_crashed(const std::string& name);
+    bool forward(instance& inst, const std::string& symbol, const std::optional<forwarded_call>& remote,
+                 call_outcome* out);
 };
 
 // --------------------------------------------------------------------------
@@ -636,6 +866,7 @@ std::variant<plugin_status, load_error> plugin_host::load(const fs::path& file_i
     l->file = file;
 
     // What to continue from: a failed lineage's parked state, or disk.
+    std::uint64_t stamp_from = 0;  // != 0: no plugin state on disk; mark it from this span id on
     receiver_state state;
     std::shared_ptr<local_spans> local;
     std::optional<std::vector<std::uint8_t>> blob;
@@ -657,6 +888,13 @@ std::variant<plugin_status, load_error> plugin_host::load(const fs::path& file_i
                                   {{"plugin", desc.name}, {"error", tt::state::to_string(*saved.error)}});
         if (saved.status == tt::state::load_status::loaded)
             blob = std::move(saved.bytes);
+        if (saved.status == tt::state::load_status::loaded && saved.paired_next_id != 0) {
+            impl_->close_orphans(desc.name, state.spans, saved.paired_next_id);
+            if (blob->empty())
+                blob.reset();  // the mark written at a start: nothing to restore
+        }
+        if (saved.status != tt::state::load_status::loaded)
+            stamp_from = std::max<std::uint64_t>(state.spans.next_id, 1);
     }
     const std::size_t restored_spans = state.spans.spans.size();
 
@@ -687,6 +925,12 @@ std::variant<plugin_status, load_error> plugin_host::load(const fs::path& file_i
         l->parked_blob.clear();
         l->parked_has_blob = false;
     }
+    if (stamp_from != 0 && inst->lib->has_state_hooks())
+        // The plugin starts knowing no span from stamp_from on, and until its
+        // first stop the disk must say so (a crash before it: close_orphans).
+        if (auto err = tt::state::save_plugin_state(options_.state_dir, desc.name, {}, stamp_from))
+            pipeline_->host_event(model::level::error, log_target, "cannot write plugin state",
+                                  {{"plugin", desc.name}, {"error", tt::state::to_string(*err)}});
     const auto sites = inst->ctx->registered().size();
     pipeline_->host_event(model::level::info, log_target, "plugin loaded",
                           {{"plugin", desc.name},
@@ -792,8 +1036,9 @@ reload_report plugin_host::reload(std::string_view name)
     fs::path old_shadow;
     if (old) {
         blob = impl::stop_instance(*old);
+        impl_->report_stop(*l, *old);
         state = impl_->commit_instance(*l, *old, nullptr);
-        impl_->write_blob(*l, blob);
+        impl_->write_blob(*l, blob, *old, state.spans.next_id);
         local = old->recv->local();
         old_sites = impl::sites_of(old->ctx->registered(), state.metadata);
         old_shadow = old->shadow;
@@ -877,16 +1122,26 @@ bool plugin_host::unload(std::string_view name)
     auto l = impl_->find(name);
     if (!l)
         return false;
+    bool hung = false;
     if (auto inst = l->current) {
         auto blob = impl::stop_instance(*inst);
-        impl_->commit_instance(*l, *inst, nullptr);
-        impl_->write_blob(*l, blob);
+        impl_->report_stop(*l, *inst);
+        auto committed = impl_->commit_instance(*l, *inst, nullptr);
+        impl_->write_blob(*l, blob, *inst, committed.spans.next_id);
         if (!options_.state_dir.empty())
             inst->recv->local()->suspend_all();  // committed: continued by a later load, not ended
         inst->recv.reset();
         impl_->retire(l->name, *inst);
+        hung = inst->stop_timed_out;
+        if (hung) {  // stays listed, failed: its stop never returned (a later load starts it afresh)
+            std::lock_guard lk(impl_->table);
+            l->current.reset();
+            l->parked = std::move(committed);
+            l->parked_local.reset();
+            l->parked_has_blob = false;
+        }
     }
-    {
+    if (!hung) {
         std::lock_guard lk(impl_->table);
         impl_->lineages.erase(l->name);
     }
@@ -899,6 +1154,7 @@ void plugin_host::shutdown() noexcept
 {
     try {
         impl_->stop_watch.store(true);
+        impl_->stop_supervisor();
         if (impl_->watcher)
             impl_->watcher->wake();
         if (impl_->watch_thread.joinable())
@@ -921,8 +1177,9 @@ void plugin_host::shutdown() noexcept
                 continue;
             }
             auto blob = impl::stop_instance(*inst);
-            impl_->commit_instance(*l, *inst, nullptr);
-            impl_->write_blob(*l, blob);
+            impl_->report_stop(*l, *inst);
+            const auto committed = impl_->commit_instance(*l, *inst, nullptr);
+            impl_->write_blob(*l, blob, *inst, committed.spans.next_id);
             if (!options_.state_dir.empty())
                 inst->recv->local()->suspend_all();  // committed: a restart continues them
             inst->recv.reset();
@@ -1102,7 +1359,8 @@ std::vector<load_error> plugin_host::load_errors() const
 }
 
 std::size_t plugin_host::for_each_export(std::string_view symbol,
-                                         const std::function<void(void*, const std::string&)>& fn)
+                                         const std::function<void(void*, const std::string&)>& fn,
+                                         const std::optional<forwarded_call>& remote)
 {
     std::size_t called = 0;
     const std::string sym(symbol);
@@ -1110,6 +1368,11 @@ std::size_t plugin_host::for_each_export(std::string_view symbol,
         std::shared_lock lk(inst->calls);
         if (!inst->running)
             continue;
+        if (is_isolated(*inst->lib)) {
+            if (impl_->forward(*inst, sym, remote, nullptr))
+                ++called;
+            continue;
+        }
         void* address = inst->lib->find_export<void>(sym);
         if (address == nullptr)
             continue;
@@ -1128,7 +1391,9 @@ std::size_t plugin_host::for_each_export(std::string_view symbol,
     return called;
 }
 
-bool plugin_host::with_export(std::string_view plugin, std::string_view symbol, const std::function<void(void*)>& fn)
+bool plugin_host::with_export(std::string_view plugin, std::string_view symbol, const std::function<void(void*)>& fn,
+                              const std::optional<forwarded_call>& remote,
+                              const std::function<void(const call_outcome&)>& on_remote)
 {
     std::shared_ptr<instance> inst;
     {
@@ -1141,6 +1406,14 @@ bool plugin_host::with_export(std::string_view plugin, std::string_view symbol, 
     std::shared_lock lk(inst->calls);
     if (!inst->running)
         return false;
+    if (is_isolated(*inst->lib)) {
+        call_outcome out;
+        if (!impl_->forward(*inst, std::string(symbol), remote, &out))
+            return false;
+        if (on_remote)
+            on_remote(out);
+        return true;
+    }
     void* address = inst->lib->find_export<void>(std::string(symbol));
     if (address == nullptr)
         return false;
@@ -1234,6 +1507,310 @@ void plugin_host::impl::watch_loop(plugin_host& self)
         if (!shut_down)
             reap(false);
     }
+}
+
+
+// --------------------------------------------------------------------------
+// Isolation (isolation.hpp, docs/ISOLATION.md): plugins in child processes,
+// their crashes, and their restarts.
+
+int plugin_host::impl::isolation_of(const fs::path& file) const
+{
+    if (opts.isolate.empty())
+        return 0;
+    const std::string stem = file.stem().string();
+    const std::string bare = stem.rfind("lib", 0) == 0 ? stem.substr(3) : stem;
+    auto listed = [&](const std::string& n) {
+        return std::find(opts.isolate.begin(), opts.isolate.end(), n) != opts.isolate.end();
+    };
+    if (listed(stem) || listed(bare))
+        return 1;
+    if (auto l = find_by_file(file))
+        return listed(l->name) ? 1 : 0;
+    return -1;
+}
+
+// Opens the shadow copy of `file` in this process or in a child. A plugin
+// named in `isolate` only by its plugin name is described in a child first
+// (its code never runs here), then kept there or opened here.
+std::variant<std::shared_ptr<plugin_library>, load_error> plugin_host::impl::open_library(const fs::path& file,
+                                                                                      const fs::path& shadow)
+{
+    const int isolated = isolation_of(file);
+    if (isolated == 0)
+        return open_plugin(shadow);
+    {
+        std::lock_guard lk(inbox->mutex);
+        if (!supervisor.joinable() && !inbox->closed)
+            supervisor = std::thread([this] { supervise(); });
+    }
+    std::weak_ptr<exit_inbox> weak = inbox;
+    auto on_exit = [weak](std::uint64_t serial, const child_exit& how) {
+        if (auto in = weak.lock()) {
+            std::lock_guard lk(in->mutex);
+            if (in->closed)
+                return;
+            in->exits.emplace_back(serial, how);
+            in->cv.notify_all();
+        }
+    };
+    auto opened = open_isolated(shadow, opts.isolation, on_exit);
+    if (isolated == 1)
+        return opened;
+    auto* lib = std::get_if<std::shared_ptr<plugin_library>>(&opened);
+    if (lib == nullptr)
+        return opened;
+    const std::string& name = (*lib)->description().name;
+    if (std::find(opts.isolate.begin(), opts.isolate.end(), name) != opts.isolate.end())
+        return opened;
+    opened = load_error{};  // not isolated: the child goes, the plugin is opened here
+    return open_plugin(shadow);
+}
+
+void plugin_host::impl::remember_start(lineage& l, const plugin_library& lib, const receiver_state& state,
+                                       const std::vector<std::uint8_t>* blob)
+{
+    {
+        std::lock_guard lk(table);  // status_of reads it
+        l.isolated = is_isolated(lib);
+    }
+    if (!l.isolated) {
+        l.last_commit = {};
+        l.last_blob.reset();
+        return;
+    }
+    l.last_commit = state;
+    l.paired_next_id = state.spans.next_id;
+    if (blob != nullptr)
+        l.last_blob = *blob;
+    else
+        l.last_blob.reset();
+}
+
+bool plugin_host::impl::forward(instance& inst, const std::string& symbol, const std::optional<forwarded_call>& remote,
+                                call_outcome* out)
+{
+    const auto& exports = inst.lib->exports();
+    if (!std::binary_search(exports.begin(), exports.end(), symbol))
+        return false;
+    const std::string& name = inst.lib->description().name;
+    if (!remote) {
+        if (first_unforwardable(*inst.lib, symbol))
+            pipeline->host_event(model::level::warn, log_target, "plugin call not forwarded",
+                                 {{"plugin", name},
+                                  {"symbol", symbol},
+                                  {"reason", std::string("the plugin runs in a child process and this call's "
+                                                         "signature cannot cross (isolation.hpp: call_signature)")}});
+        return false;
+    }
+    call_outcome o = call_isolated(*inst.lib, *remote);
+    if (!o.called) {
+        if (!o.error.empty())
+            pipeline->host_event(model::level::error, log_target, "plugin call failed",
+                                 {{"plugin", name}, {"symbol", symbol}, {"error", o.error}});
+        return false;
+    }
+    if (out != nullptr)
+        *out = std::move(o);
+    return true;
+}
+
+void plugin_host::impl::supervise()
+{
+    std::unique_lock lk(inbox->mutex);
+    while (!inbox->closed) {
+        if (!inbox->exits.empty()) {
+            auto [serial, how] = std::move(inbox->exits.front());
+            inbox->exits.pop_front();
+            lk.unlock();
+            child_exited(serial, how);
+            lk.lock();
+            continue;
+        }
+        if (!inbox->restarts.empty() && inbox->restarts.begin()->first <= steady::now()) {
+            std::string name = inbox->restarts.begin()->second;
+            inbox->restarts.erase(inbox->restarts.begin());
+            lk.unlock();
+            restart_crashed(name);
+            lk.lock();
+            continue;
+        }
+        if (inbox->restarts.empty())
+            inbox->cv.wait(lk);
+        else
+            inbox->cv.wait_until(lk, inbox->restarts.begin()->first);
+    }
+}
+
+void plugin_host::impl::stop_supervisor() noexcept
+{
+    {
+        std::lock_guard lk(inbox->mutex);
+        inbox->closed = true;
+        inbox->cv.notify_all();
+    }
+    if (supervisor.joinable() && supervisor.get_id() != std::this_thread::get_id())
+        supervisor.join();
+}
+
+// A child died while its instance was the lineage's current one: roll back
+// what it did since its last commit, close the committed spans it made (the
+// restarted plugin's saved state predates them), report, and schedule the
+// restart on the last commit and the plugin state the child started with.
+void plugin_host::impl::child_exited(std::uint64_t serial, const child_exit& how)
+{
+    std::unique_lock ops_lock(ops);
+    if (shut_down)
+        return;
+    std::shared_ptr<lineage> l;
+    std::shared_ptr<instance> inst;
+    {
+        std::lock_guard lk(table);
+        for (auto& [n, c] : lineages)
+            if (c->current && isolated_serial(*c->current->lib) == serial) {
+                l = c;
+                inst = c->current;
+                break;
+            }
+    }
+    if (!inst)
+        return;  // already stopped, replaced or unloaded
+    {
+        std::unique_lock calls(inst->calls);
+        inst->running = false;
+    }
+    inst->ctx->close_and_drain();
+
+    const persisted_spans live = inst->recv->snapshot();
+    receiver_state state{inst->recv->persist_metadata(), l->last_commit.spans};
+    state.spans.next_id = std::max(state.spans.next_id, live.next_id);  // ids are never handed out twice
+    std::uint64_t closed_committed = 0;
+    std::erase_if(state.spans.spans, [&](const persisted_span& s) {
+        if (s.id < l->paired_next_id)
+            return false;
+        auto it = std::find_if(live.spans.begin(), live.spans.end(), [&](const auto& v) { return v.id == s.id; });
+        for (std::uint64_t k = 0; it != live.spans.end() && k < it->ref_count; ++k) {
+            tt_event ev{};
+            ev.struct_size = sizeof ev;
+            ev.kind = TT_EVENT_SPAN_DROPPED;
+            ev.span_id = s.id;
+            (void)inst->recv->receive(ev);
+        }
+        ++closed_committed;
+        return true;
+    });
+    std::uint64_t rolled_back = 0;
+    for (const auto& s : live.spans)
+        if (std::none_of(l->last_commit.spans.spans.begin(), l->last_commit.spans.spans.end(),
+                         [&](const auto& c) { return c.id == s.id; }))
+            ++rolled_back;
+    auto local = inst->recv->local();
+    bank_hits(*l, *inst);
+    inst->recv.reset();  // not committed: rolls back what the child did since the last commit
+    retire(l->name, *inst);
+
+    const auto now = steady::now();
+    l->recent_crashes.push_back(now);
+    while (!l->recent_crashes.empty() && now - l->recent_crashes.front() > std::chrono::minutes(1))
+        l->recent_crashes.pop_front();
+    const bool give_up = l->recent_crashes.size() > opts.isolation.max_restarts_per_minute;
+    auto backoff = opts.isolation.first_backoff;
+    for (std::size_t i = 1; i < l->recent_crashes.size() && backoff < opts.isolation.max_backoff; ++i)
+        backoff *= 2;
+    backoff = std::min(backoff, opts.isolation.max_backoff);
+    std::uint64_t crashes = 0;
+    {
+        std::lock_guard lk(table);
+        crashes = ++l->crashes;
+        l->last_crash = how.describe();
+        l->current.reset();
+        l->parked = state;
+        l->parked_local = local;
+        l->parked_has_blob = l->last_blob.has_value();
+        l->parked_blob = l->last_blob.value_or(std::vector<std::uint8_t>{});
+        l->restart_pending = !give_up;
+    }
+    const std::string what = fmt::format("plugin {} crashed: {}", l->name, how.describe());
+    pipeline->host_event(model::level::error, log_target, "plugin crashed",
+                         {{"plugin", l->name},
+                          {"signal", how.signaled ? how.describe() : std::string()},
+                          {"exit", how.describe()},
+                          {"pid", static_cast<std::int64_t>(how.pid)},
+                          {"crashes", crashes},
+                          {"spans_rolled_back", rolled_back},
+                          {"committed_spans_closed", closed_committed},
+                          {"spans_kept", static_cast<std::uint64_t>(state.spans.spans.size())},
+                          {"restart_in_ms", give_up ? std::int64_t{-1} : static_cast<std::int64_t>(backoff.count())}});
+    log_error(load_error{load_errc::crashed, l->file, l->name, what}, false);
+    if (give_up) {
+        const std::string why = fmt::format("{} crashes within a minute (at most {} restarts); not restarted: "
+                                            "reload or load it to try again",
+                                            l->recent_crashes.size(), opts.isolation.max_restarts_per_minute);
+        log_error(load_error{load_errc::crashed, l->file, l->name, why}, false);
+        pipeline->host_event(model::level::error, log_target, "plugin failed",
+                             {{"plugin", l->name}, {"reason", why}});
+        return;
+    }
+    std::lock_guard lk(inbox->mutex);
+    inbox->restarts.emplace(now + backoff, l->name);
+    inbox->cv.notify_all();
+}
+
+void plugin_host::impl::restart_crashed(const std::string& name)
+{
+    std::unique_lock ops_lock(ops);
+    if (shut_down)
+        return;
+    auto l = find(name);
+    if (!l || l->current || !l->restart_pending)
+        return;  // unloaded, or a reload or load started it meanwhile
+    l->restart_pending = false;
+    auto fail = [&](load_error e) {
+        e.plugin = name;
+        log_error(e, false);
+        pipeline->host_event(model::level::error, log_target, "plugin restart failed",
+                             {{"plugin", name}, {"error", e.message()}});
+    };
+    auto opened = open_copy(l->file);
+    if (auto* err = std::get_if<load_error>(&opened))
+        return fail(*err);
+    auto copy = std::get<opened_copy>(std::move(opened));
+    if (copy.lib->description().name != name) {
+        copy.lib.reset();
+        std::error_code ec;
+        fs::remove(copy.shadow, ec);
+        return fail(load_error{load_errc::bad_description, l->file, name, "the file now declares another plugin"});
+    }
+    const std::string version = copy.lib->description().version;
+    const std::string description = copy.lib->description().description;
+    const auto spans = static_cast<std::uint64_t>(l->parked.spans.spans.size());
+    std::optional<std::vector<std::uint8_t>> blob;
+    if (l->parked_has_blob)
+        blob = l->parked_blob;
+    auto started = start_instance(*l, std::move(copy), l->parked, l->parked_local, blob ? &*blob : nullptr, false);
+    if (auto* err = std::get_if<load_error>(&started))
+        return fail(*err);
+    auto inst = std::get<std::shared_ptr<instance>>(std::move(started));
+    std::uint64_t crashes = 0;
+    {
+        std::lock_guard lk(table);
+        l->current = inst;
+        l->generation = inst->generation;
+        l->version = version;
+        l->description = description;
+        l->parked = {};
+        l->parked_local.reset();
+        l->parked_blob.clear();
+        l->parked_has_blob = false;
+        crashes = l->crashes;
+    }
+    pipeline->host_event(model::level::info, log_target, "plugin restarted",
+                         {{"plugin", name},
+                          {"version", version},
+                          {"generation", inst->generation},
+                          {"pid", static_cast<std::int64_t>(isolated_pid(*inst->lib))},
+                          {"crashes", crashes},
+                          {"spans_restored", spans}});
 }
 
 }  // namespace tt::host

@@ -18,6 +18,14 @@ bool valid_utf8(std::string_view s) noexcept
     const auto* p = reinterpret_cast<const unsigned char*>(s.data());
     const std::size_t n = s.size();
     std::size_t i = 0;
+    // Most text is ASCII: eight bytes at a time until a byte has its top bit.
+    while (n - i >= 8) {
+        std::uint64_t word;
+        std::memcpy(&word, p + i, 8);
+        if ((word & 0x8080808080808080ULL) != 0)
+            break;
+        i += 8;
+    }
     while (i < n) {
         const unsigned c = p[i];
         if (c < 0x80) {
@@ -165,9 +173,80 @@ std::vector<field_ref> refs_of(const model::field_values& fv)
     return out;
 }
 
+// Converts into a value that is kept from one event to the next, so that a
+// string's buffer is reused instead of allocated per event.
+bool assign_from_abi(model::value& out, const tt_field_value& v)
+{
+    // Scalars in place when the slot already holds that type (the common
+    // case: the same call site again), without a temporary variant.
+    auto scalar = [&](auto x) {
+        using T = decltype(x);
+        if (auto* p = std::get_if<T>(&out))
+            *p = x;
+        else
+            out.emplace<T>(x);
+        return true;
+    };
+    switch (v.kind) {
+    case TT_VALUE_BOOL: return scalar(v.as.boolean != 0);
+    case TT_VALUE_I64: return scalar(std::int64_t{v.as.i64});
+    case TT_VALUE_U64: return scalar(std::uint64_t{v.as.u64});
+    case TT_VALUE_F64: return scalar(double{v.as.f64});
+    default: break;
+    }
+    if (v.kind == TT_VALUE_STR) {
+        if (!readable(v.as.str))
+            return false;
+        if (auto* s = std::get_if<std::string>(&out))
+            s->assign(view(v.as.str));
+        else
+            out.emplace<std::string>(view(v.as.str));
+        return true;
+    }
+    auto x = model::value_from_abi(v);
+    if (!x)
+        return false;
+    out = std::move(*x);
+    return true;
+}
+
+// The values of the event being relayed on this thread (receive_event_fast).
+struct event_scratch {
+    std::vector<model::value> values;
+    std::vector<field_ref> refs;
+    bool busy = false;  // a layer that somehow re-enters gets the general path
+};
+thread_local event_scratch fast_scratch;
+
+// Strings longer than this are not kept in the scratch between events.
+constexpr std::size_t scratch_keep_bytes = 4096;
+
 std::string id_text(std::uint64_t id)
 {
     return std::to_string(id);
+}
+
+// The first length in a value that the host must not follow, or "".
+std::string value_over_limit(const tt_field_value& v, const quotas& q)
+{
+    auto too_long = [&](const tt_str& str) {
+        return str.len > q.max_string_length ? std::to_string(str.len) + "-byte string in value #" +
+                                                   std::to_string(v.field) + " (at most " +
+                                                   std::to_string(q.max_string_length) + ")"
+                                             : std::string();
+    };
+    if (v.kind == TT_VALUE_STR || v.kind == TT_VALUE_DEBUG)
+        return too_long(v.as.str);
+    if (v.kind == TT_VALUE_ERROR) {
+        if (v.as.error.len > q.max_error_chain)
+            return "error chain of " + std::to_string(v.as.error.len) + " entries (at most " +
+                   std::to_string(q.max_error_chain) + ")";
+        if (v.as.error.chain != nullptr)
+            for (std::uint64_t i = 0; i < v.as.error.len; ++i)
+                if (auto why = too_long(v.as.error.chain[i]); !why.empty())
+                    return why;
+    }
+    return {};
 }
 
 }  // namespace
@@ -188,6 +267,7 @@ std::string_view to_string(receive_errc e) noexcept
     case receive_errc::unknown_field: return "unknown_field";
     case receive_errc::invalid_utf8: return "invalid_utf8";
     case receive_errc::quota_exceeded: return "quota_exceeded";
+    case receive_errc::wrong_thread: return "wrong_thread";
     }
     return "unknown";
 }
@@ -205,6 +285,7 @@ std::uint32_t status_of(receive_errc e) noexcept
     case receive_errc::unknown_field: return TT_STATUS_UNKNOWN_FIELD;
     case receive_errc::invalid_utf8: return TT_STATUS_INVALID_UTF8;
     case receive_errc::quota_exceeded: return TT_STATUS_QUOTA_EXCEEDED;
+    case receive_errc::wrong_thread: return TT_STATUS_BAD_EVENT;
     }
     return TT_STATUS_BAD_EVENT;
 }
@@ -291,6 +372,77 @@ struct receiver::op {
     bool propose_id = false;  // NEW_SPAN: span_id is the sender's own id
 };
 
+struct receiver::callsite_index {
+    struct slot {
+        std::atomic<std::uint64_t> id{0};  // 0 = empty; call-site ids are never 0
+        std::atomic<callsite_entry*> entry{nullptr};
+    };
+    explicit callsite_index(std::size_t capacity) : mask(capacity - 1), slots(new slot[capacity]) {}
+
+    // Ids are already hashes, but a plugin picks them: mix so that chosen
+    // ids do not all land in one run of slots.
+    static std::size_t home(std::uint64_t id) noexcept
+    {
+        id ^= id >> 33;
+        id *= 0xff51afd7ed558ccdULL;
+        id ^= id >> 33;
+        return static_cast<std::size_t>(id);
+    }
+    // Under the receiver's mutex; the entry is published before its id.
+    void put(callsite_entry* e) noexcept
+    {
+        for (std::size_t i = home(e->site.id) & mask;; i = (i + 1) & mask) {
+            if (slots[i].id.load(std::memory_order_relaxed) == 0) {
+                slots[i].entry.store(e, std::memory_order_relaxed);
+                slots[i].id.store(e->site.id, std::memory_order_release);
+                ++size;
+                return;
+            }
+        }
+    }
+    callsite_entry* get(std::uint64_t id) const noexcept
+    {
+        for (std::size_t i = home(id) & mask;; i = (i + 1) & mask) {
+            const std::uint64_t k = slots[i].id.load(std::memory_order_acquire);
+            if (k == id)
+                return slots[i].entry.load(std::memory_order_relaxed);
+            if (k == 0)
+                return nullptr;
+        }
+    }
+
+    std::size_t mask;
+    std::size_t size = 0;
+    std::unique_ptr<slot[]> slots;
+};
+
+void receiver::index_callsite_locked(callsite_entry& entry)
+{
+    callsite_index* cur = index_.load(std::memory_order_relaxed);
+    if (cur != nullptr && (cur->size + 1) * 2 <= cur->mask + 1) {
+        cur->put(&entry);
+        return;
+    }
+    // Grow: a new table with every entry (the new one is already in
+    // callsites_), published whole; the old one stays for readers in flight.
+    std::size_t capacity = 64;
+    while (capacity < (callsites_.size() + 1) * 2)
+        capacity *= 2;
+    auto next = std::make_unique<callsite_index>(capacity);
+    for (auto& [id, e] : callsites_) {
+        (void)id;
+        next->put(&e);
+    }
+    index_.store(next.get(), std::memory_order_release);
+    index_tables_.push_back(std::move(next));
+}
+
+receiver::callsite_entry* receiver::find_callsite_fast(std::uint64_t id) const noexcept
+{
+    const callsite_index* t = index_.load(std::memory_order_acquire);
+    return t == nullptr || id == 0 ? nullptr : t->get(id);
+}
+
 receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state restored, quotas limits,
                    std::shared_ptr<local_spans> local)
     : lineage_(std::move(lineage)), pipeline_(&pipeline), limits_(limits), local_(std::move(local))
@@ -304,6 +456,8 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         it->second.site = std::move(cs);
         it->second.bytes = callsite_bytes(it->second.site);
         string_bytes_ += it->second.bytes;
+        if (it->second.site.id != 0)
+            index_callsite_locked(it->second);
     }
     next_id_ = std::max<std::uint64_t>(restored.spans.next_id, 1);
     for (auto& ps : restored.spans.spans) {
@@ -322,6 +476,35 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         string_bytes_ += e.bytes;
         next_id_ = std::max(next_id_, ps.id + 1);
         spans_.emplace(ps.id, std::move(e));
+    }
+    // Nesting depths of the restored spans, walking up iteratively (a chain
+    // may be long; a parent that is gone ends it).
+    {
+        std::vector<span_entry*> chain;
+        std::unordered_map<std::uint64_t, bool> done;
+        for (auto& [id, e] : spans_) {
+            if (done.count(id) != 0)
+                continue;
+            chain.clear();
+            std::uint64_t at = id;
+            std::uint32_t base = 0;
+            while (chain.size() <= spans_.size()) {
+                auto it = spans_.find(at);
+                if (it == spans_.end())
+                    break;
+                if (done.count(at) != 0) {
+                    base = it->second.depth;
+                    break;
+                }
+                chain.push_back(&it->second);
+                done[at] = true;
+                at = it->second.parent_id;
+                if (at == 0)
+                    break;
+            }
+            for (auto c = chain.rbegin(); c != chain.rend(); ++c)
+                (*c)->depth = ++base;
+        }
     }
     // Local handles of spans the restored state does not have (an older
     // commit than the handles): nobody will continue them.
@@ -453,6 +636,9 @@ receive_result receiver::try_receive(const tt_event& ev)
     if (ev.kind < TT_EVENT_NEW_CALLSITE || ev.kind > TT_EVENT_NEW_EVENT)
         return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
     event_counts_[ev.kind - 1].fetch_add(1, std::memory_order_relaxed);
+    if (ev.kind == TT_EVENT_NEW_EVENT)
+        if (auto r = receive_event_fast(ev))
+            return std::move(*r);
 
     op o;
     o.kind = ev.kind;
@@ -469,6 +655,24 @@ receive_result receiver::try_receive(const tt_event& ev)
         if (cs.struct_size < sizeof(tt_callsite))
             return fail(receive_errc::malformed, "tt_callsite.struct_size " + std::to_string(cs.struct_size) +
                                                      " is smaller than " + std::to_string(sizeof(tt_callsite)));
+        // Lengths are checked before anything is read: a plugin's length is
+        // followed only up to the limits.
+        if (cs.field_count > limits_.max_fields_per_callsite)
+            return fail(receive_errc::quota_exceeded, "call site " + id_text(cs.id) + " declares " +
+                                                          std::to_string(cs.field_count) + " fields, at most " +
+                                                          std::to_string(limits_.max_fields_per_callsite));
+        for (const tt_str* str : {&cs.name, &cs.target, &cs.module_path, &cs.file})
+            if (str->len > limits_.max_string_length)
+                return fail(receive_errc::quota_exceeded, "call site " + id_text(cs.id) + " has a " +
+                                                              std::to_string(str->len) + "-byte string, at most " +
+                                                              std::to_string(limits_.max_string_length));
+        if (cs.field_names != nullptr)
+            for (std::uint32_t i = 0; i < cs.field_count; ++i)
+                if (cs.field_names[i].len > limits_.max_string_length)
+                    return fail(receive_errc::quota_exceeded,
+                                "call site " + id_text(cs.id) + " has a field name of " +
+                                    std::to_string(cs.field_names[i].len) + " bytes, at most " +
+                                    std::to_string(limits_.max_string_length));
         if (!readable(cs.name) || !readable(cs.target) || !readable(cs.module_path) || !readable(cs.file) ||
             (cs.field_count > 0 && cs.field_names == nullptr))
             return fail(receive_errc::malformed, "call site has a NULL pointer with a length");
@@ -519,6 +723,9 @@ receive_result receiver::try_receive(const tt_event& ev)
                 cs = &it->second.site;
             }
         }
+        for (std::uint32_t i = 0; i < ev.value_count; ++i)
+            if (std::string why = value_over_limit(ev.values[i], limits_); !why.empty())
+                return fail(receive_errc::quota_exceeded, why);
         o.values.reserve(ev.value_count);
         for (std::uint32_t i = 0; i < ev.value_count; ++i) {
             const tt_field_value& v = ev.values[i];
@@ -537,6 +744,76 @@ receive_result receiver::try_receive(const tt_event& ev)
         }
     }
     return apply(o);
+}
+
+// Everything the general path checks, in the same order, but with the
+// call site from the lock-free index and the values converted into this
+// thread's scratch. Anything unusual (an explicit parent, which needs the
+// span table; a bad value, whose error message the general path words; a
+// re-entered call) goes to the general path, which decides it afresh.
+std::optional<receive_result> receiver::receive_event_fast(const tt_event& ev)
+{
+    if (ev.parent == TT_PARENT_EXPLICIT || ev.parent > TT_PARENT_EXPLICIT)
+        return std::nullopt;
+    if (ev.value_count > limits_.max_values_per_event || (ev.value_count > 0 && ev.values == nullptr))
+        return std::nullopt;
+    callsite_entry* entry = find_callsite_fast(ev.callsite_id);
+    if (entry == nullptr || entry->site.kind != model::callsite_kind::event)
+        return std::nullopt;
+    event_scratch& sc = fast_scratch;
+    if (sc.busy)
+        return std::nullopt;
+    const model::callsite& site = entry->site;
+    if (sc.values.size() < ev.value_count)
+        sc.values.resize(ev.value_count);
+    sc.refs.clear();
+    bool big = false;
+    for (std::uint32_t i = 0; i < ev.value_count; ++i) {
+        const tt_field_value& v = ev.values[i];
+        // Lengths are checked before a byte is read (quotas::max_string_length);
+        // errors are rare and worded by the general path.
+        if (v.field >= site.fields.size() || v.kind == TT_VALUE_ERROR ||
+            ((v.kind == TT_VALUE_STR || v.kind == TT_VALUE_DEBUG) && v.as.str.len > limits_.max_string_length) ||
+            !assign_from_abi(sc.values[i], v) || !value_utf8(sc.values[i]))
+            return std::nullopt;
+        big = big || value_bytes(sc.values[i]) > scratch_keep_bytes;
+        sc.refs.push_back(field_ref{site.fields[v.field], &sc.values[i]});
+    }
+    struct release {
+        event_scratch& sc;
+        std::uint32_t n;
+        bool big;
+        ~release()
+        {
+            sc.busy = false;
+            if (big)
+                for (std::uint32_t i = 0; i < n; ++i)
+                    if (value_bytes(sc.values[i]) > scratch_keep_bytes)
+                        sc.values[i] = model::value(false);
+        }
+    } guard{sc, ev.value_count, big};
+    sc.busy = true;
+
+    const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
+    if (cached == interest::never || (cached == interest::sometimes && !pipeline_->enabled(site))) {
+        filtered_.fetch_add(1, std::memory_order_relaxed);
+        return receive_result(std::uint64_t{TT_STATUS_FILTERED});
+    }
+    entry->hits.fetch_add(1, std::memory_order_relaxed);
+    event_record rec;
+    rec.site = &site;
+    rec.plugin = lineage_;
+    if (ev.parent != TT_PARENT_ROOT) {
+        if (pipeline_->resolves_current_span())
+            rec.contextual = true;
+        else
+            rec.parent = pipeline_->current_span();
+    }
+    rec.values = sc.refs;
+    rec.time = clock::now();
+    rec.thread = std::this_thread::get_id();
+    pipeline_->event(rec);
+    return receive_result(std::uint64_t{TT_STATUS_OK});
 }
 
 receive_result receiver::try_receive(const model::event& ev)
@@ -716,6 +993,7 @@ receive_result receiver::apply(op& o)
                 nit->second.bytes = bytes;
                 string_bytes_ += bytes;
                 entry = &nit->second;
+                index_callsite_locked(*entry);
             }
         }
         const interest i = pipeline_->interest_in(entry->site);
@@ -793,6 +1071,14 @@ receive_result receiver::apply(op& o)
             if (string_bytes_ + bytes > limits_.max_string_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+            std::uint32_t depth = 1;
+            if (plugin_parent != 0)
+                if (auto pit = spans_.find(plugin_parent); pit != spans_.end())
+                    depth = pit->second.depth + 1;
+            if (depth > limits_.max_span_depth)
+                return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
+                                                              std::to_string(limits_.max_span_depth) +
+                                                              " reached (parent " + id_text(plugin_parent) + ")");
             if (o.propose_id && o.span_id != 0 && (o.span_id & top_bit) == 0 && spans_.count(o.span_id) == 0) {
                 id = o.span_id;
             } else {
@@ -812,6 +1098,7 @@ receive_result receiver::apply(op& o)
             e.start = now;
             e.bytes = fields_bytes(e.values);
             e.site = site;
+            e.depth = depth;
             string_bytes_ += e.bytes;
             spans_.emplace(id, std::move(e));
             uncommitted_.push_back(id);
@@ -870,10 +1157,31 @@ receive_result receiver::apply(op& o)
     }
 
     case TT_EVENT_SPAN_ENTERED: {
+        const auto me = std::this_thread::get_id();
+        auto note_entered = [&](local_spans::entry& e) {
+            auto it = std::find_if(e.entered.begin(), e.entered.end(), [&](const auto& p) { return p.first == me; });
+            if (it == e.entered.end())
+                e.entered.emplace_back(me, 1);
+            else
+                ++it->second;
+            dirty_ = true;  // a rollback must exit it
+        };
+        span_handle known = 0;
         {
             std::lock_guard lock(mutex_);
             if (spans_.count(o.span_id) == 0)
                 return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
+            // The common case, a span that has its pipeline span: one pass.
+            std::lock_guard llock(local_->mutex_);
+            auto lit = local_->spans_.find(o.span_id);
+            if (lit != local_->spans_.end() && lit->second.handle != 0) {
+                note_entered(lit->second);
+                known = lit->second.handle;
+            }
+        }
+        if (known != 0) {
+            pipeline_->enter(known);
+            return std::uint64_t{TT_STATUS_OK};
         }
         const span_handle h = materialize(o.span_id);
         if (h == 0)
@@ -883,14 +1191,7 @@ receive_result receiver::apply(op& o)
             if (spans_.count(o.span_id) == 0)
                 return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
             std::lock_guard llock(local_->mutex_);
-            auto& entered = local_->spans_[o.span_id].entered;
-            const auto me = std::this_thread::get_id();
-            auto it = std::find_if(entered.begin(), entered.end(), [&](const auto& p) { return p.first == me; });
-            if (it == entered.end())
-                entered.emplace_back(me, 1);
-            else
-                ++it->second;
-            dirty_ = true;  // a rollback must exit it
+            note_entered(local_->spans_[o.span_id]);
         }
         pipeline_->enter(h);
         return std::uint64_t{TT_STATUS_OK};
@@ -908,8 +1209,15 @@ receive_result receiver::apply(op& o)
                 auto& entered = lit->second.entered;
                 const auto me = std::this_thread::get_id();
                 auto it = std::find_if(entered.begin(), entered.end(), [&](const auto& p) { return p.first == me; });
-                // Not entered here (e.g. entered before a host restart): the
-                // pipeline never saw the enter, so it sees no exit.
+                // Entered on other threads only: the plugin exits on the
+                // wrong thread. Refused; every thread's stack stays as it is.
+                if (it == entered.end() && !entered.empty())
+                    return fail(receive_errc::wrong_thread,
+                                "exit of span " + id_text(o.span_id) +
+                                    " on a thread where it is not entered (it is on " +
+                                    std::to_string(entered.size()) + " other thread(s))");
+                // Not entered anywhere (e.g. entered before a host restart):
+                // the pipeline never saw the enter, so it sees no exit.
                 if (it != entered.end()) {
                     h = lit->second.handle;
                     dirty_ = true;
@@ -946,11 +1254,11 @@ receive_result receiver::apply(op& o)
                 return std::uint64_t{TT_STATUS_OK};
             string_bytes_ -= it->second.bytes;
             spans_.erase(it);
-            auto uit = std::find(uncommitted_.begin(), uncommitted_.end(), o.span_id);
-            if (uit != uncommitted_.end()) {
-                *uit = uncommitted_.back();
-                uncommitted_.pop_back();
-            }
+            // uncommitted_ may name spans that are gone (a rollback skips
+            // them); searching it here made every drop linear in the number
+            // of uncommitted spans. It is compacted when mostly dead instead.
+            if (uncommitted_.size() > 64 && uncommitted_.size() > 2 * spans_.size())
+                std::erase_if(uncommitted_, [&](std::uint64_t id) { return spans_.count(id) == 0; });
             std::lock_guard llock(local_->mutex_);
             auto lit = local_->spans_.find(o.span_id);
             if (lit != local_->spans_.end()) {

@@ -613,6 +613,40 @@ fs::path move_aside(const fs::path& p, std::string& err)
     return {};
 }
 
+// Both texts are decoded even when one is bad, so a check reports each.
+// nullopt = no such file. Errors name `mpath` / `spath`.
+load_result decode_pair(std::optional<std::string_view> mtext, std::optional<std::string_view> stext,
+                        std::string_view lineage, const fs::path& mpath, const fs::path& spath)
+{
+    load_result r;
+    if (!mtext && !stext)
+        return r;  // none
+    receiver_state st;
+    std::vector<state_error> bad;
+    bool metadata_ok = true;
+    if (mtext)
+        if (auto f = decode_metadata(*mtext, lineage, st.metadata)) {
+            bad.push_back({f->code, mpath, f->where, f->message, {}});
+            metadata_ok = false;
+        }
+    if (stext) {
+        if (auto f = decode_spans(*stext, lineage, st.spans))
+            bad.push_back({f->code, spath, f->where, f->message, {}});
+        else if (metadata_ok)  // (spans cannot be checked against unreadable metadata)
+            if (auto g = check_consistency(mtext ? &st.metadata : nullptr, st.spans))
+                bad.push_back({g->code, spath, g->where, g->message, {}});
+    }
+    if (bad.empty()) {
+        std::sort(st.spans.spans.begin(), st.spans.spans.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+        r.status = load_status::loaded;
+        r.state = std::move(st);
+        return r;
+    }
+    r.status = load_status::failed;
+    r.errors = std::move(bad);
+    return r;
+}
+
 load_result load_impl(const fs::path& dir, std::string_view lineage, on_bad_file policy)
 {
     load_result r;
@@ -640,28 +674,12 @@ load_result load_impl(const fs::path& dir, std::string_view lineage, on_bad_file
     if (mread == 1 && sread == 1)
         return r;  // none
 
-    // Both files are decoded even when one is bad, so a check reports each.
-    receiver_state st;
-    std::vector<state_error> bad;
-    bool metadata_ok = true;
-    if (mread == 0)
-        if (auto f = decode_metadata(mtext, lineage, st.metadata)) {
-            bad.push_back({f->code, mpath, f->where, f->message, {}});
-            metadata_ok = false;
-        }
-    if (sread == 0) {
-        if (auto f = decode_spans(stext, lineage, st.spans))
-            bad.push_back({f->code, spath, f->where, f->message, {}});
-        else if (metadata_ok)  // (spans cannot be checked against unreadable metadata)
-            if (auto g = check_consistency(mread == 0 ? &st.metadata : nullptr, st.spans))
-                bad.push_back({g->code, spath, g->where, g->message, {}});
-    }
-    if (bad.empty()) {
-        std::sort(st.spans.spans.begin(), st.spans.spans.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
-        r.status = load_status::loaded;
-        r.state = std::move(st);
-        return r;
-    }
+    load_result decoded = decode_pair(mread == 0 ? std::optional<std::string_view>(mtext) : std::nullopt,
+                                      sread == 0 ? std::optional<std::string_view>(stext) : std::nullopt, lineage,
+                                      mpath, spath);
+    if (decoded.status == load_status::loaded)
+        return decoded;
+    std::vector<state_error> bad = std::move(decoded.errors);
     r.status = load_status::failed;
     std::vector<state_error> move_errors;
     if (policy == on_bad_file::move_aside) {
@@ -866,6 +884,23 @@ load_result load_lineage_state(const fs::path& dir, std::string_view lineage, on
     }
 }
 
+load_result decode_lineage_state(std::optional<std::string_view> metadata_text,
+                                 std::optional<std::string_view> spans_text, std::string_view lineage) noexcept
+{
+    try {
+        return decode_pair(metadata_text, spans_text, lineage, fs::path(), fs::path());
+    } catch (const std::exception& e) {
+        load_result r;
+        r.status = load_status::failed;
+        r.errors.push_back({state_errc::internal_error, {}, "", e.what(), {}});
+        return r;
+    } catch (...) {
+        load_result r;
+        r.status = load_status::failed;
+        return r;
+    }
+}
+
 std::vector<std::string> list_lineages(const fs::path& dir, std::vector<fs::path>* bad_names) noexcept
 {
     try {
@@ -897,14 +932,18 @@ fs::path plugin_state_path(const fs::path& dir, std::string_view lineage)
 }
 
 std::optional<state_error> save_plugin_state(const fs::path& dir, std::string_view lineage,
-                                             const std::vector<std::uint8_t>& bytes) noexcept
+                                             const std::vector<std::uint8_t>& bytes,
+                                             std::uint64_t paired_next_id) noexcept
 {
     try {
         const fs::path path = plugin_state_path(dir, lineage);
         if (auto err = prepare_folder(dir, lineage, !path.empty()))
             return err;
         std::string text = std::string(plugin_state_magic) + " " + std::to_string(state_format_version) + " " +
-                           std::to_string(bytes.size()) + " " + hex_id(fnv1a64(bytes.data(), bytes.size())) + "\n";
+                           std::to_string(bytes.size()) + " " + hex_id(fnv1a64(bytes.data(), bytes.size()));
+        if (paired_next_id != 0)
+            text += " " + std::to_string(paired_next_id);  // optional fifth field
+        text += "\n";
         text.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
         return write_atomically(path, text);
     } catch (const std::exception& e) {
@@ -930,6 +969,7 @@ blob_result load_plugin_state(const fs::path& dir, std::string_view lineage, on_
         auto fail = [&](state_errc code, std::string msg) {
             r.status = load_status::failed;
             r.bytes.clear();
+            r.paired_next_id = 0;
             state_error e{code, path, "", std::move(msg), {}};
             if (policy == on_bad_file::move_aside && code != state_errc::io_error) {
                 std::string err;
@@ -951,7 +991,7 @@ blob_result load_plugin_state(const fs::path& dir, std::string_view lineage, on_
         const auto eol = text.find('\n');
         if (eol == std::string::npos)
             return fail(state_errc::invalid_value, "no header line (truncated?)");
-        // "<magic> <version> <length> <checksum>"
+        // "<magic> <version> <length> <checksum> [<paired next_id>]"
         std::vector<std::string> parts;
         std::string_view head(text.data(), eol);
         while (!head.empty()) {
@@ -959,7 +999,7 @@ blob_result load_plugin_state(const fs::path& dir, std::string_view lineage, on_
             parts.emplace_back(head.substr(0, sp));
             head = sp == std::string_view::npos ? std::string_view() : head.substr(sp + 1);
         }
-        if (parts.size() != 4 || parts[0] != plugin_state_magic)
+        if ((parts.size() != 4 && parts.size() != 5) || parts[0] != plugin_state_magic)
             return fail(state_errc::wrong_magic, "not a tracetunnel plugin state file");
         auto number = [](const std::string& s, int base, std::uint64_t& out) {
             if (s.empty() || s.size() > 20)
@@ -979,6 +1019,8 @@ blob_result load_plugin_state(const fs::path& dir, std::string_view lineage, on_
         const std::string sum_text = parts[3].rfind("0x", 0) == 0 ? parts[3].substr(2) : parts[3];
         if (!number(parts[2], 10, length) || !number(sum_text, 16, sum))
             return fail(state_errc::invalid_value, "unreadable length or checksum in the header");
+        if (parts.size() == 5 && (!number(parts[4], 10, r.paired_next_id) || r.paired_next_id == 0))
+            return fail(state_errc::invalid_value, "unreadable paired next_id \"" + parts[4] + "\" in the header");
         if (text.size() - eol - 1 != length)
             return fail(state_errc::invalid_value, "the header says " + parts[2] + " bytes, the file holds " +
                                                        std::to_string(text.size() - eol - 1));

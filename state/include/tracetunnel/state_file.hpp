@@ -112,6 +112,12 @@ std::optional<state_error> save_lineage_state(const std::filesystem::path& dir, 
 load_result load_lineage_state(const std::filesystem::path& dir, std::string_view lineage,
                                on_bad_file policy = on_bad_file::move_aside) noexcept;
 
+// The decoding and checks of load_lineage_state on texts in memory, for tools
+// and the fuzz target (tests/fuzz): nullopt = that file does not exist. No
+// file is touched, so nothing is moved aside and errors have an empty `file`.
+load_result decode_lineage_state(std::optional<std::string_view> metadata_text,
+                                 std::optional<std::string_view> spans_text, std::string_view lineage) noexcept;
+
 // The lineages with a state file in `dir`, sorted; a state-looking file whose
 // name is not a valid stem is reported in `bad_names` (when given).
 std::vector<std::string> list_lineages(const std::filesystem::path& dir,
@@ -126,10 +132,16 @@ struct blob_result {
     load_status status = load_status::none;
     std::vector<std::uint8_t> bytes;
     std::optional<state_error> error;  // when failed
+    // The spans file's next_id at the commit these bytes were saved with (the
+    // plugin knows no span id from there on); 0 = not recorded (older file).
+    std::uint64_t paired_next_id = 0;
 };
 std::filesystem::path plugin_state_path(const std::filesystem::path& dir, std::string_view lineage);
+// `paired_next_id`: the next_id of the spans commit written with these bytes
+// (0 = none); docs/RELIABILITY.md says how a restart after a crash uses it.
 std::optional<state_error> save_plugin_state(const std::filesystem::path& dir, std::string_view lineage,
-                                             const std::vector<std::uint8_t>& bytes) noexcept;
+                                             const std::vector<std::uint8_t>& bytes,
+                                             std::uint64_t paired_next_id = 0) noexcept;
 // Removes the file (a plugin build without state hooks must not get a stale one later).
 std::optional<state_error> remove_plugin_state(const std::filesystem::path& dir, std::string_view lineage) noexcept;
 blob_result load_plugin_state(const std::filesystem::path& dir, std::string_view lineage,

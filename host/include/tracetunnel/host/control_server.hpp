@@ -25,8 +25,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace tt::host {
 
@@ -38,7 +42,25 @@ struct control_options {
     std::size_t max_line = std::size_t{1} << 20;  // request line limit (bytes)
     std::size_t max_queue = 1024;          // output lines queued per client
     std::string version = "0.1.0";         // the greeting's "version"
+    // Extra objects of counters in the `stats` answer, asked on the server
+    // thread: {"otlp", [&] { return exporter->counters(); }} gives "otlp": {...}.
+    using counters_fn = std::function<std::vector<std::pair<std::string, std::uint64_t>>()>;
+    std::vector<std::pair<std::string, counters_fn>> stats_sections{};
 };
+
+// One request line parsed as the server parses it, before any command runs
+// (exposed for the fuzz target, tests/fuzz). Never throws.
+//
+//   auto r = tt::host::parse_control_request(R"({"id":1,"cmd":"stats"})");
+//   // r.error_code.empty(), r.cmd == "stats", r.id_json == "1", r.args_json == "{}"
+struct control_request {
+    std::string id_json = "null";  // the request's "id", serialized ("null" when absent)
+    std::string cmd;
+    std::string args_json = "{}";  // the "args" object, serialized
+    std::string error_code;        // empty = parsed; else bad_json, bad_request (or failed: out of memory)
+    std::string error_message;
+};
+control_request parse_control_request(std::string_view line) noexcept;
 
 class control_server {
 public:

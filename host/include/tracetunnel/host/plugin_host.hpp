@@ -33,6 +33,7 @@
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/file_watcher.hpp>
 #include <tracetunnel/host/filter.hpp>
+#include <tracetunnel/host/isolation.hpp>
 #include <tracetunnel/host/plugin_library.hpp>
 #include <tracetunnel/host/receiver.hpp>
 
@@ -64,8 +65,19 @@ struct plugin_host_options {
     // unmapped. An emit in that time proves that a thread of the plugin
     // outlived its stop; that library then stays mapped until the host exits.
     std::chrono::milliseconds retire_grace{500};
+    // How long tt_plugin_stop may run (0 = no limit). A stop still running
+    // then is reported and left to run on a thread of its own; the plugin
+    // is marked failed, its library is never unmapped and its own state is
+    // not saved; the host and the other plugins go on.
+    std::chrono::milliseconds stop_timeout{3000};
     // Called after every reload attempt, on the thread that reloaded.
     std::function<void(const struct reload_report&)> on_reload;
+    // Plugins that run in a child process (isolation.hpp, docs/ISOLATION.md),
+    // by lineage name or file stem ("orders" or "liborders"). A crash there
+    // is reported, its uncommitted spans rolled back and the child restarted
+    // on the last committed state.
+    std::vector<std::string> isolate;
+    isolation_options isolation{};
 };
 
 // What a reload changed in the plugin's call sites. A call site's identity
@@ -118,7 +130,12 @@ struct plugin_status {
     std::uint64_t emits_after_stop = 0;      // summed over every stopped instance
     std::uint64_t reloads = 0;
     std::uint64_t failed_reloads = 0;
-    std::size_t quarantined = 0;  // stopped instances kept mapped (emits after stop)
+    std::size_t quarantined = 0;  // stopped instances kept mapped (emits after stop, stop timeouts)
+    std::uint64_t stop_timeouts = 0;  // stops that outlived plugin_host_options::stop_timeout
+    bool isolated = false;     // runs in a child process (plugin_host_options::isolate)
+    int child_pid = 0;         // that child, while running
+    std::uint64_t crashes = 0;  // child processes of this lineage that died
+    std::string last_crash;     // "SIGSEGV", "exit status 3"; empty: none
 };
 
 class plugin_host {
@@ -184,12 +201,14 @@ public:
     // Calls `symbol` (of type Fn, e.g. void(std::uint64_t)) in every running
     // plugin that exports it; returns how many were called. The plugin's
     // library stays mapped and its instance is not reloaded during the call.
+    // An isolated plugin gets the call in its child when Fn is one of
+    // isolation.hpp's call_signature; other signatures skip it (reported once).
     template <class Fn, class... A>
     std::size_t call_each(std::string_view symbol, A&&... args)
     {
-        return for_each_export(symbol, [&](void* fn, const std::string&) {
-            reinterpret_cast<Fn*>(fn)(std::forward<A>(args)...);
-        });
+        return for_each_export(
+            symbol, [&](void* fn, const std::string&) { reinterpret_cast<Fn*>(fn)(std::forward<A>(args)...); },
+            forward_call<Fn>(symbol, args...));
     }
     // Calls `symbol` in one plugin; nullopt when there is no such running
     // plugin or export. R must be default constructible.
@@ -197,8 +216,10 @@ public:
     std::optional<R> call(std::string_view plugin, std::string_view symbol, A&&... args)
     {
         std::optional<R> out;
-        with_export(plugin, symbol,
-                    [&](void* fn) { out = reinterpret_cast<R (*)(P...)>(fn)(std::forward<A>(args)...); });
+        with_export(
+            plugin, symbol, [&](void* fn) { out = reinterpret_cast<R (*)(P...)>(fn)(std::forward<A>(args)...); },
+            forward_call<R(P...)>(symbol, args...),
+            [&](const call_outcome& o) { out = forwarded_value<R>(o); });
         return out;
     }
 
@@ -208,8 +229,11 @@ public:
     struct impl;
 
 private:
-    std::size_t for_each_export(std::string_view symbol, const std::function<void(void*, const std::string&)>& fn);
-    bool with_export(std::string_view plugin, std::string_view symbol, const std::function<void(void*)>& fn);
+    std::size_t for_each_export(std::string_view symbol, const std::function<void(void*, const std::string&)>& fn,
+                                const std::optional<forwarded_call>& remote = std::nullopt);
+    bool with_export(std::string_view plugin, std::string_view symbol, const std::function<void(void*)>& fn,
+                     const std::optional<forwarded_call>& remote = std::nullopt,
+                     const std::function<void(const call_outcome&)>& on_remote = {});
 
     dispatcher* pipeline_;
     plugin_host_options options_;
@@ -220,5 +244,9 @@ private:
 std::string to_string(const reload_report& r);
 // One call site for humans: "event orders.cpp:42 [warn] orders" or "span charge [info] orders".
 std::string describe_callsite(const model::callsite& site);
+// Emits refused in this process because their ctx was no live emit context
+// (null, stale or made up; answered TT_STATUS_BAD_EVENT). Process-wide: such
+// a ctx names no plugin. Every host reports increases as a host event.
+std::uint64_t invalid_context_emits() noexcept;
 
 }  // namespace tt::host

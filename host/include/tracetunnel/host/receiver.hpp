@@ -45,9 +45,10 @@ enum class receive_errc : std::uint32_t {
     too_many_values,      // more values than quotas::max_values_per_event
     unknown_field,        // a value for a field the call site does not declare
     invalid_utf8,         // any string: names, values, call-site data
-    quota_exceeded,       // call sites, live spans, string bytes
+    quota_exceeded,       // call sites, live spans, string bytes, lengths, nesting depth
+    wrong_thread,         // a span exited on a thread where it is not entered (it is on another)
 };
-inline constexpr std::size_t receive_errc_count = 10;
+inline constexpr std::size_t receive_errc_count = 11;
 
 std::string_view to_string(receive_errc e) noexcept;
 // The TT_STATUS_* code (without the error bit) reported for an error.
@@ -82,6 +83,14 @@ struct quotas {
     std::size_t max_live_spans = 65536;
     std::size_t max_values_per_event = 32;  // tracing-tunnel's MAX_VALUES; violation: too_many_values
     std::size_t max_string_bytes = std::size_t{16} << 20;  // call-site strings + live span values
+    // Checked before a byte is read, so a length that runs past the plugin's
+    // buffer is refused instead of followed (violation: quota_exceeded).
+    std::size_t max_string_length = std::size_t{1} << 20;  // one string (any name, value, error entry)
+    std::size_t max_fields_per_callsite = 1024;
+    std::size_t max_error_chain = 64;  // entries of one error value
+    // Parent chain length of a span (1 = a root); deeper is refused, so that
+    // nothing downstream walks an unbounded chain.
+    std::size_t max_span_depth = 512;
     std::size_t error_log_size = 16;  // receive() keeps the last N error messages
 };
 
@@ -225,10 +234,20 @@ private:
         std::vector<std::uint64_t> follows_from;
         std::size_t bytes = 0;
         const model::callsite* site = nullptr;  // into callsites_, stable (node map)
+        std::uint32_t depth = 1;                // 1 + the parent's, within this lineage
     };
     struct op;  // a validated, normalized event (receiver.cpp)
+    // Call-site id -> entry without the mutex, for the event hot path: an
+    // open-addressing table that only grows; every table ever published
+    // stays allocated until the receiver dies, so a reader never needs a lock.
+    struct callsite_index;
 
     receive_result apply(op& o);
+    // NEW_EVENT from a plugin, the common case: no lock, no allocation once
+    // warm. Returns nullopt to hand the event to the general path.
+    std::optional<receive_result> receive_event_fast(const tt_event& ev);
+    callsite_entry* find_callsite_fast(std::uint64_t id) const noexcept;
+    void index_callsite_locked(callsite_entry& entry);
     receive_result fail(receive_errc code, std::string message);
     void count_error(const receive_error& e) noexcept;
     std::uint64_t answer_of(receive_result&& r) noexcept;
@@ -247,6 +266,8 @@ private:
     // here. Never held while calling the pipeline.
     mutable std::mutex mutex_;
     std::unordered_map<std::uint64_t, callsite_entry> callsites_;
+    std::atomic<callsite_index*> index_{nullptr};
+    std::vector<std::unique_ptr<callsite_index>> index_tables_;  // under mutex_
     std::unordered_map<std::uint64_t, span_entry> spans_;
     std::uint64_t next_id_ = 1;
     std::size_t string_bytes_ = 0;
