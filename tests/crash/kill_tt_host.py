@@ -37,10 +37,12 @@ import sys
 import time
 
 tt_host, tt_state, jobs_so, orders_so, work = sys.argv[1:6]
-rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 200
+# SIGKILLs wanted (the issue asks for at least 200); the clean stops that
+# are mixed in come on top.
+kills_wanted = int(sys.argv[6]) if len(sys.argv) > 6 else 200
 seed = int(os.environ.get("TT_KILL_SEED", str(time.time_ns() % 1_000_000_007)))
 rng = random.Random(seed)
-print(f"kill test: {rounds} rounds, TT_KILL_SEED={seed}", flush=True)
+print(f"kill test: {kills_wanted} kills, TT_KILL_SEED={seed}", flush=True)
 
 root = os.path.join(work, f"kill-{os.getpid()}")
 shutil.rmtree(root, ignore_errors=True)
@@ -133,7 +135,9 @@ cmd = [tt_host, "--plugins", plugins, "--state-dir", state, "--format", "json", 
 ever = {l: {} for l in LINEAGES}  # every span id ever committed -> (start_ns, call site)
 stats = {"kills": 0, "cleans": 0, "loads": 0, "closed": 0, "orphans": 0, "kept": 0}
 started = time.monotonic()
-for k in range(rounds):
+k = -1
+while stats["kills"] < kills_wanted:
+    k += 1
     before = {l: committed(l) for l in LINEAGES}
     for l in LINEAGES:
         for sid, v in before[l].spans.items():
@@ -230,8 +234,8 @@ took = time.monotonic() - started
 print(f"kill test: {stats['kills']} kills, {stats['cleans']} clean stops, {stats['loads']} plugin loads, "
       f"{stats['kept']} spans kept across a run, {stats['closed']} closed by crash_jobs, "
       f"{stats['orphans']} closed at start as orphans, {took:.1f} s")
-check(stats["kills"] + stats["cleans"] == rounds or failures, "every round ran")
-check(stats["loads"] > rounds, f"most runs got as far as loading the plugins ({stats['loads']} loads)")
+check(stats["kills"] >= kills_wanted or failures, f"{kills_wanted} kills ran")
+check(stats["loads"] > kills_wanted, f"most runs got as far as loading the plugins ({stats['loads']} loads)")
 check(stats["cleans"] > 0 and stats["kills"] > 0, "both kinds of ending happened")
 check(stats["kept"] > 0 and stats["closed"] > 0, "spans were kept across kills and closed by the plugin")
 
