@@ -1,5 +1,7 @@
 #include <tracetunnel/host/layers.hpp>
 
+#include "text_layer_flush.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -466,19 +468,12 @@ console_layer::console_layer(line_writer out, console_options opts) : out_(out),
         break;
     }
     }
-    if (out_.is_buffered())
-        flush_ticket_ = add_periodic_flush(out_.flush_every(), [this] {
-            std::lock_guard lock(mutex_);
-            if (!out_.flush())
-                errors_.fetch_add(1, std::memory_order_relaxed);
-        });
+    flush_ticket_ = detail::start_flushing(out_, mutex_, errors_);
 }
 
 console_layer::~console_layer()
 {
-    cancel_periodic_flush(flush_ticket_);
-    if (out_.is_buffered() && !out_.flush())
-        errors_.fetch_add(1, std::memory_order_relaxed);
+    detail::stop_flushing(flush_ticket_, out_, errors_);
 }
 
 std::string console_layer::format_event(const event_view& ev) const

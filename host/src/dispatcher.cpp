@@ -193,6 +193,31 @@ struct dispatcher::impl {
         }
     }
 
+    // enter/exit: finds `span`, runs `known` (still under the lock) when it
+    // exists, and hands the enabled span to every layer. Share-locked through
+    // the fan-out, as in event(): the node is read in place.
+    template <class Known, class Call>
+    void to_layers_one(span_handle span, Known known, Call call) noexcept
+    {
+        try {
+            const auto* list = load_layers();
+            std::shared_lock lock(registry_mutex);
+            const span_node* node = find_locked(span);
+            if (node == nullptr) {
+                anomaly();
+                return;
+            }
+            known();
+            if (!node->enabled)
+                return;
+            const span_ref view = view_of(*node);
+            for (const auto& l : *list)
+                call(*l, view);
+        } catch (...) {
+            anomaly();
+        }
+    }
+
     // The enabled node an event or child with this parent handle belongs to.
     std::shared_ptr<span_node> visible_locked(span_handle parent) const noexcept
     {
@@ -400,24 +425,8 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
 
 void dispatcher::enter(span_handle span) noexcept
 {
-    try {
-        const auto* layers = impl_->load_layers();
-        // Share-locked through the fan-out, as in event(): the node is read in place.
-        std::shared_lock lock(impl_->registry_mutex);
-        const span_node* node = impl_->find_locked(span);
-        if (node == nullptr) {
-            impl_->anomaly();
-            return;
-        }
-        impl_->stack.push(span);
-        if (!node->enabled)
-            return;
-        const span_ref view = impl::view_of(*node);
-        for (const auto& l : *layers)
-            l->on_enter(view);
-    } catch (...) {
-        impl_->anomaly();
-    }
+    impl_->to_layers_one(span, [&] { impl_->stack.push(span); },
+                         [](layer& l, const span_ref& view) { l.on_enter(view); });
 }
 
 void dispatcher::exit(span_handle span) noexcept
@@ -441,22 +450,7 @@ void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
 
 void dispatcher::exit_to_layers(span_handle span) noexcept
 {
-    try {
-        const auto* layers = impl_->load_layers();
-        std::shared_lock lock(impl_->registry_mutex);
-        const span_node* node = impl_->find_locked(span);
-        if (node == nullptr) {
-            impl_->anomaly();
-            return;
-        }
-        if (!node->enabled)
-            return;
-        const span_ref view = impl::view_of(*node);
-        for (const auto& l : *layers)
-            l->on_exit(view);
-    } catch (...) {
-        impl_->anomaly();
-    }
+    impl_->to_layers_one(span, [] {}, [](layer& l, const span_ref& view) { l.on_exit(view); });
 }
 
 void dispatcher::close(span_handle span) noexcept

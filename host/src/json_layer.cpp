@@ -1,5 +1,7 @@
 #include <tracetunnel/host/layers.hpp>
 
+#include "text_layer_flush.hpp"
+
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serializer.hpp>
@@ -94,19 +96,12 @@ struct json_layer::impl {
 json_layer::json_layer(line_writer out, json_options opts)
     : out_(out), opts_(std::move(opts)), impl_(std::make_unique<impl>())
 {
-    if (out_.is_buffered())
-        flush_ticket_ = add_periodic_flush(out_.flush_every(), [this] {
-            std::lock_guard lock(mutex_);
-            if (!out_.flush())
-                errors_.fetch_add(1, std::memory_order_relaxed);
-        });
+    flush_ticket_ = detail::start_flushing(out_, mutex_, errors_);
 }
 
 json_layer::~json_layer()
 {
-    cancel_periodic_flush(flush_ticket_);
-    if (out_.is_buffered() && !out_.flush())
-        errors_.fetch_add(1, std::memory_order_relaxed);
+    detail::stop_flushing(flush_ticket_, out_, errors_);
 }
 
 std::string json_layer::format_event(const event_view& ev)

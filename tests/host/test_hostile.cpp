@@ -9,6 +9,8 @@
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/plugin_host.hpp>
+
+#include "../support/host_test_util.hpp"
 #include <tracetunnel/state_file.hpp>
 
 #include <algorithm>
@@ -31,32 +33,17 @@ using tt::host::receive_errc;
 
 namespace {
 
-fs::path plugin_file(const std::string& key)
-{
-    const char* p = std::getenv(("TT_PLUGIN_" + key).c_str());
-    REQUIRE_MESSAGE(p != nullptr, "TT_PLUGIN_" << key << " is not set by the test's meson.build");
-    return p;
-}
+using tt::test::plugin_file;
 
 fs::path fresh_dir(const std::string& name)
 {
-    const char* base = std::getenv("TT_TEST_TMPDIR");
-    fs::path dir = fs::path(base ? base : "/tmp") / ("hostile-" + name + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
+    return tt::test::fresh_dir("hostile", name);
 }
 
 template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 20s)
+bool wait_until(Pred pred)
 {
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred())
-            return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return pred();
+    return tt::test::wait_until(pred, 20s, 5ms);
 }
 
 // Strict UTF-8, as the receiver checks it (an independent copy).

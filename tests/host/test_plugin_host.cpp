@@ -7,6 +7,8 @@
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/plugin_host.hpp>
 
+#include "../support/host_test_util.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -25,21 +27,13 @@ using tt::host::plugin_host;
 
 namespace {
 
-fs::path plugin_file(const std::string& key)
-{
-    const char* p = std::getenv(("TT_PLUGIN_" + key).c_str());
-    REQUIRE_MESSAGE(p != nullptr, "TT_PLUGIN_" << key << " is not set by the test's meson.build");
-    return p;
-}
+using tt::test::plugin_file;
+using tt::test::text_of;
+using tt::test::wait_until;
 
-// A fresh folder per test case, under the build folder.
 fs::path fresh_dir(const std::string& name)
 {
-    const char* base = std::getenv("TT_TEST_TMPDIR");
-    fs::path dir = fs::path(base ? base : "/tmp") / ("host-" + name + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
+    return tt::test::fresh_dir("host", name);
 }
 
 // Replaces `to` the way a build tool does: write beside it, rename over it.
@@ -48,33 +42,6 @@ void install_plugin(const fs::path& from, const fs::path& to)
     const fs::path tmp = to.parent_path() / (".tmp-" + to.filename().string());
     fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
     fs::rename(tmp, to);
-}
-
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 10s)
-{
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred())
-            return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return pred();
-}
-
-std::string text_of(const tt::model::value& v)
-{
-    if (auto* s = std::get_if<std::string>(&v))
-        return *s;
-    if (auto* u = std::get_if<std::uint64_t>(&v))
-        return std::to_string(*u);
-    if (auto* i = std::get_if<std::int64_t>(&v))
-        return std::to_string(*i);
-    if (auto* b = std::get_if<bool>(&v))
-        return *b ? "true" : "false";
-    if (auto* d = std::get_if<tt::model::debug_text>(&v))
-        return d->text;
-    return "?";
 }
 
 // Records what reaches the pipeline, for assertions.

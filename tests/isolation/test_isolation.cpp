@@ -12,6 +12,8 @@
 #include <tracetunnel/host/dispatcher.hpp>
 #include <tracetunnel/host/plugin_host.hpp>
 
+#include "../support/host_test_util.hpp"
+
 #include "example_app.h"
 #include "test_app.h"
 
@@ -31,45 +33,13 @@ using tt::host::plugin_host;
 
 namespace {
 
-fs::path env_path(const std::string& key)
-{
-    const char* p = std::getenv(key.c_str());
-    REQUIRE_MESSAGE(p != nullptr, key << " is not set by the test's meson.build");
-    return p;
-}
+using tt::test::env_path;
+using tt::test::text_of;
+using tt::test::wait_until;
 
 fs::path fresh_dir(const std::string& name)
 {
-    const char* base = std::getenv("TT_TEST_TMPDIR");
-    fs::path dir = fs::path(base ? base : "/tmp") / ("isolation-" + name + "-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
-}
-
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 10s)
-{
-    const auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred())
-            return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return pred();
-}
-
-std::string text_of(const tt::model::value& v)
-{
-    if (auto* s = std::get_if<std::string>(&v))
-        return *s;
-    if (auto* u = std::get_if<std::uint64_t>(&v))
-        return std::to_string(*u);
-    if (auto* i = std::get_if<std::int64_t>(&v))
-        return std::to_string(*i);
-    if (auto* b = std::get_if<bool>(&v))
-        return *b ? "true" : "false";
-    return "?";
+    return tt::test::fresh_dir("isolation", name);
 }
 
 // What reaches the pipeline: spans with their plugin span ids and how often
