@@ -751,7 +751,7 @@ struct plugin_host::impl {
             s.child_pid = isolated_pid(*l.current->lib);
         for (const auto* c : l.stopped)
             s.emits_after_stop += c->after_stop.load(std::memory_order_relaxed);
-        if (l.current) {
+        if (l.current && l.current->recv) {
             s.phase = plugin_phase::running;
             s.loaded_copy = l.current->shadow;
             s.loaded_at = l.current->loaded_at;
@@ -1680,6 +1680,13 @@ void plugin_host::impl::child_exited(std::uint64_t serial, const child_exit& how
         inst->running = false;
     }
     inst->ctx->close_and_drain();
+    {
+        // Readers of the table (status_of, running_instances) must not find
+        // this instance while its receiver is rolled back and dropped below.
+        std::lock_guard lk(table);
+        if (l->current == inst)
+            l->current.reset();
+    }
 
     const persisted_spans live = inst->recv->snapshot();
     receiver_state state{inst->recv->persist_metadata(), l->last_commit.spans};
