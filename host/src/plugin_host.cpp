@@ -732,6 +732,19 @@ struct plugin_host::impl {
         return nullptr;
     }
 
+    // Drops an instance's receiver (rolling back what was not committed).
+    // Readers that hold only the table lock (status_of) find instances through
+    // `current`, so the instance leaves the table first.
+    void drop_receiver(lineage& l, instance& inst)
+    {
+        {
+            std::lock_guard lk(table);
+            if (l.current.get() == &inst)
+                l.current.reset();
+        }
+        inst.recv.reset();
+    }
+
     plugin_status status_of(const lineage& l) const
     {
         plugin_status s;
@@ -1067,7 +1080,7 @@ reload_report plugin_host::reload(std::string_view name)
         }
         if (old) {
             impl_->bank_hits(*l, *old);
-            old->recv.reset();  // committed above: nothing to roll back
+            impl_->drop_receiver(*l, *old);  // committed above: nothing to roll back
             impl_->retire(l->name, *old);
         }
         finish(r);
@@ -1081,7 +1094,7 @@ reload_report plugin_host::reload(std::string_view name)
     // 4. Bring the old version back, from a fresh copy of its own file.
     if (old) {
         impl_->bank_hits(*l, *old);
-        old->recv.reset();
+        impl_->drop_receiver(*l, *old);
         impl_->retire(l->name, *old);
         std::string back_error;
         auto again = impl_->open_copy(old_shadow);
@@ -1130,7 +1143,7 @@ bool plugin_host::unload(std::string_view name)
         impl_->write_blob(*l, blob, *inst, committed.spans.next_id);
         if (!options_.state_dir.empty())
             inst->recv->local()->suspend_all();  // committed: continued by a later load, not ended
-        inst->recv.reset();
+        impl_->drop_receiver(*l, *inst);
         impl_->retire(l->name, *inst);
         hung = inst->stop_timed_out;
         if (hung) {  // stays listed, failed: its stop never returned (a later load starts it afresh)
@@ -1182,7 +1195,7 @@ void plugin_host::shutdown() noexcept
             impl_->write_blob(*l, blob, *inst, committed.spans.next_id);
             if (!options_.state_dir.empty())
                 inst->recv->local()->suspend_all();  // committed: a restart continues them
-            inst->recv.reset();
+            impl_->drop_receiver(*l, *inst);
             impl_->retire(l->name, *inst);
             std::lock_guard lk(impl_->table);
             l->current.reset();
