@@ -222,7 +222,9 @@ TEST_CASE("a hot reload carries open spans from v1 to v2 and reports the added c
         CHECK(report->diff.changed.empty());  // every unchanged call site kept its id
         CHECK(tt::host::to_string(*report).find("1 added") != std::string::npos);
 
-        // The host said so through its own pipeline, with the diff.
+        // The host said so through its own pipeline, with the diff. The
+        // report is published a moment before that event is sent.
+        CHECK(wait_until([&] { return !fx.rec->events_with("plugin reloaded").empty(); }));
         auto logged = fx.rec->events_with("plugin reloaded");
         REQUIRE(logged.size() == 1);
         CHECK(logged[0].plugin == "host");
