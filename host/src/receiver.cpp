@@ -753,7 +753,7 @@ receive_result receiver::try_receive(const tt_event& ev)
 // re-entered call) goes to the general path, which decides it afresh.
 std::optional<receive_result> receiver::receive_event_fast(const tt_event& ev)
 {
-    if (ev.parent == TT_PARENT_EXPLICIT || ev.parent > TT_PARENT_EXPLICIT)
+    if (ev.parent >= TT_PARENT_EXPLICIT)  // explicit (needs the span table) or unknown
         return std::nullopt;
     if (ev.value_count > limits_.max_values_per_event || (ev.value_count > 0 && ev.values == nullptr))
         return std::nullopt;

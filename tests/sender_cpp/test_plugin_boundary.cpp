@@ -25,27 +25,19 @@ struct dynamic_symbol {
 // dynamic linker sees them (nm -D --defined-only, without the tool).
 std::vector<dynamic_symbol> defined_dynamic_symbols(const std::string& path)
 {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    REQUIRE(file.size() >= sizeof(Elf64_Ehdr));
-    Elf64_Ehdr eh;
-    std::memcpy(&eh, file.data(), sizeof eh);
-    REQUIRE(eh.e_ident[EI_CLASS] == ELFCLASS64);
-    REQUIRE(eh.e_shoff + eh.e_shnum * sizeof(Elf64_Shdr) <= file.size());
-    std::vector<Elf64_Shdr> sections(eh.e_shnum);
-    std::memcpy(sections.data(), file.data() + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
+    const tt::test::elf_image img = tt::test::read_elf(path);
     std::vector<dynamic_symbol> out;
-    for (const auto& sh : sections) {
+    for (const auto& sh : img.sections) {
         if (sh.sh_type != SHT_DYNSYM)
             continue;
-        const Elf64_Shdr& strtab = sections.at(sh.sh_link);
+        const Elf64_Shdr& strtab = img.sections.at(sh.sh_link);
         const std::size_t count = sh.sh_size / sizeof(Elf64_Sym);
         for (std::size_t i = 1; i < count; ++i) {
             Elf64_Sym sym;
-            std::memcpy(&sym, file.data() + sh.sh_offset + i * sizeof(Elf64_Sym), sizeof sym);
+            std::memcpy(&sym, img.at(sh.sh_offset + i * sizeof(Elf64_Sym)), sizeof sym);
             if (sym.st_shndx == SHN_UNDEF)
                 continue;
-            out.push_back({std::string(file.data() + strtab.sh_offset + sym.st_name), ELF64_ST_BIND(sym.st_info),
+            out.push_back({std::string(img.at(strtab.sh_offset + sym.st_name)), ELF64_ST_BIND(sym.st_info),
                            ELF64_ST_VISIBILITY(sym.st_other)});
         }
     }

@@ -38,21 +38,39 @@ inline std::uint64_t runtime_hash(const model::callsite& cs)
     return tt_callsite_hash(&abi);
 }
 
+// A 64-bit ELF file read whole, with its section headers: what the section
+// and symbol checks of the sender tests look into.
+struct elf_image {
+    std::vector<char> file;
+    std::vector<Elf64_Shdr> sections;
+    std::size_t names_index = 0;  // e_shstrndx
+
+    const char* at(std::uint64_t offset) const { return file.data() + offset; }
+};
+
+inline elf_image read_elf(const std::string& path)
+{
+    elf_image img;
+    std::ifstream in(path, std::ios::binary);
+    img.file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    REQUIRE(img.file.size() >= sizeof(Elf64_Ehdr));
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, img.file.data(), sizeof eh);
+    REQUIRE(eh.e_ident[EI_CLASS] == ELFCLASS64);
+    REQUIRE(eh.e_shoff + eh.e_shnum * sizeof(Elf64_Shdr) <= img.file.size());
+    img.sections.resize(eh.e_shnum);
+    std::memcpy(img.sections.data(), img.file.data() + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
+    img.names_index = eh.e_shstrndx;
+    return img;
+}
+
 // The size of a 64-bit ELF file's section `name`; 0 when there is none.
 inline std::uint64_t section_size(const std::string& path, const std::string& name)
 {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    REQUIRE(file.size() >= sizeof(Elf64_Ehdr));
-    Elf64_Ehdr eh;
-    std::memcpy(&eh, file.data(), sizeof eh);
-    REQUIRE(eh.e_ident[EI_CLASS] == ELFCLASS64);
-    REQUIRE(eh.e_shoff + eh.e_shnum * sizeof(Elf64_Shdr) <= file.size());
-    std::vector<Elf64_Shdr> sections(eh.e_shnum);
-    std::memcpy(sections.data(), file.data() + eh.e_shoff, eh.e_shnum * sizeof(Elf64_Shdr));
-    const Elf64_Shdr& names = sections.at(eh.e_shstrndx);
-    for (const auto& sh : sections)
-        if (name == file.data() + names.sh_offset + sh.sh_name)
+    const elf_image img = read_elf(path);
+    const Elf64_Shdr& names = img.sections.at(img.names_index);
+    for (const auto& sh : img.sections)
+        if (name == img.at(names.sh_offset + sh.sh_name))
             return sh.sh_size;
     return 0;
 }
