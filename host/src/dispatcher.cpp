@@ -141,6 +141,16 @@ struct dispatcher::impl {
         return it == spans.end() ? nullptr : it->second.get();
     }
 
+    // The innermost enabled span entered on this thread, 0 for none
+    // (registry lock held): what a contextual parent resolves to.
+    span_handle current_locked() const noexcept
+    {
+        return stack.current_if([&](span_handle h) {
+            const span_node* n = find_locked(h);
+            return n != nullptr && n->enabled;
+        });
+    }
+
     // The enabled spans entered on this thread, innermost first (registry lock held).
     void scope_locked(std::vector<span_view>& out) const noexcept
     {
@@ -549,10 +559,7 @@ void dispatcher::event(const event_record& ev) noexcept
         const span_node* leaf = nullptr;
         span_handle parent = ev.parent;
         if (ev.contextual)
-            parent = impl_->stack.current_if([&](span_handle h) {
-                const span_node* n = impl_->find_locked(h);
-                return n != nullptr && n->enabled;
-            });
+            parent = impl_->current_locked();
         if (parent != 0) {
             const span_node* p = impl_->find_locked(parent);
             if (p == nullptr)
@@ -581,10 +588,7 @@ void dispatcher::event(const event_record& ev) noexcept
 span_handle dispatcher::current_span() const noexcept
 {
     std::shared_lock lock(impl_->registry_mutex);
-    return impl_->stack.current_if([&](span_handle h) {
-        auto it = impl_->spans.find(h);
-        return it != impl_->spans.end() && it->second->enabled;
-    });
+    return impl_->current_locked();
 }
 
 const model::callsite* dispatcher::host_callsite(model::callsite_kind kind, model::level lvl, std::string_view name,
