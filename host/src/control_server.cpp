@@ -336,6 +336,9 @@ std::optional<request_fault> parse_request(std::string_view line, json::value& v
             return request_fault{"bad_request", "\"id\" holds a number too large for a double"};
         id = *i;
     }
+    // Args are echoed to the plugin and into answers too: the same rule.
+    if (!all_finite(v))
+        return request_fault{"bad_request", "the request holds a number too large for a double"};
     const auto* c = req.if_contains("cmd");
     if (c == nullptr || !c->is_string())
         return request_fault{"bad_request", "missing \"cmd\" (a string)"};

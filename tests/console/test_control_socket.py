@@ -201,6 +201,11 @@ check(isinstance(c.ok("plugins"), list), "answers after bad_json")
 c.send_raw(b'[1,2]\n')
 r = c.line()
 check(r.get("ok") is False and r["error"]["code"] == "bad_request", f"bad_request: {r}")
+# a number beyond a double cannot be echoed as JSON, in the id or in args
+c.send_raw(b'{"id":"big","cmd":"spans","args":{"limit":14008E55100}}\n')
+r = c.line()
+check(r.get("ok") is False and r["error"]["code"] == "bad_request" and r.get("id") == "big"
+      and "too large" in r["error"]["message"], f"infinite arg: {r}")
 r = c.request("frobnicate")
 check(r.get("ok") is False and r["error"]["code"] == "unknown_command", f"unknown_command: {r}")
 r = c.request("spans", {"plugin": 5})
