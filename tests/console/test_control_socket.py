@@ -14,7 +14,6 @@ usage: test_control_socket.py TT_HOST LIBORDERS_SO WORK_DIR
 """
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -23,21 +22,11 @@ import sys
 import time
 
 tt_host, orders_so, work = sys.argv[1:4]
-root = os.path.join(work, f"control-{os.getpid()}")
-shutil.rmtree(root, ignore_errors=True)
-plugins = os.path.join(root, "plugins")
-state = os.path.join(root, "state")
-os.makedirs(plugins)
-shutil.copy(orders_so, os.path.join(plugins, "liborders.so"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import tt_harness  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}", file=sys.stderr)
-    return cond
+harness = tt_harness.Harness(work, "control", plugins={"liborders.so": orders_so})
+root, plugins, state, check = harness.root, harness.plugins, harness.state, harness.check
 
 
 class Client:
@@ -359,8 +348,4 @@ check(stop_host(host) == 0, "flood tt-host exits 0")
 host_out.close()
 check(not os.path.exists(flood_path), "flood socket removed at exit")
 
-if failures:
-    print(f"{len(failures)} failure(s)", file=sys.stderr)
-    sys.exit(1)
-shutil.rmtree(root, ignore_errors=True)
-print("ok")
+harness.finish("ok")

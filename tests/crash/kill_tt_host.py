@@ -30,7 +30,6 @@ TT_KILL_SEED=<n> repeats a run (the seed is printed).
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,25 +43,15 @@ seed = int(os.environ.get("TT_KILL_SEED", str(time.time_ns() % 1_000_000_007)))
 rng = random.Random(seed)
 print(f"kill test: {kills_wanted} kills, TT_KILL_SEED={seed}", flush=True)
 
-root = os.path.join(work, f"kill-{os.getpid()}")
-shutil.rmtree(root, ignore_errors=True)
-plugins = os.path.join(root, "plugins")
-state = os.path.join(root, "state")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import tt_harness  # noqa: E402
+
+harness = tt_harness.Harness(work, "kill", plugins={"libcrash_jobs.so": jobs_so, "liborders.so": orders_so},
+                             folders=["logs"])
+root, plugins, state, check, failures = (harness.root, harness.plugins, harness.state,
+                                          harness.check, harness.failures)
 logs = os.path.join(root, "logs")
-os.makedirs(plugins)
-os.makedirs(logs)
-shutil.copy(jobs_so, os.path.join(plugins, "libcrash_jobs.so"))
-shutil.copy(orders_so, os.path.join(plugins, "liborders.so"))
 LINEAGES = ["crash_jobs", "orders"]
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}", file=sys.stderr)
-    return cond
 
 
 class committed:
@@ -239,8 +228,4 @@ check(stats["loads"] > kills_wanted, f"most runs got as far as loading the plugi
 check(stats["cleans"] > 0 and stats["kills"] > 0, "both kinds of ending happened")
 check(stats["kept"] > 0 and stats["closed"] > 0, "spans were kept across kills and closed by the plugin")
 
-if failures:
-    print(f"{len(failures)} check(s) failed; logs kept in {root}", file=sys.stderr)
-    sys.exit(1)
-shutil.rmtree(root, ignore_errors=True)
-print("kill test: all checks passed")
+harness.finish("kill test: all checks passed", keep_on_failure=True)

@@ -11,25 +11,15 @@ usage: restart_tt_host.py TT_HOST LIBORDERS_SO WORK_DIR
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 tt_host, orders_so, work = sys.argv[1:4]
-root = os.path.join(work, f"restart-{os.getpid()}")
-shutil.rmtree(root, ignore_errors=True)
-plugins = os.path.join(root, "plugins")
-state = os.path.join(root, "state")
-os.makedirs(plugins)
-shutil.copy(orders_so, os.path.join(plugins, "liborders.so"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import tt_harness  # noqa: E402
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}", file=sys.stderr)
+harness = tt_harness.Harness(work, "restart", plugins={"liborders.so": orders_so})
+root, plugins, state, check = harness.root, harness.plugins, harness.state, harness.check
 
 
 def run(ticks):
@@ -85,8 +75,4 @@ for sid, start in after.items():
     if sid in persisted:
         check(persisted[sid] == start, f"span {sid} kept its start time across the restart")
 
-shutil.rmtree(root, ignore_errors=True)
-if failures:
-    print(f"{len(failures)} check(s) failed", file=sys.stderr)
-    sys.exit(1)
-print("restart: all checks passed")
+harness.finish("restart: all checks passed")

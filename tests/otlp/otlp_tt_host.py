@@ -31,19 +31,12 @@ import time
 tt_host, tt_console, orders_so, work = sys.argv[1:5]
 here = os.path.dirname(os.path.abspath(__file__))
 peer_js = os.path.join(here, "peer", "otlp_peer.js")
-root = os.path.join(work, f"otlp-{os.getpid()}")
-shutil.rmtree(root, ignore_errors=True)
-os.makedirs(root)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import tt_harness  # noqa: E402
 
-failures = []
+harness = tt_harness.Harness(work, "otlp")
+root, check = harness.root, harness.check
 children = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}", file=sys.stderr)
-    return cond
 
 
 def fatal(what):
@@ -365,8 +358,4 @@ try:
 finally:
     cleanup()
 
-if failures:
-    print(f"{len(failures)} check(s) failed", file=sys.stderr)
-    sys.exit(1)
-shutil.rmtree(root, ignore_errors=True)
-print("otlp: all checks passed")
+harness.finish("otlp: all checks passed")
