@@ -15,6 +15,7 @@
 #include <tracetunnel/trace.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -27,28 +28,19 @@ namespace {
 std::mutex held_mutex;
 std::vector<tt::span> held;
 
-// Decimal text without std::to_string (its digit table is an STB_GNU_UNIQUE
-// symbol, which would keep the library mapped forever: S11 counts that).
-void append_u64(std::string& out, std::uint64_t v)
-{
-    char buf[20];
-    std::size_t n = 0;
-    do {
-        buf[n++] = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        out += buf[--n];
-}
-
+// The state is the held span ids as raw 8-byte words: this plugin reads
+// back only what it wrote itself, on the same machine, so no text form is
+// needed (and std::to_string's digit table, an STB_GNU_UNIQUE symbol, would
+// keep the library mapped forever: S11 counts that).
 std::string save()
 {
     std::lock_guard lk(held_mutex);
-    std::string out;
-    out.reserve(held.size() * 8);
+    std::string out(held.size() * sizeof(std::uint64_t), '\0');
+    char* at = out.data();
     for (auto& s : held) {
-        append_u64(out, s.release());
-        out += '\n';
+        const std::uint64_t id = s.release();
+        std::memcpy(at, &id, sizeof id);
+        at += sizeof id;
     }
     held.clear();
     return out;
@@ -56,29 +48,15 @@ std::string save()
 
 bool restore(std::string_view bytes)
 {
-    std::vector<std::uint64_t> ids;
-    std::uint64_t v = 0;
-    bool digits = false;
-    for (char c : bytes) {
-        if (c == '\n') {
-            if (!digits)
-                return false;
-            ids.push_back(v);
-            v = 0;
-            digits = false;
-        } else if (c >= '0' && c <= '9') {
-            v = v * 10 + static_cast<std::uint64_t>(c - '0');
-            digits = true;
-        } else {
-            return false;
-        }
-    }
-    if (digits)
+    if (bytes.size() % sizeof(std::uint64_t) != 0)
         return false;
     std::vector<tt::span> adopted;
-    adopted.reserve(ids.size());
-    for (auto id : ids)
+    adopted.reserve(bytes.size() / sizeof(std::uint64_t));
+    for (std::size_t at = 0; at < bytes.size(); at += sizeof(std::uint64_t)) {
+        std::uint64_t id = 0;
+        std::memcpy(&id, bytes.data() + at, sizeof id);
         adopted.push_back(tt::span::adopt(id));
+    }
     std::lock_guard lk(held_mutex);
     held.swap(adopted);
     return true;
