@@ -1106,6 +1106,7 @@ int main(int argc, char** argv)
                  "(docs/CONSOLE.md). Without --exec: an interactive prompt with history and tab completion;\n"
                  "'help' lists the commands. Exit status: 0 ok, 1 a command failed, 2 no tt-host at the socket,\n"
                  "3 the tt-host speaks another protocol."};
+    app.set_version_flag("--version", "tt-console " TT_PROJECT_VERSION);
     std::string socket_path = socket_default;
     std::vector<std::string> exec;
     bool json_output = false;

@@ -44,6 +44,7 @@ int main(int argc, char** argv)
 {
     CLI::App app{"tt-demo: load tracetunnel plugins, call their example_tick entry point once per tick,\n"
                  "and print the spans and events they emit through the host's pipeline."};
+    app.set_version_flag("--version", "tt-demo " TT_PROJECT_VERSION);
     std::vector<std::string> plugins;
     int ticks = 5;
     int interval_ms = 200;

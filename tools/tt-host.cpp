@@ -172,6 +172,7 @@ int main(int argc, char** argv)
                  "periodically, prints the spans and events they emit, reloads a plugin when its file changes\n"
                  "(spans stay open across the reload) and keeps live spans in the state folder, so a restart\n"
                  "continues them. Ctrl-C (SIGINT) or SIGTERM stops it cleanly and saves the state."};
+    app.set_version_flag("--version", "tt-host " TT_PROJECT_VERSION);
     std::vector<std::string> plugin_args{"plugins"};
     std::string state_dir = state_default.string();
     std::string filter_text = "info";

@@ -194,6 +194,7 @@ int main(int argc, char** argv)
                  "Exit status: 0 when every line was read (receiver refusals are reported on stderr and\n"
                  "count only with --strict), 1 otherwise, 2 on bad arguments.",
                  "tt-replay"};
+    app.set_version_flag("--version", "tt-replay " TT_PROJECT_VERSION);
     app.add_option("FILE", o.file, "the event stream; - for standard input")->required();
     app.add_option("--filter", o.filter, "filter directives, e.g. info,orders=debug")->capture_default_str();
     app.add_option("--format", o.format, "output: compact, pretty or json")

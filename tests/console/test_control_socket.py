@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-tt_host, orders_so, work = sys.argv[1:4]
+tt_host, orders_so, work, project_version = sys.argv[1:5]
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import tt_harness  # noqa: E402
 
@@ -128,6 +128,10 @@ c = Client(sock_path)
 hello = c.line()
 check(hello.get("hello") == "tracetunnel" and hello.get("protocol") == 1, f"greeting: {hello}")
 check(hello.get("host_pid") == host.pid, f"greeting host_pid {hello.get('host_pid')} != {host.pid}")
+# The greeting and --version both come from meson's project version.
+check(hello.get("version") == project_version, f"greeting version {hello.get('version')} != {project_version}")
+v = subprocess.run([tt_host, "--version"], capture_output=True, text=True)
+check(v.returncode == 0 and v.stdout.strip() == f"tt-host {project_version}", f"tt-host --version: {v}")
 
 # plugins
 ps = c.ok("plugins")

@@ -22,6 +22,8 @@
 // never blocks (a try-push into each subscriber's queue, then a wake-up).
 #pragma once
 
+#include <tracetunnel/host/version.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -41,7 +43,7 @@ struct control_options {
     std::filesystem::path path;            // the socket file
     std::size_t max_line = std::size_t{1} << 20;  // request line limit (bytes)
     std::size_t max_queue = 1024;          // output lines queued per client
-    std::string version = "0.1.0";         // the greeting's "version"
+    std::string version = std::string(library_version());  // the greeting's "version"
     // Extra objects of counters in the `stats` answer, asked on the server
     // thread: {"otlp", [&] { return exporter->counters(); }} gives "otlp": {...}.
     using counters_fn = std::function<std::vector<std::pair<std::string, std::uint64_t>>()>;

@@ -23,6 +23,7 @@
 
 #include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/trace_context.hpp>
+#include <tracetunnel/host/version.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -57,7 +58,7 @@ struct otlp_options {
     // The instrumentation scope version of a plugin (its describe version),
     // asked from the export thread; "host" spans get `host_version`.
     std::function<std::string(std::string_view plugin)> plugin_version;
-    std::string host_version = "0.1.0";
+    std::string host_version = std::string(library_version());
     // Told when exporting starts failing and when it recovers (from the export thread).
     std::function<void(bool failing, std::string_view detail)> on_state_change;
 };
