@@ -36,15 +36,44 @@ struct emit_context;
 // touches anything, so a null, stale, shifted or made-up ctx is refused and
 // counted, never dereferenced. Slots are static and never freed; a slot's
 // in_flight counts the emits inside it, which is what closing drains.
+//
+// in_flight is striped: every emit writes it twice, and one counter shared
+// by all of a plugin's threads would be a cache line that every core takes
+// in turn (S9, two threads). A thread keeps to one stripe; a drain sums
+// them. Each stripe obeys the same store/load pairing as a single counter
+// would (see close_and_drain), so the sum cannot miss an emit that passed
+// the token check. The table is zero-initialised static storage: pages of
+// slots never used are never touched.
 constexpr unsigned context_slot_bits = 12;
 constexpr std::size_t context_slot_count = std::size_t{1} << context_slot_bits;
+constexpr std::size_t in_flight_stripes = 8;
+struct alignas(64) in_flight_stripe {
+    std::atomic<std::int64_t> count{0};
+};
 struct context_slot {
     std::atomic<std::uint64_t> token{0};  // 0 = no live context
-    std::atomic<std::int64_t> in_flight{0};
     std::atomic<emit_context*> ctx{nullptr};
     std::uint64_t uses = 0;  // under context_slots_mutex
+    in_flight_stripe in_flight[in_flight_stripes];
+
+    std::int64_t emits_inside() const noexcept
+    {
+        std::int64_t total = 0;
+        for (const auto& s : in_flight)
+            total += s.count.load(std::memory_order_seq_cst);
+        return total;
+    }
 };
 context_slot context_slots[context_slot_count];
+std::atomic<std::size_t> next_stripe{0};
+
+// The stripe this thread counts its emits on: handed out in turn, so the
+// first threads of a process never share one.
+std::atomic<std::int64_t>& my_in_flight(context_slot& slot) noexcept
+{
+    thread_local const std::size_t stripe = next_stripe.fetch_add(1, std::memory_order_relaxed) % in_flight_stripes;
+    return slot.in_flight[stripe].count;
+}
 std::mutex context_slots_mutex;
 std::atomic<std::uint64_t> bad_context_emits{0};
 
@@ -81,7 +110,7 @@ struct emit_context {
             return;
         auto& slot = context_slots[token & (context_slot_count - 1)];
         slot.token.store(0, std::memory_order_seq_cst);
-        while (slot.in_flight.load(std::memory_order_seq_cst) != 0)
+        while (slot.emits_inside() != 0)
             std::this_thread::yield();
         std::lock_guard lk(context_slots_mutex);
         slot.ctx.store(nullptr);
@@ -96,7 +125,7 @@ struct emit_context {
         if (token == 0)
             return;
         auto& slot = context_slots[token & (context_slot_count - 1)];
-        while (slot.in_flight.load(std::memory_order_seq_cst) != 0)
+        while (slot.emits_inside() != 0)
             std::this_thread::yield();
     }
     std::vector<std::uint64_t> registered()
@@ -110,20 +139,21 @@ std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
 {
     const auto token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(raw));
     auto& slot = context_slots[token & (context_slot_count - 1)];
-    slot.in_flight.fetch_add(1, std::memory_order_seq_cst);
+    auto& in_flight = my_in_flight(slot);
+    in_flight.fetch_add(1, std::memory_order_seq_cst);
     if (token == 0 || slot.token.load(std::memory_order_seq_cst) != token) {
-        slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
+        in_flight.fetch_sub(1, std::memory_order_seq_cst);
         bad_context_emits.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
     }
     emit_context* ctx = slot.ctx.load(std::memory_order_seq_cst);
     if (!ctx->open.load(std::memory_order_seq_cst)) {
-        slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
+        in_flight.fetch_sub(1, std::memory_order_seq_cst);
         ctx->after_stop.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_STOPPED;
     }
     if (ev == nullptr) {
-        slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
+        in_flight.fetch_sub(1, std::memory_order_seq_cst);
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
     }
     const std::uint64_t answer = ctx->recv->receive(*ev);
@@ -136,7 +166,7 @@ std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
         } catch (...) {
         }
     }
-    slot.in_flight.fetch_sub(1, std::memory_order_seq_cst);
+    in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return answer;
 }
 
