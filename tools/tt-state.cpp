@@ -2,6 +2,8 @@
 //
 //   tt-state show DIR [LINEAGE...]   every lineage's call sites and live span tree
 //   tt-state check DIR               validate every file; exit 1 on any problem
+//   tt-state dump DIR LINEAGE        the live spans as JSON (the version-1 spans
+//                                    file form; the file itself is binary)
 //
 // Reads only: a bad file is reported, never moved or changed (the host moves
 // a bad file aside when it loads it). Format: docs/FORMAT.md, "Persisted state".
@@ -71,7 +73,11 @@ std::string hex(std::uint64_t id) { return fmt::format("0x{:016x}", id); }
 void show_lineage(const fs::path& dir, const std::string& lineage, const state::receiver_state& st)
 {
     fmt::print("lineage {:?}\n", lineage);
-    fmt::print("  files: {}, {}\n", state::metadata_path(dir, lineage).string(), state::spans_path(dir, lineage).string());
+    std::error_code ec;
+    fs::path spans = state::spans_path(dir, lineage);
+    if (!fs::exists(spans, ec) && fs::exists(state::spans_json_path(dir, lineage), ec))
+        spans = state::spans_json_path(dir, lineage);  // an older build's file, not yet rewritten
+    fmt::print("  files: {}, {}\n", state::metadata_path(dir, lineage).string(), spans.string());
     fmt::print("  call sites ({}):\n", st.metadata.size());
     std::map<std::uint64_t, const model::callsite*> sites;
     for (const auto& cs : st.metadata) {
@@ -190,13 +196,33 @@ int run_check(const fs::path& dir)
     return problems == 0 ? 0 : 1;
 }
 
+// The spans as the version-1 JSON document (one span per line): what a
+// person or a script reads, since the file itself is binary. With
+// `metadata`, the metadata file's JSON instead.
+int run_dump(const fs::path& dir, const std::string& lineage, bool metadata)
+{
+    if (!folder_ok(dir))
+        return 1;
+    auto r = state::load_lineage_state(dir, lineage, state::on_bad_file::keep);
+    if (r.status == state::load_status::failed) {
+        for (const auto& e : r.errors)
+            fmt::print(stderr, "{}\n", state::to_string(e));
+        return 1;
+    }
+    // No state yet reads as empty: no call sites, no spans, next id 1.
+    fmt::print("{}", metadata ? state::encode_metadata(lineage, r.state.metadata)
+                              : state::encode_spans_json(lineage, r.state.spans));
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
 {
     CLI::App app{"tt-state: show and check the receiver state a tracetunnel host persisted.\n"
                  "A state folder holds two files per plugin lineage, <lineage>.metadata.json (call sites)\n"
-                 "and <lineage>.spans.json (live spans, next span id); see docs/FORMAT.md.\n"
+                 "and <lineage>.spans.bin (live spans, next span id; binary, `dump` prints it as JSON);\n"
+                 "see docs/FORMAT.md.\n"
                  "tt-state only reads: bad files are reported, never moved or changed.",
                  "tt-state"};
     app.require_subcommand(1);
@@ -213,10 +239,22 @@ int main(int argc, char** argv)
                                               "file. Exit status 0 when clean, 1 on any problem.");
     check->add_option("DIR", check_dir, "the state folder")->required();
 
+    fs::path dump_dir;
+    std::string dump_lineage;
+    bool dump_metadata = false;
+    auto* dump = app.add_subcommand("dump", "Print LINEAGE's live spans as JSON (the version-1 spans file form, one "
+                                            "span per line; empty if there is no state). Exit status 1 if the state "
+                                            "cannot be read.");
+    dump->add_option("DIR", dump_dir, "the state folder")->required();
+    dump->add_option("LINEAGE", dump_lineage, "the lineage (not escaped)")->required();
+    dump->add_flag("--metadata", dump_metadata, "print the call sites (the metadata file) instead");
+
     CLI11_PARSE(app, argc, argv);
     try {
         if (*show)
             return run_show(show_dir, show_lineages);
+        if (*dump)
+            return run_dump(dump_dir, dump_lineage, dump_metadata);
         return run_check(check_dir);
     } catch (const std::exception& e) {
         fmt::print(stderr, "tt-state: {}\n", e.what());

@@ -1,16 +1,21 @@
-// Persisted receiver state on disk: JSON codec, validation, crash-safe files.
+// Persisted receiver state on disk: codecs, validation, crash-safe files.
 //
-// Values and call sites are written and read through the event-line codec
-// (event_json.hpp), so they follow exactly its conventions (ids as strings,
-// 128-bit integers, NaN payloads, error chains): a call site is the body of a
-// new_callsite line, a span's values the values of a values_recorded line.
+// The metadata file and the version-1 spans file are JSON, written and read
+// through the event-line codec (event_json.hpp), so they follow exactly its
+// conventions (ids as strings, 128-bit integers, NaN payloads, error chains):
+// a call site is the body of a new_callsite line, a span's values the values
+// of a values_recorded line. The version-2 spans file is binary (see "binary
+// spans file" below and docs/FORMAT.md): 100k spans are 21 MB of JSON read
+// through a DOM, or 4 MB of varints and tables.
 #include <tracetunnel/event_json.hpp>
 #include <tracetunnel/state_file.hpp>
 
+#include <boost/crc.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -22,11 +27,14 @@
 #include <exception>
 #include <fcntl.h>
 #include <map>
+#include <mutex>
 #include <new>
 #include <set>
 #include <sys/stat.h>
 #include <type_traits>
+#include <unordered_map>
 #include <unistd.h>
+#include <variant>
 
 namespace tt::state {
 
@@ -37,9 +45,19 @@ namespace {
 
 constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
 constexpr std::string_view metadata_suffix = ".metadata.json";
-constexpr std::string_view spans_suffix = ".spans.json";
+constexpr std::string_view spans_suffix = ".spans.bin";
+constexpr std::string_view spans_json_suffix = ".spans.json";
 constexpr std::string_view plugin_state_suffix = ".plugin-state";
 constexpr std::string_view plugin_state_magic = "tracetunnel-plugin-state";
+// The plugin-state file's own header version (its format did not change with
+// the binary spans file).
+constexpr int plugin_state_version = 1;
+// The newest version of each JSON file this build reads. The metadata schema
+// is unchanged in version 2, but it is written as 2 so that an older build
+// refuses a folder whose spans it cannot see (it knows no .spans.bin)
+// instead of starting those lineages empty.
+constexpr int metadata_json_version = 2;
+constexpr int spans_json_version = 1;
 
 std::uint64_t fnv1a64(const std::uint8_t* p, std::size_t n) noexcept
 {
@@ -68,6 +86,14 @@ std::string hex_id(std::uint64_t v)
 }
 
 std::string dec(std::uint64_t v) { return std::to_string(v); }
+
+std::string fmt_crc(std::uint32_t v)
+{
+    char buf[11] = "0x";
+    for (int i = 0; i < 8; ++i)
+        buf[2 + i] = "0123456789abcdef"[(v >> (28 - 4 * i)) & 0xF];
+    return std::string(buf, 10);
+}
 
 bool valid_utf8(std::string_view s) noexcept
 {
@@ -121,13 +147,13 @@ json::value values_json(const model::field_values& values)
     return json::parse(line).as_object().at("values_recorded").as_object().at("values");
 }
 
-std::string header(std::string_view kind, std::string_view lineage)
+std::string header(std::string_view kind, int version, std::string_view lineage)
 {
     std::string out = "{\n\"magic\":";
     out += json::serialize(json::string(state_magic));
     out += ",\n\"kind\":";
     out += json::serialize(json::string(kind));
-    out += ",\n\"version\":" + std::to_string(state_format_version) + ",\n\"lineage\":";
+    out += ",\n\"version\":" + std::to_string(version) + ",\n\"lineage\":";
     // The lineage may be any bytes; JSON needs UTF-8. Stored escaped when not.
     out += json::serialize(json::string(lineage));
     out += ",\n";
@@ -280,8 +306,8 @@ std::optional<fault> read_callsite(const json::value& v, const std::string& wher
 
 // Parses the text and checks magic, kind, version, lineage. On success `obj`
 // is the top-level object.
-std::optional<fault> read_header(std::string_view text, std::string_view kind, std::string_view lineage,
-                                 json::value& root)
+std::optional<fault> read_header(std::string_view text, std::string_view kind, int max_version,
+                                 std::string_view lineage, json::value& root)
 {
     json::stream_parser p;
     boost::system::error_code ec;
@@ -313,10 +339,10 @@ std::optional<fault> read_header(std::string_view text, std::string_view kind, s
         return fault{state_errc::missing_field, "/version", "missing member \"version\""};
     if (!ver->is_int64() && !ver->is_uint64())
         return fault{state_errc::wrong_type, "/version", std::string("expected an integer, found ") + type_name(*ver)};
-    if (ver->is_uint64() || ver->get_int64() > state_format_version)
+    if (ver->is_uint64() || ver->get_int64() > max_version)
         return fault{state_errc::unsupported_version, "/version",
-                     "schema version " + json::serialize(*ver) + " is newer than this build reads (" +
-                         std::to_string(state_format_version) + ")"};
+                     "schema version " + json::serialize(*ver) + " is newer than this build reads in a JSON " +
+                         std::string(kind) + " file (" + std::to_string(max_version) + ")"};
     if (ver->get_int64() < 1)
         return fault{state_errc::invalid_value, "/version", "schema version " + json::serialize(*ver) + " is not positive"};
     const auto* lin = obj.if_contains("lineage");
@@ -334,7 +360,7 @@ std::optional<fault> read_header(std::string_view text, std::string_view kind, s
 std::optional<fault> decode_metadata(std::string_view text, std::string_view lineage, persisted_metadata& out)
 {
     json::value root;
-    if (auto f = read_header(text, "metadata", lineage, root))
+    if (auto f = read_header(text, "metadata", metadata_json_version, lineage, root))
         return f;
     const auto& obj = root.get_object();
     if (auto f = exact_members(obj, {"magic", "kind", "version", "lineage", "callsites"}, ""))
@@ -360,10 +386,10 @@ std::optional<fault> decode_metadata(std::string_view text, std::string_view lin
     return std::nullopt;
 }
 
-std::optional<fault> decode_spans(std::string_view text, std::string_view lineage, persisted_spans& out)
+std::optional<fault> decode_spans_json(std::string_view text, std::string_view lineage, persisted_spans& out)
 {
     json::value root;
-    if (auto f = read_header(text, "spans", lineage, root))
+    if (auto f = read_header(text, "spans", spans_json_version, lineage, root))
         return f;
     const auto& obj = root.get_object();
     if (auto f = exact_members(obj, {"magic", "kind", "version", "lineage", "next_id", "spans"}, ""))
@@ -413,72 +439,543 @@ std::optional<fault> decode_spans(std::string_view text, std::string_view lineag
     return std::nullopt;
 }
 
+// --- binary spans file (format version 2) ----------------------------------
+//
+// Header, 28 bytes, little-endian: magic (8 bytes, bin_magic), u32 version,
+// u32 kind (2 = spans), u64 body length, u32 CRC-32C of the body. Body:
+// lineage (string), next_id (varint), the field-name table (varint count,
+// strings), the call-site table (varint count, u64 each), then the spans
+// (varint count, records). Strings are a varint byte length and UTF-8 bytes.
+// A span record: id, call-site table index, parent, ref_count (varints),
+// start_ns (i64), values (varint count; each a name-table index, a tag byte,
+// the payload), follows_from (varint count, varints). The tables are why a
+// span costs ~45 bytes instead of ~210: names and call-site ids repeat.
+
+constexpr unsigned char bin_magic[8] = {0x89, 'T', 'T', 'S', 'T', 'A', 'T', 'E'};
+constexpr std::size_t bin_header_size = 28;
+constexpr std::uint32_t bin_kind_metadata = 1;  // reserved: the metadata file stays JSON
+constexpr std::uint32_t bin_kind_spans = 2;
+// The least bytes a span record can take (7 single-byte varints + start_ns),
+// so a count read from the file never reserves more than the file can hold.
+constexpr std::size_t min_span_record = 14;
+
+enum class vtag : unsigned char { boolean = 1, i64, u64, i128, u128, f64, str, debug, error };
+
+bool is_bin_spans(std::string_view text) noexcept
+{
+    return text.size() >= sizeof bin_magic && std::memcmp(text.data(), bin_magic, sizeof bin_magic) == 0;
+}
+
+std::uint32_t crc32c_soft(const unsigned char* p, std::size_t n) noexcept
+{
+    boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+    crc.process_bytes(p, n);
+    return crc.checksum();
+}
+
+#if defined(__x86_64__)
+// SSE4.2 has CRC-32C in hardware: ~10x the table-driven loop, which would
+// otherwise be a tenth of S5's budget.
+__attribute__((target("sse4.2"))) std::uint32_t crc32c_hw(const unsigned char* p, std::size_t n) noexcept
+{
+    std::uint64_t c = 0xFFFFFFFFu;
+    for (; n >= 8; p += 8, n -= 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+    }
+    auto c32 = static_cast<std::uint32_t>(c);
+    for (; n > 0; ++p, --n)
+        c32 = __builtin_ia32_crc32qi(c32, *p);
+    return c32 ^ 0xFFFFFFFFu;
+}
+#endif
+
+std::uint32_t crc32c(const unsigned char* p, std::size_t n) noexcept
+{
+#if defined(__x86_64__)
+    static const bool hw = __builtin_cpu_supports("sse4.2");
+    if (hw)
+        return crc32c_hw(p, n);
+#endif
+    return crc32c_soft(p, n);
+}
+
+void put_le(char* at, std::uint64_t v, int bytes) noexcept
+{
+    for (int i = 0; i < bytes; ++i)
+        at[i] = static_cast<char>(v >> (8 * i));
+}
+
+std::uint64_t get_le(const unsigned char* at, int bytes) noexcept
+{
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i)
+        v |= std::uint64_t{at[i]} << (8 * i);
+    return v;
+}
+
+struct bin_out {
+    std::string& s;
+    void varint(std::uint64_t v)
+    {
+        char buf[10];
+        std::size_t n = 0;
+        for (; v >= 0x80; v >>= 7)
+            buf[n++] = static_cast<char>((v & 0x7F) | 0x80);
+        buf[n++] = static_cast<char>(v);
+        s.append(buf, n);
+    }
+    void fixed(std::uint64_t v, int bytes = 8)
+    {
+        char buf[8];
+        put_le(buf, v, bytes);
+        s.append(buf, static_cast<std::size_t>(bytes));
+    }
+    void str(std::string_view t)
+    {
+        varint(t.size());
+        s.append(t);
+    }
+    void value(const model::value& v)
+    {
+        std::visit(
+            [&](const auto& x) {
+                using T = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<T, bool>) {
+                    s += static_cast<char>(vtag::boolean);
+                    s += static_cast<char>(x ? 1 : 0);
+                } else if constexpr (std::is_same_v<T, std::int64_t>) {
+                    s += static_cast<char>(vtag::i64);
+                    const auto u = static_cast<std::uint64_t>(x);
+                    varint((u << 1) ^ (x < 0 ? ~std::uint64_t{0} : 0));  // zigzag: small negatives stay short
+                } else if constexpr (std::is_same_v<T, std::uint64_t>) {
+                    s += static_cast<char>(vtag::u64);
+                    varint(x);
+                } else if constexpr (std::is_same_v<T, model::i128> || std::is_same_v<T, model::u128>) {
+                    s += static_cast<char>(std::is_same_v<T, model::i128> ? vtag::i128 : vtag::u128);
+                    const auto u = static_cast<model::u128>(x);
+                    fixed(static_cast<std::uint64_t>(u));
+                    fixed(static_cast<std::uint64_t>(u >> 64));
+                } else if constexpr (std::is_same_v<T, double>) {
+                    s += static_cast<char>(vtag::f64);
+                    fixed(std::bit_cast<std::uint64_t>(x));
+                } else if constexpr (std::is_same_v<T, std::string>) {
+                    s += static_cast<char>(vtag::str);
+                    str(x);
+                } else if constexpr (std::is_same_v<T, model::debug_text>) {
+                    s += static_cast<char>(vtag::debug);
+                    str(x.text);
+                } else {
+                    static_assert(std::is_same_v<T, model::error_chain>);
+                    s += static_cast<char>(vtag::error);
+                    varint(x.chain.size());
+                    for (const auto& c : x.chain)
+                        str(c);
+                }
+            },
+            v);
+    }
+};
+
+// Table indexes for repeated keys (field names, call-site ids): a linear scan
+// while the table is small (the usual case: a few call sites), a hash map
+// beyond that.
+template <class Key>
+class interner {
+public:
+    std::uint64_t index(const Key& k)
+    {
+        if (last_ < list_.size() && list_[last_] == k)
+            return last_;
+        if (map_.empty()) {
+            for (std::size_t i = 0; i < list_.size(); ++i)
+                if (list_[i] == k)
+                    return last_ = i;
+            if (list_.size() < 16) {
+                list_.push_back(k);
+                return last_ = list_.size() - 1;
+            }
+            for (std::size_t i = 0; i < list_.size(); ++i)
+                map_.emplace(list_[i], i);
+        }
+        auto [it, fresh] = map_.emplace(k, list_.size());
+        if (fresh)
+            list_.push_back(k);
+        return last_ = it->second;
+    }
+    const std::vector<Key>& keys() const noexcept { return list_; }
+
+private:
+    std::vector<Key> list_;
+    std::unordered_map<Key, std::size_t> map_;
+    std::size_t last_ = 0;
+};
+
+// Reads the body; every read is bounds-checked and says whether it worked.
+struct bin_in {
+    const unsigned char* p;
+    const unsigned char* end;
+    std::size_t left() const noexcept { return static_cast<std::size_t>(end - p); }
+    // Minimal LEB128 of at most 64 bits (one spelling per number).
+    bool varint(std::uint64_t& v) noexcept
+    {
+        if (p != end && *p < 0x80) {  // most numbers in a file: one byte
+            v = *p++;
+            return true;
+        }
+        return varint_long(v);
+    }
+    bool varint_long(std::uint64_t& v) noexcept
+    {
+        std::uint64_t r = 0;
+        for (unsigned shift = 0; p != end; shift += 7) {
+            const unsigned char b = *p++;
+            if (shift == 63 && b > 1)
+                return false;
+            r |= std::uint64_t{b & 0x7Fu} << shift;
+            if ((b & 0x80) == 0) {
+                if (b == 0 && shift != 0)
+                    return false;
+                v = r;
+                return true;
+            }
+        }
+        return false;
+    }
+    bool fixed(std::uint64_t& v) noexcept
+    {
+        if (left() < 8)
+            return false;
+        v = get_le(p, 8);
+        p += 8;
+        return true;
+    }
+    // A string: length, bytes, UTF-8. `what` says which check failed.
+    bool str(std::string_view& s, const char*& what) noexcept
+    {
+        std::uint64_t n = 0;
+        if (!varint(n)) {
+            what = "unreadable string length";
+            return false;
+        }
+        if (n > left()) {
+            what = "a string runs past the end of the body";
+            return false;
+        }
+        s = std::string_view(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+        p += n;
+        if (!valid_utf8(s)) {
+            what = "a string is not valid UTF-8";
+            return false;
+        }
+        return true;
+    }
+};
+
+std::string span_where(std::size_t i) { return "/spans/" + std::to_string(i); }
+
+// One value's tag and payload; false with `why` set when it cannot be read
+// (the caller names where: a path is built only for a bad file).
+bool read_bin_value(bin_in& in, model::value& out, std::string& why)
+{
+    const char* what = "the value runs past the end of the body or is unreadable";
+    if (in.left() == 0) {
+        why = what;
+        return false;
+    }
+    const unsigned char tag = *in.p++;
+    std::uint64_t a = 0, b = 0;
+    std::string_view s;
+    switch (static_cast<vtag>(tag)) {
+    case vtag::boolean:
+        if (in.left() == 0)
+            break;
+        if (*in.p > 1) {
+            why = "a bool byte is " + std::to_string(*in.p) + ", not 0 or 1";
+            return false;
+        }
+        out = *in.p++ == 1;
+        return true;
+    case vtag::i64:
+        if (!in.varint(a))
+            break;
+        out = static_cast<std::int64_t>((a >> 1) ^ (~(a & 1) + 1));
+        return true;
+    case vtag::u64:
+        if (!in.varint(a))
+            break;
+        out = a;
+        return true;
+    case vtag::i128:
+    case vtag::u128: {
+        if (!in.fixed(a) || !in.fixed(b))
+            break;
+        const model::u128 u = (model::u128{b} << 64) | a;
+        if (tag == static_cast<unsigned char>(vtag::i128))
+            out = static_cast<model::i128>(u);
+        else
+            out = u;
+        return true;
+    }
+    case vtag::f64:
+        if (!in.fixed(a))
+            break;
+        out = std::bit_cast<double>(a);
+        return true;
+    case vtag::str:
+    case vtag::debug:
+        if (!in.str(s, what))
+            break;
+        if (tag == static_cast<unsigned char>(vtag::str))
+            out.emplace<std::string>(s);
+        else
+            out = model::debug_text{std::string(s)};
+        return true;
+    case vtag::error: {
+        if (!in.varint(a) || a > in.left()) {
+            what = "unreadable error-chain length";
+            break;
+        }
+        model::error_chain chain;
+        chain.chain.reserve(static_cast<std::size_t>(a));
+        for (std::uint64_t k = 0; k < a; ++k) {
+            if (!in.str(s, what)) {
+                why = what;
+                return false;
+            }
+            chain.chain.emplace_back(s);
+        }
+        out = std::move(chain);
+        return true;
+    }
+    default:
+        why = "unknown value type " + std::to_string(tag) +
+              " (1-9: bool, i64, u64, i128, u128, f64, str, debug, error)";
+        return false;
+    }
+    why = what;
+    return false;
+}
+
+std::optional<fault> decode_spans_bin(std::string_view text, std::string_view lineage, persisted_spans& out)
+{
+    const auto* b = reinterpret_cast<const unsigned char*>(text.data());
+    const std::size_t n = text.size();
+    if (n > 0 && std::memcmp(b, bin_magic, std::min(n, sizeof bin_magic)) != 0)
+        return fault{state_errc::wrong_magic, "", "not a tracetunnel binary spans file (no magic)"};
+    if (n < bin_header_size)
+        return fault{state_errc::truncated, "",
+                     "only " + std::to_string(n) + " bytes, shorter than the " + std::to_string(bin_header_size) +
+                         "-byte header"};
+    const auto version = get_le(b + 8, 4);
+    if (version > static_cast<std::uint64_t>(state_format_version))
+        return fault{state_errc::unsupported_version, "/version",
+                     "schema version " + std::to_string(version) + " is newer than this build reads (" +
+                         std::to_string(state_format_version) + ")"};
+    if (version < 2)
+        return fault{state_errc::invalid_value, "/version",
+                     "binary schema version " + std::to_string(version) + ": the binary form begins at 2"};
+    const auto kind = get_le(b + 12, 4);
+    if (kind == bin_kind_metadata)
+        return fault{state_errc::wrong_kind, "/kind", "a \"metadata\" file where \"spans\" belongs"};
+    if (kind != bin_kind_spans)
+        return fault{state_errc::invalid_value, "/kind", "unknown file kind " + std::to_string(kind)};
+    const std::uint64_t body = get_le(b + 16, 8);
+    if (body > n - bin_header_size)
+        return fault{state_errc::truncated, "",
+                     "the header gives a body of " + std::to_string(body) + " bytes, the file holds " +
+                         std::to_string(n - bin_header_size)};
+    if (body < n - bin_header_size)
+        return fault{state_errc::invalid_value, "",
+                     std::to_string(n - bin_header_size - body) + " bytes after the body of " + std::to_string(body) +
+                         " bytes the header gives"};
+    const auto want = static_cast<std::uint32_t>(get_le(b + 24, 4));
+    if (const auto got = crc32c(b + bin_header_size, body); got != want)
+        return fault{state_errc::checksum_mismatch, "",
+                     fmt_crc(got) + " is the body's CRC-32C, the header says " + fmt_crc(want) +
+                         ": the file was changed or torn"};
+
+    bin_in in{b + bin_header_size, b + n};
+    const char* what = nullptr;
+    std::string_view s;
+    if (!in.str(s, what))
+        return fault{state_errc::invalid_value, "/lineage", what};
+    if (s != lineage)
+        return fault{state_errc::inconsistent, "/lineage",
+                     "the file belongs to lineage \"" + std::string(s) + "\", not \"" + std::string(lineage) + "\""};
+    if (!in.varint(out.next_id))
+        return fault{state_errc::invalid_value, "/next_id", "unreadable number"};
+    std::uint64_t count = 0;
+    if (!in.varint(count) || count > in.left())
+        return fault{state_errc::invalid_value, "/names", "unreadable name-table length"};
+    std::vector<std::string> names;
+    names.reserve(static_cast<std::size_t>(count));
+    for (std::uint64_t i = 0; i < count; ++i) {
+        if (!in.str(s, what))
+            return fault{state_errc::invalid_value, "/names/" + std::to_string(i), what};
+        names.emplace_back(s);
+    }
+    if (!in.varint(count) || count > in.left() / 8)
+        return fault{state_errc::invalid_value, "/callsites", "unreadable call-site table length"};
+    std::vector<std::uint64_t> sites(static_cast<std::size_t>(count));
+    for (auto& id : sites)
+        in.fixed(id);  // (the length check above covers every entry)
+    if (!in.varint(count) || count > in.left() / min_span_record)
+        return fault{state_errc::invalid_value, "/spans", "unreadable span count"};
+    out.spans.clear();
+    out.spans.reserve(static_cast<std::size_t>(count));
+    std::string why;
+    for (std::size_t i = 0; i < count; ++i) {
+        persisted_span& sp = out.spans.emplace_back();
+        std::uint64_t k = 0, start = 0;
+        if (!in.varint(sp.id))
+            return fault{state_errc::invalid_value, span_where(i) + "/id", "unreadable number"};
+        if (!in.varint(k))
+            return fault{state_errc::invalid_value, span_where(i) + "/callsite", "unreadable number"};
+        if (k >= sites.size())
+            return fault{state_errc::invalid_value, span_where(i) + "/callsite",
+                         "call-site index " + std::to_string(k) + " is not in the table of " +
+                             std::to_string(sites.size())};
+        sp.callsite_id = sites[static_cast<std::size_t>(k)];
+        if (!in.varint(sp.parent_id))
+            return fault{state_errc::invalid_value, span_where(i) + "/parent", "unreadable number"};
+        if (!in.varint(sp.ref_count))
+            return fault{state_errc::invalid_value, span_where(i) + "/ref_count", "unreadable number"};
+        if (!in.fixed(start))
+            return fault{state_errc::invalid_value, span_where(i) + "/start_ns", "runs past the end of the body"};
+        sp.start = clock::time_point(std::chrono::duration_cast<clock::duration>(
+            std::chrono::nanoseconds(static_cast<std::int64_t>(start))));
+        if (!in.varint(k) || k > in.left() / 3)
+            return fault{state_errc::invalid_value, span_where(i) + "/values", "unreadable value count"};
+        sp.values.reserve(static_cast<std::size_t>(k));
+        for (std::size_t j = 0; j < k; ++j) {
+            std::uint64_t name = 0;
+            if (!in.varint(name) || name >= names.size())
+                return fault{state_errc::invalid_value, span_where(i) + "/values/" + std::to_string(j),
+                             "field-name index " + std::to_string(name) + " is not in the table of " +
+                                 std::to_string(names.size())};
+            auto& value = sp.values.emplace_back(names[static_cast<std::size_t>(name)], false).second;
+            if (!read_bin_value(in, value, why))
+                return fault{state_errc::invalid_value, span_where(i) + "/values/" + std::to_string(j), why};
+        }
+        if (!in.varint(k) || k > in.left())
+            return fault{state_errc::invalid_value, span_where(i) + "/follows_from", "unreadable count"};
+        sp.follows_from.resize(static_cast<std::size_t>(k));
+        for (std::size_t j = 0; j < k; ++j)
+            if (!in.varint(sp.follows_from[j]))
+                return fault{state_errc::invalid_value, span_where(i) + "/follows_from/" + std::to_string(j),
+                             "unreadable number"};
+    }
+    if (in.left() != 0)
+        return fault{state_errc::invalid_value, "",
+                     std::to_string(in.left()) + " bytes after the last span (the span count is " +
+                         std::to_string(count) + ")"};
+    return std::nullopt;
+}
+
 // The cross-table rules (docs/FORMAT.md). `spans` in file order; `metadata`
-// may be null when there is no metadata file.
+// (sorted by id, as decode_metadata leaves it) may be null when there is no
+// metadata file. Linear or n log n throughout: a file is not trusted to have
+// short parent chains or few spans.
 std::optional<fault> check_consistency(const persisted_metadata* metadata, const persisted_spans& spans)
 {
     if (spans.next_id == 0 || (spans.next_id & top_bit) != 0)
         return fault{state_errc::inconsistent, "/next_id",
                      "next_id " + dec(spans.next_id) + " is not between 1 and 2^63"};
-    std::map<std::uint64_t, const model::callsite*> sites;
-    if (metadata)
-        for (const auto& cs : *metadata)
-            sites.emplace(cs.id, &cs);
-    std::map<std::uint64_t, std::size_t> index;
-    for (std::size_t i = 0; i < spans.spans.size(); ++i) {
-        const auto& s = spans.spans[i];
-        const std::string where = "/spans/" + std::to_string(i);
+    const auto& v = spans.spans;
+    const std::size_t n = v.size();
+    // Span id -> the first index holding it. Files are written sorted by id,
+    // so a binary search of the spans themselves usually does; otherwise an
+    // index sorted by (id, position).
+    bool sorted = true;
+    for (std::size_t i = 1; i < n && sorted; ++i)
+        sorted = v[i - 1].id <= v[i].id;
+    std::vector<std::pair<std::uint64_t, std::size_t>> by_id;
+    if (!sorted) {
+        by_id.reserve(n);
+        for (std::size_t i = 0; i < n; ++i)
+            by_id.emplace_back(v[i].id, i);
+        std::sort(by_id.begin(), by_id.end());
+    }
+    constexpr std::size_t none = ~std::size_t{0};
+    auto first_with = [&](std::uint64_t id) -> std::size_t {
+        if (sorted) {
+            auto it = std::lower_bound(v.begin(), v.end(), id, [](const persisted_span& s, std::uint64_t x) {
+                return s.id < x;
+            });
+            return it != v.end() && it->id == id ? static_cast<std::size_t>(it - v.begin()) : none;
+        }
+        auto it = std::lower_bound(by_id.begin(), by_id.end(), std::pair<std::uint64_t, std::size_t>(id, 0));
+        return it != by_id.end() && it->first == id ? it->second : none;
+    };
+    const model::callsite* site = nullptr;
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto& s = v[i];
         if (s.id == 0 || (s.id & top_bit) != 0)
-            return fault{state_errc::inconsistent, where + "/id", "span id " + dec(s.id) + " is not between 1 and 2^63"};
-        auto [it, fresh] = index.emplace(s.id, i);
-        if (!fresh)
-            return fault{state_errc::inconsistent, where + "/id",
-                         "span id " + dec(s.id) + " appears twice (also /spans/" + std::to_string(it->second) + ")"};
+            return fault{state_errc::inconsistent, span_where(i) + "/id",
+                         "span id " + dec(s.id) + " is not between 1 and 2^63"};
+        const bool twice = sorted ? i > 0 && v[i - 1].id == s.id : first_with(s.id) != i;
+        if (twice)
+            return fault{state_errc::inconsistent, span_where(i) + "/id",
+                         "span id " + dec(s.id) + " appears twice (also /spans/" + std::to_string(first_with(s.id)) +
+                             ")"};
         if (s.id >= spans.next_id)
-            return fault{state_errc::inconsistent, where + "/id",
+            return fault{state_errc::inconsistent, span_where(i) + "/id",
                          "span id " + dec(s.id) + " is not below next_id " + dec(spans.next_id)};
         if (s.ref_count == 0)
-            return fault{state_errc::inconsistent, where + "/ref_count",
+            return fault{state_errc::inconsistent, span_where(i) + "/ref_count",
                          "span " + dec(s.id) + " has ref_count 0 (a live span has at least one handle)"};
-        auto sit = sites.find(s.callsite_id);
-        if (sit == sites.end())
-            return fault{state_errc::inconsistent, where + "/callsite",
+        if (site == nullptr || site->id != s.callsite_id) {
+            site = nullptr;
+            if (metadata) {
+                auto it = std::lower_bound(metadata->begin(), metadata->end(), s.callsite_id,
+                                           [](const model::callsite& c, std::uint64_t x) { return c.id < x; });
+                if (it != metadata->end() && it->id == s.callsite_id)
+                    site = &*it;
+            }
+        }
+        if (site == nullptr)
+            return fault{state_errc::inconsistent, span_where(i) + "/callsite",
                          "span " + dec(s.id) + ": call site " + hex_id(s.callsite_id) + " is not in the metadata" +
                              (metadata ? "" : " (no metadata file)")};
-        const model::callsite& site = *sit->second;
-        if (site.kind != model::callsite_kind::span)
-            return fault{state_errc::inconsistent, where + "/callsite",
+        if (site->kind != model::callsite_kind::span)
+            return fault{state_errc::inconsistent, span_where(i) + "/callsite",
                          "span " + dec(s.id) + ": call site " + hex_id(s.callsite_id) + " is an event call site"};
         for (std::size_t j = 0; j < s.values.size(); ++j)
-            if (std::find(site.fields.begin(), site.fields.end(), s.values[j].first) == site.fields.end())
-                return fault{state_errc::inconsistent, where + "/values/" + std::to_string(j),
+            if (std::find(site->fields.begin(), site->fields.end(), s.values[j].first) == site->fields.end())
+                return fault{state_errc::inconsistent, span_where(i) + "/values/" + std::to_string(j),
                              "span " + dec(s.id) + ": field \"" + s.values[j].first + "\" is not a field of call site " +
                                  hex_id(s.callsite_id)};
         if (s.parent_id == s.id)
-            return fault{state_errc::inconsistent, where + "/parent", "span " + dec(s.id) + " is its own parent"};
+            return fault{state_errc::inconsistent, span_where(i) + "/parent", "span " + dec(s.id) + " is its own parent"};
         if (s.parent_id >= spans.next_id)
-            return fault{state_errc::inconsistent, where + "/parent",
+            return fault{state_errc::inconsistent, span_where(i) + "/parent",
                          "span " + dec(s.id) + ": parent " + dec(s.parent_id) + " was never assigned (next_id is " +
                              dec(spans.next_id) + ")"};
         for (std::size_t j = 0; j < s.follows_from.size(); ++j)
             if (s.follows_from[j] == 0 || s.follows_from[j] >= spans.next_id)
-                return fault{state_errc::inconsistent, where + "/follows_from/" + std::to_string(j),
+                return fault{state_errc::inconsistent, span_where(i) + "/follows_from/" + std::to_string(j),
                              "span " + dec(s.id) + ": cause " + dec(s.follows_from[j]) +
                                  " was never assigned (next_id is " + dec(spans.next_id) + ")"};
     }
-    // Parent chains among live spans must end (no cycle).
-    for (std::size_t i = 0; i < spans.spans.size(); ++i) {
-        std::uint64_t p = spans.spans[i].parent_id;
-        std::size_t steps = 0;
-        while (p != 0) {
-            auto it = index.find(p);
-            if (it == index.end())
-                break;  // a closed parent: the chain ends here
-            if (++steps > spans.spans.size())
-                return fault{state_errc::inconsistent, "/spans/" + std::to_string(i) + "/parent",
-                             "span " + dec(spans.spans[i].id) + ": its parent chain is a cycle"};
-            p = spans.spans[it->second].parent_id;
+    // Parent chains among live spans must end (no cycle). Each span is walked
+    // once: 1 = on the chain being walked, 2 = its chain ends.
+    std::vector<unsigned char> mark(n, 0);
+    std::vector<std::size_t> path;
+    for (std::size_t i = 0; i < n; ++i) {
+        path.clear();
+        std::size_t k = i;
+        while (k != none && mark[k] != 2) {
+            if (mark[k] == 1)
+                return fault{state_errc::inconsistent, span_where(i) + "/parent",
+                             "span " + dec(v[i].id) + ": its parent chain is a cycle"};
+            mark[k] = 1;
+            path.push_back(k);
+            k = v[k].parent_id == 0 ? none : first_with(v[k].parent_id);  // not live: the chain ends
         }
+        for (auto p : path)
+            mark[p] = 2;
     }
     return std::nullopt;
 }
@@ -498,6 +995,9 @@ int read_file(const fs::path& p, std::string& out, std::string& err)
         return -1;
     }
     out.clear();
+    struct stat st;
+    if (::fstat(fd, &st) == 0 && st.st_size > 0)
+        out.reserve(static_cast<std::size_t>(st.st_size) + 1);
     char buf[65536];
     for (;;) {
         ssize_t n = ::read(fd, buf, sizeof buf);
@@ -558,7 +1058,8 @@ std::optional<state_error> write_atomically(const fs::path& target, std::string_
         }
         done += static_cast<std::size_t>(n);
     }
-    if (::fsync(fd) != 0) {
+    // The data and size; the name comes with the folder fsync after the rename.
+    if (::fdatasync(fd) != 0) {
         int e = errno;
         ::close(fd);
         return fail("cannot fsync " + tmp.string() + ": " + errno_text(e));
@@ -570,6 +1071,80 @@ std::optional<state_error> write_atomically(const fs::path& target, std::string_
     std::string err;
     if (!fsync_dir(dir, err))
         return state_error{state_errc::io_error, target, "", err, {}};
+    return std::nullopt;
+}
+
+// Files this process made durable (written to a temporary file, fdatasync'd,
+// renamed in, the folder fsync'd): path -> the file's identity then. A later
+// save of the same bytes to a file that is still that one is a no-op and is
+// skipped (see save_lineage_state for why that keeps the ordering).
+struct file_identity {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    struct timespec mtime {};
+};
+struct durable_files {
+    std::mutex m;
+    std::unordered_map<std::string, file_identity> files;
+};
+durable_files& durable()
+{
+    static durable_files d;
+    return d;
+}
+
+bool identity_of(const fs::path& p, file_identity& id)
+{
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0)
+        return false;
+    id = {st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+    return true;
+}
+
+bool same_identity(const file_identity& a, const file_identity& b) noexcept
+{
+    return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime.tv_sec == b.mtime.tv_sec &&
+           a.mtime.tv_nsec == b.mtime.tv_nsec;
+}
+
+void remember_durable(const fs::path& p)
+{
+    file_identity id;
+    auto& d = durable();
+    std::lock_guard lk(d.m);
+    if (identity_of(p, id))
+        d.files[p.string()] = id;
+    else
+        d.files.erase(p.string());
+}
+
+// True when `p` is still the file this process made durable and holds `text`.
+bool durable_and_same(const fs::path& p, std::string_view text)
+{
+    file_identity now;
+    if (!identity_of(p, now) || static_cast<std::size_t>(now.size) != text.size())
+        return false;
+    {
+        auto& d = durable();
+        std::lock_guard lk(d.m);
+        auto it = d.files.find(p.string());
+        if (it == d.files.end() || !same_identity(it->second, now))
+            return false;
+    }
+    std::string bytes, err;
+    return read_file(p, bytes, err) == 0 && bytes == text;
+}
+
+// write_atomically unless `p` already is, durably, exactly `text`.
+std::optional<state_error> write_if_changed(const fs::path& p, std::string_view text)
+{
+    if (durable_and_same(p, text))
+        return std::nullopt;
+    if (auto e = write_atomically(p, text))
+        return e;
+    remember_durable(p);
     return std::nullopt;
 }
 
@@ -615,8 +1190,10 @@ fs::path move_aside(const fs::path& p, std::string& err)
 
 // Both texts are decoded even when one is bad, so a check reports each.
 // nullopt = no such file. Errors name `mpath` / `spath`.
+enum class spans_form : std::uint8_t { sniff, binary, json };
+
 load_result decode_pair(std::optional<std::string_view> mtext, std::optional<std::string_view> stext,
-                        std::string_view lineage, const fs::path& mpath, const fs::path& spath)
+                        std::string_view lineage, const fs::path& mpath, const fs::path& spath, spans_form form)
 {
     load_result r;
     if (!mtext && !stext)
@@ -630,14 +1207,17 @@ load_result decode_pair(std::optional<std::string_view> mtext, std::optional<std
             metadata_ok = false;
         }
     if (stext) {
-        if (auto f = decode_spans(*stext, lineage, st.spans))
+        const bool binary = form == spans_form::binary || (form == spans_form::sniff && is_bin_spans(*stext));
+        if (auto f = binary ? decode_spans_bin(*stext, lineage, st.spans) : decode_spans_json(*stext, lineage, st.spans))
             bad.push_back({f->code, spath, f->where, f->message, {}});
         else if (metadata_ok)  // (spans cannot be checked against unreadable metadata)
             if (auto g = check_consistency(mtext ? &st.metadata : nullptr, st.spans))
                 bad.push_back({g->code, spath, g->where, g->message, {}});
     }
     if (bad.empty()) {
-        std::sort(st.spans.spans.begin(), st.spans.spans.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+        auto by_id = [](const auto& a, const auto& b) { return a.id < b.id; };
+        if (!std::is_sorted(st.spans.spans.begin(), st.spans.spans.end(), by_id))
+            std::sort(st.spans.spans.begin(), st.spans.spans.end(), by_id);
         r.status = load_status::loaded;
         r.state = std::move(st);
         return r;
@@ -657,13 +1237,24 @@ load_result load_impl(const fs::path& dir, std::string_view lineage, on_bad_file
         return r;
     }
     const fs::path mpath = dir / (*stem + std::string(metadata_suffix));
-    const fs::path spath = dir / (*stem + std::string(spans_suffix));
+    const fs::path bpath = dir / (*stem + std::string(spans_suffix));
+    const fs::path jpath = dir / (*stem + std::string(spans_json_suffix));
 
+    // The binary spans file when there is one; else an older build's JSON
+    // one. Both can exist only after a crash between a save's rename of the
+    // .bin and its removal of the .json: the .bin is then the newer.
     std::string mtext, stext, err;
     const int mread = read_file(mpath, mtext, err);
     if (mread < 0)
         r.errors.push_back({state_errc::io_error, mpath, "", err, {}});
-    const int sread = read_file(spath, stext, err);
+    fs::path spath = bpath;
+    spans_form form = spans_form::binary;
+    int sread = read_file(bpath, stext, err);
+    if (sread == 1) {
+        spath = jpath;
+        form = spans_form::json;
+        sread = read_file(jpath, stext, err);
+    }
     if (sread < 0)
         r.errors.push_back({state_errc::io_error, spath, "", err, {}});
     if (!r.errors.empty()) {
@@ -676,15 +1267,19 @@ load_result load_impl(const fs::path& dir, std::string_view lineage, on_bad_file
 
     load_result decoded = decode_pair(mread == 0 ? std::optional<std::string_view>(mtext) : std::nullopt,
                                       sread == 0 ? std::optional<std::string_view>(stext) : std::nullopt, lineage,
-                                      mpath, spath);
+                                      mpath, spath, form);
     if (decoded.status == load_status::loaded)
         return decoded;
     std::vector<state_error> bad = std::move(decoded.errors);
     r.status = load_status::failed;
     std::vector<state_error> move_errors;
     if (policy == on_bad_file::move_aside) {
-        for (const fs::path* p : {&mpath, &spath}) {
-            if ((p == &mpath ? mread : sread) != 0)
+        // Every form of the lineage's files goes, the stale .json beside a
+        // bad .bin too: left alone it would be read next time, old spans
+        // coming back.
+        for (const fs::path* p : {&mpath, &bpath, &jpath}) {
+            struct stat st;
+            if (::lstat(p->c_str(), &st) != 0)
                 continue;
             std::string merr;
             fs::path to = move_aside(*p, merr);
@@ -720,6 +1315,8 @@ std::string_view to_string(state_errc code) noexcept
     case state_errc::invalid_value: return "invalid_value";
     case state_errc::inconsistent: return "inconsistent";
     case state_errc::internal_error: return "internal_error";
+    case state_errc::truncated: return "truncated";
+    case state_errc::checksum_mismatch: return "checksum_mismatch";
     }
     return "unknown";
 }
@@ -793,9 +1390,15 @@ fs::path spans_path(const fs::path& dir, std::string_view lineage)
     return stem ? dir / (*stem + std::string(spans_suffix)) : fs::path();
 }
 
+fs::path spans_json_path(const fs::path& dir, std::string_view lineage)
+{
+    auto stem = lineage_file_stem(lineage);
+    return stem ? dir / (*stem + std::string(spans_json_suffix)) : fs::path();
+}
+
 std::string encode_metadata(std::string_view lineage, const persisted_metadata& metadata)
 {
-    std::string out = header("metadata", lineage);
+    std::string out = header("metadata", metadata_json_version, lineage);
     out += "\"callsites\":[";
     for (std::size_t i = 0; i < metadata.size(); ++i) {
         out += i ? ",\n" : "\n";
@@ -805,9 +1408,9 @@ std::string encode_metadata(std::string_view lineage, const persisted_metadata& 
     return out;
 }
 
-std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
+std::string encode_spans_json(std::string_view lineage, const persisted_spans& spans)
 {
-    std::string out = header("spans", lineage);
+    std::string out = header("spans", spans_json_version, lineage);
     out += "\"next_id\":\"" + dec(spans.next_id) + "\",\n\"spans\":[";
     for (std::size_t i = 0; i < spans.spans.size(); ++i) {
         const auto& s = spans.spans[i];
@@ -827,6 +1430,57 @@ std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
         out += json::serialize(o);
     }
     out += spans.spans.empty() ? "]\n}\n" : "\n]\n}\n";
+    return out;
+}
+
+std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
+{
+    // The spans go to a buffer of their own first: the tables they fill come
+    // before them in the file.
+    std::string records;
+    records.reserve(spans.spans.size() * 48 + 16);
+    bin_out r{records};
+    interner<std::string_view> names;
+    interner<std::uint64_t> sites;
+    r.varint(spans.spans.size());
+    for (const auto& s : spans.spans) {
+        r.varint(s.id);
+        r.varint(sites.index(s.callsite_id));
+        r.varint(s.parent_id);
+        r.varint(s.ref_count);
+        r.fixed(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(s.start.time_since_epoch()).count()));
+        r.varint(s.values.size());
+        for (const auto& [name, value] : s.values) {
+            r.varint(names.index(name));
+            r.value(value);
+        }
+        r.varint(s.follows_from.size());
+        for (auto c : s.follows_from)
+            r.varint(c);
+    }
+    std::size_t table_bytes = 32 + lineage.size() + 8 * sites.keys().size();
+    for (auto n : names.keys())
+        table_bytes += n.size() + 10;
+    std::string out;
+    out.reserve(bin_header_size + table_bytes + records.size());
+    out.append(bin_header_size, '\0');
+    bin_out o{out};
+    o.str(lineage);
+    o.varint(spans.next_id);
+    o.varint(names.keys().size());
+    for (auto n : names.keys())
+        o.str(n);
+    o.varint(sites.keys().size());
+    for (auto id : sites.keys())
+        o.fixed(id);
+    out += records;
+    const std::size_t body = out.size() - bin_header_size;
+    std::memcpy(out.data(), bin_magic, sizeof bin_magic);
+    put_le(out.data() + 8, static_cast<std::uint64_t>(state_format_version), 4);
+    put_le(out.data() + 12, bin_kind_spans, 4);
+    put_le(out.data() + 16, body, 8);
+    put_le(out.data() + 24, crc32c(reinterpret_cast<const unsigned char*>(out.data()) + bin_header_size, body), 4);
     return out;
 }
 
@@ -857,10 +1511,30 @@ std::optional<state_error> save_lineage_state(const fs::path& dir, std::string_v
             return err;
         const std::string mtext = encode_metadata(lineage, metadata);
         const std::string stext = encode_spans(lineage, spans);
-        // Metadata first: call sites only grow, so old spans + new metadata is consistent.
-        if (auto e = write_atomically(dir / (*stem + std::string(metadata_suffix)), mtext))
+        // Ordering (what a crash or power loss at any point leaves). Each
+        // write is: temporary file, fdatasync, rename over, folder fsync; so
+        // each step is durable before the next begins.
+        // 1. Metadata first: call sites only grow, so old spans + new
+        //    metadata is consistent.
+        // 2. The binary spans file.
+        // 3. An older build's <stem>.spans.json goes last, once the .bin is
+        //    durable; if its removal is lost, the .bin still wins at load.
+        // Steps 1 and 2 are skipped when the file is still the one this
+        // process made durable and holds exactly these bytes (usually the
+        // metadata: no call site added since; the spans of an idle plugin,
+        // or across a reload): writing it again would change nothing on
+        // disk. A first save in a process always writes, so a file another
+        // process renamed in (perhaps never fsync'd into the folder) is not
+        // trusted to be durable before what depends on it.
+        if (auto e = write_if_changed(dir / (*stem + std::string(metadata_suffix)), mtext))
             return e;
-        return write_atomically(dir / (*stem + std::string(spans_suffix)), stext);
+        if (auto e = write_if_changed(dir / (*stem + std::string(spans_suffix)), stext))
+            return e;
+        const fs::path jpath = dir / (*stem + std::string(spans_json_suffix));
+        if (::unlink(jpath.c_str()) != 0 && errno != ENOENT)
+            return state_error{state_errc::io_error, jpath, "",
+                               "cannot remove the older JSON spans file: " + errno_text(errno), {}};
+        return std::nullopt;
     } catch (const std::exception& e) {
         return state_error{state_errc::internal_error, dir, "", e.what(), {}};
     } catch (...) {
@@ -888,7 +1562,7 @@ load_result decode_lineage_state(std::optional<std::string_view> metadata_text,
                                  std::optional<std::string_view> spans_text, std::string_view lineage) noexcept
 {
     try {
-        return decode_pair(metadata_text, spans_text, lineage, fs::path(), fs::path());
+        return decode_pair(metadata_text, spans_text, lineage, fs::path(), fs::path(), spans_form::sniff);
     } catch (const std::exception& e) {
         load_result r;
         r.status = load_status::failed;
@@ -909,7 +1583,7 @@ std::vector<std::string> list_lineages(const fs::path& dir, std::vector<fs::path
         for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
             const std::string name = it->path().filename().string();
             std::string_view stem;
-            for (auto suffix : {metadata_suffix, spans_suffix})
+            for (auto suffix : {metadata_suffix, spans_suffix, spans_json_suffix})
                 if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
                     stem = std::string_view(name).substr(0, name.size() - suffix.size());
             if (stem.empty() || name[0] == '.')
@@ -939,13 +1613,15 @@ std::optional<state_error> save_plugin_state(const fs::path& dir, std::string_vi
         const fs::path path = plugin_state_path(dir, lineage);
         if (auto err = prepare_folder(dir, lineage, !path.empty()))
             return err;
-        std::string text = std::string(plugin_state_magic) + " " + std::to_string(state_format_version) + " " +
+        std::string text = std::string(plugin_state_magic) + " " + std::to_string(plugin_state_version) + " " +
                            std::to_string(bytes.size()) + " " + hex_id(fnv1a64(bytes.data(), bytes.size()));
         if (paired_next_id != 0)
             text += " " + std::to_string(paired_next_id);  // optional fifth field
         text += "\n";
         text.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-        return write_atomically(path, text);
+        // Skipped like the spans when nothing would change (same bytes, same
+        // paired next_id): the spans it pairs with are then durable already.
+        return write_if_changed(path, text);
     } catch (const std::exception& e) {
         return state_error{state_errc::internal_error, dir, "", e.what(), {}};
     }
@@ -1012,10 +1688,10 @@ blob_result load_plugin_state(const fs::path& dir, std::string_view lineage, on_
         std::uint64_t version = 0, length = 0, sum = 0;
         if (!number(parts[1], 10, version))
             return fail(state_errc::invalid_value, "unreadable schema version \"" + parts[1] + "\"");
-        if (version > static_cast<std::uint64_t>(state_format_version))
+        if (version > static_cast<std::uint64_t>(plugin_state_version))
             return fail(state_errc::unsupported_version,
                         "schema version " + parts[1] + " is newer than this build's " +
-                            std::to_string(state_format_version));
+                            std::to_string(plugin_state_version));
         const std::string sum_text = parts[3].rfind("0x", 0) == 0 ? parts[3].substr(2) : parts[3];
         if (!number(parts[2], 10, length) || !number(sum_text, 16, sum))
             return fail(state_errc::invalid_value, "unreadable length or checksum in the header");

@@ -521,7 +521,7 @@ BENCHMARK(BM_S9_threads)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(
 
 // ---------------------------------------------------------------------------
 // S5: persist and restore 100k live spans (3 fields each): persist metadata
-// and spans, encode to JSON text, decode, construct a new receiver. Each step
+// and spans, encode (metadata JSON, spans binary), decode, construct a new receiver. Each step
 // is a counter in ms; the iteration time is their sum (manual time). Decode
 // reads the two files (written untimed, page cache) with load_lineage_state,
 // the only public decoder.
@@ -572,7 +572,7 @@ void BM_S5_persist_restore(benchmark::State& state)
     state.counters["decode_ms"] = benchmark::Counter(t_decode, avg);
     state.counters["construct_ms"] = benchmark::Counter(t_construct, avg);
     state.counters["total_ms"] = benchmark::Counter(t_persist + t_encode + t_decode + t_construct, avg);
-    state.counters["spans_json_bytes_per_span"] = static_cast<double>(span_bytes) / s5_spans;
+    state.counters["spans_file_bytes_per_span"] = static_cast<double>(span_bytes) / s5_spans;
     state.counters["metadata_json_bytes"] = static_cast<double>(meta_bytes);
     std::error_code ec;
     fs::remove_all(dir, ec);

@@ -62,10 +62,13 @@ class committed:
         self.next_id = 1
         self.paired = None  # the plugin state's paired next_id
         self.blob = None  # the plugin state's bytes, as text
-        spans_file = os.path.join(state, f"{lineage}.spans.json")
-        if os.path.exists(spans_file):
-            with open(spans_file) as f:
-                doc = json.load(f)
+        # The spans file is binary; `tt-state dump` prints it as JSON (empty when there is none).
+        dumped = None
+        if os.path.isdir(state):
+            dumped = subprocess.run([tt_state, "dump", state, lineage], capture_output=True, text=True)
+            check(dumped.returncode == 0, f"{lineage}: tt-state dump reads the state: {dumped.stderr.strip()}")
+        if dumped and dumped.returncode == 0:
+            doc = json.loads(dumped.stdout)
             self.next_id = int(doc["next_id"])
             for s in doc["spans"]:
                 sid = int(s["id"])

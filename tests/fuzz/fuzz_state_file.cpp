@@ -1,9 +1,11 @@
 // Fuzz target: the persisted-state decoder (state/state_file.hpp,
 // decode_lineage_state: what load_lineage_state runs on the two files).
 // Input: one flag byte (bit 0: a metadata file exists, bit 1: a spans file
-// exists), then the metadata text, a NUL byte, the spans text.
+// exists), then the metadata text, a NUL byte, the spans text (binary when it
+// starts with the binary magic, else version-1 JSON: both decoders are fed;
+// corpus seeds bin-* come from the real encoder).
 // Invariants: no crash or exception; a refusal says why; a state that loads
-// re-encodes to files that load to the same state; and a receiver accepts
+// re-encodes to files, binary and JSON, that load to the same state; and a receiver accepts
 // it, continues it and rolls back cleanly (the loader's checks are what the
 // receiver relies on).
 #include "fuzz_check.hpp"
@@ -48,6 +50,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(again.status == state::load_status::loaded, "a loaded state re-encodes to files that do not load");
     FUZZ_CHECK(again.state.metadata == r.state.metadata, "metadata changed in a round trip");
     FUZZ_CHECK(again.state.spans == r.state.spans, "spans changed in a round trip");
+    auto as_json = state::decode_lineage_state(m2, state::encode_spans_json(lineage, r.state.spans), lineage);
+    FUZZ_CHECK(as_json.status == state::load_status::loaded, "a loaded state does not load from its JSON form");
+    FUZZ_CHECK(as_json.state.spans == r.state.spans, "spans changed in a round trip through JSON");
 
     // The receiver takes the state as a host restart does, is driven a
     // little (enter, exit, drop every span once) and rolled back.

@@ -39,8 +39,10 @@ def order_spans(lines, message):
 
 
 def live_spans():
-    with open(os.path.join(state, "orders.spans.json")) as f:
-        spans = json.load(f)["spans"]
+    # The spans file is binary; tt-state (beside tt-host) prints it as JSON.
+    tt_state = os.path.join(os.path.dirname(tt_host), "tt-state")
+    dumped = subprocess.run([tt_state, "dump", state, "orders"], capture_output=True, text=True, check=True)
+    spans = json.loads(dumped.stdout)["spans"]
     return {s["id"]: s["start_ns"] for s in spans}
 
 

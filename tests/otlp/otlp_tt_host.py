@@ -230,8 +230,10 @@ def scenario_mapping():
 
 # ---------------------------------------------------------------------------
 def persisted_starts(state):
-    with open(os.path.join(state, "orders.spans.json")) as f:
-        return {s["id"]: int(s["start_ns"]) for s in json.load(f)["spans"]}
+    # The spans file is binary; tt-state (beside tt-host) prints it as JSON.
+    tt_state = os.path.join(os.path.dirname(tt_host), "tt-state")
+    dumped = subprocess.run([tt_state, "dump", state, "orders"], capture_output=True, text=True, check=True)
+    return {s["id"]: int(s["start_ns"]) for s in json.loads(dumped.stdout)["spans"]}
 
 
 def scenario_identity():

@@ -1,8 +1,10 @@
-// make_state DIR good|corrupt: writes a small state folder for the tt-state
-// command-line test (two lineages; "corrupt" truncates orders' spans file).
+// make_state DIR good|corrupt|v1: writes a small state folder for the tt-state
+// command-line test (two lineages). "corrupt" cuts orders' spans file in
+// half; "v1" leaves orders' spans as an older build wrote them (JSON).
 #include <tracetunnel/state_file.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -31,6 +33,9 @@ int main(int argc, char** argv)
         const auto p = state::spans_path(dir, "orders");
         std::string text = state::encode_spans("orders", spans);
         std::ofstream(p, std::ios::binary | std::ios::trunc) << text.substr(0, text.size() / 2);
+    } else if (mode == "v1") {
+        std::filesystem::remove(state::spans_path(dir, "orders"));
+        std::ofstream(state::spans_json_path(dir, "orders"), std::ios::binary) << state::encode_spans_json("orders", spans);
     }
     return 0;
 }

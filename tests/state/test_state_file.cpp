@@ -8,6 +8,7 @@
 #include <tracetunnel/host/receiver.hpp>
 #include <tracetunnel/state_file.hpp>
 
+#include <boost/crc.hpp>
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -18,9 +19,11 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -137,12 +140,15 @@ void save_sample(const fs::path& dir, std::string_view lineage = "orders")
 
 // Loads, expects failure naming `bad`, both files moved aside with their
 // content intact, and nothing left under the original names.
+// Every form of the spans file counts: the binary one and an older build's JSON one.
 state::state_error expect_failure(const fs::path& dir, const fs::path& bad, std::string_view lineage = "orders")
 {
-    const fs::path m = state::metadata_path(dir, lineage);
-    const fs::path s = state::spans_path(dir, lineage);
-    const bool had_m = fs::exists(m), had_s = fs::exists(s);
-    const std::string mtext = had_m ? slurp(m) : "", stext = had_s ? slurp(s) : "";
+    const fs::path files[] = {state::metadata_path(dir, lineage), state::spans_path(dir, lineage),
+                              state::spans_json_path(dir, lineage)};
+    std::map<fs::path, std::string> before;
+    for (const auto& f : files)
+        if (fs::exists(f))
+            before[f] = slurp(f);
     auto r = state::load_lineage_state(dir, lineage);
     REQUIRE(r.status == load_status::failed);
     REQUIRE(!r.errors.empty());
@@ -151,17 +157,94 @@ state::state_error expect_failure(const fs::path& dir, const fs::path& bad, std:
     CHECK(state::to_string(e).find(bad.string()) != std::string::npos);
     CHECK(r.state.metadata.empty());
     CHECK(r.state.spans.spans.empty());
-    CHECK(!fs::exists(m));
-    CHECK(!fs::exists(s));
-    CHECK(r.moved_aside.size() == std::size_t(had_m) + std::size_t(had_s));
+    for (const auto& f : files)
+        CHECK(!fs::exists(f));
+    CHECK(r.moved_aside.size() == before.size());
     for (auto& [from, to] : r.moved_aside) {
         CHECK(to.string().find(from.string() + ".corrupt-") == 0);
-        CHECK(slurp(to) == (from == m ? mtext : stext));
+        CHECK(slurp(to) == before.at(from));
         if (from == bad)
             CHECK(e.moved_to == to);
     }
     return e;
 }
+
+// The sample as an older build left it: version-1 metadata and a JSON spans file.
+void save_sample_v1(const fs::path& dir, std::string_view lineage = "orders")
+{
+    save_sample(dir, lineage);
+    fs::remove(state::spans_path(dir, lineage));
+    spit(state::spans_json_path(dir, lineage), state::encode_spans_json(lineage, sample_spans()));
+    std::string meta = slurp(state::metadata_path(dir, lineage));
+    const auto at = meta.find("\"version\":2");
+    REQUIRE(at != std::string::npos);
+    meta[at + 10] = '1';
+    spit(state::metadata_path(dir, lineage), meta);
+}
+
+std::uint32_t crc32c(std::string_view body)
+{
+    boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+    crc.process_bytes(body.data(), body.size());
+    return crc.checksum();
+}
+
+void put_le(std::string& s, std::size_t at, std::uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; ++i)
+        s[at + static_cast<std::size_t>(i)] = static_cast<char>(v >> (8 * i));
+}
+
+std::uint64_t get_le(const std::string& s, std::size_t at, int bytes)
+{
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i)
+        v |= std::uint64_t{static_cast<unsigned char>(s[at + static_cast<std::size_t>(i)])} << (8 * i);
+    return v;
+}
+
+// The binary spans file around `body`, written here from docs/FORMAT.md (not
+// by the encoder): 28-byte header, little-endian.
+std::string bin_file(std::string_view body, std::uint32_t version = 2, std::uint32_t kind = 2)
+{
+    std::string out("\x89TTSTATE", 8);
+    out.resize(28);
+    put_le(out, 8, version, 4);
+    put_le(out, 12, kind, 4);
+    put_le(out, 16, body.size(), 8);
+    put_le(out, 24, crc32c(body), 4);
+    out += body;
+    return out;
+}
+
+// A body writer for hand-made files.
+struct body_writer {
+    std::string s;
+    body_writer& varint(std::uint64_t v)
+    {
+        for (; v >= 0x80; v >>= 7)
+            s += static_cast<char>((v & 0x7F) | 0x80);
+        s += static_cast<char>(v);
+        return *this;
+    }
+    body_writer& str(std::string_view t)
+    {
+        varint(t.size());
+        s += t;
+        return *this;
+    }
+    body_writer& u64(std::uint64_t v)
+    {
+        for (int i = 0; i < 8; ++i)
+            s += static_cast<char>(v >> (8 * i));
+        return *this;
+    }
+    body_writer& byte(unsigned char b)
+    {
+        s += static_cast<char>(b);
+        return *this;
+    }
+};
 
 }  // namespace
 
@@ -170,7 +253,8 @@ TEST_CASE("round trip: every value kind, bit for bit")
     temp_dir d;
     save_sample(d.path);
     CHECK(fs::exists(d.path / "orders.metadata.json"));
-    CHECK(fs::exists(d.path / "orders.spans.json"));
+    CHECK(fs::exists(d.path / "orders.spans.bin"));
+    CHECK(state::spans_path(d.path, "orders") == d.path / "orders.spans.bin");
     CHECK(files_in(d.path) == 2);  // no temporary file left behind
     auto r = state::load_lineage_state(d.path, "orders");
     REQUIRE(r.status == load_status::loaded);
@@ -178,10 +262,24 @@ TEST_CASE("round trip: every value kind, bit for bit")
     CHECK(r.state.metadata == sample_metadata());
     CHECK(r.state.spans == sample_spans());
     // Saving what was loaded writes the same bytes.
-    const std::string before = slurp(d.path / "orders.spans.json");
+    const std::string before = slurp(d.path / "orders.spans.bin");
     REQUIRE(!state::save_lineage_state(d.path, "orders", r.state.metadata, r.state.spans));
-    CHECK(slurp(d.path / "orders.spans.json") == before);
+    CHECK(slurp(d.path / "orders.spans.bin") == before);
     CHECK(files_in(d.path) == 2);
+    // The header: magic, version 2, kind 2 (spans), body length, CRC-32C of the body.
+    REQUIRE(before.size() > 28);
+    CHECK(before.substr(0, 8) == std::string("\x89TTSTATE", 8));
+    CHECK(get_le(before, 8, 4) == 2);
+    CHECK(get_le(before, 12, 4) == 2);
+    CHECK(get_le(before, 16, 8) == before.size() - 28);
+    CHECK(get_le(before, 24, 4) == crc32c(std::string_view(before).substr(28)));
+    // The in-memory decoder takes either form of the spans.
+    const std::string mtext = slurp(d.path / "orders.metadata.json");
+    for (const std::string& stext : {before, state::encode_spans_json("orders", sample_spans())}) {
+        auto m = state::decode_lineage_state(mtext, stext, "orders");
+        REQUIRE(m.status == load_status::loaded);
+        CHECK(m.state.spans == sample_spans());
+    }
 }
 
 TEST_CASE("no state yet; empty state; metadata without spans")
@@ -199,7 +297,7 @@ TEST_CASE("no state yet; empty state; metadata without spans")
     CHECK(r3.state.spans.next_id == 1);
 
     save_sample(d.path);
-    fs::remove(d.path / "orders.spans.json");
+    fs::remove(d.path / "orders.spans.bin");
     auto r4 = state::load_lineage_state(d.path, "orders");
     CHECK(r4.status == load_status::loaded);
     CHECK(r4.state.metadata == sample_metadata());
@@ -232,7 +330,7 @@ TEST_CASE("lineage names become safe file names")
         auto r = state::load_lineage_state(d.path, name);
         CHECK(r.status == load_status::loaded);
     }
-    CHECK(!fs::exists(d.path.parent_path() / "escape.spans.json"));
+    CHECK(!fs::exists(d.path.parent_path() / "escape.spans.bin"));
     CHECK(files_in(d.path) == 6);
     auto names = state::list_lineages(d.path);
     CHECK(names.size() == 3);
@@ -338,8 +436,12 @@ TEST_CASE("truncation at every byte: an error naming the file, the file moved as
     spans.spans = {s};
     const state::persisted_metadata meta{sample_metadata()[0]};
     const std::string mtext = state::encode_metadata("orders", meta);
-    const std::string stext = state::encode_spans("orders", spans);
-    for (int which = 0; which < 2; ++which) {
+    const std::string jtext = state::encode_spans_json("orders", spans);
+    const std::string btext = state::encode_spans("orders", spans);
+    // which: 0 = the metadata cut, 1 = an older build's JSON spans file cut, 2 = the binary one.
+    for (int which = 0; which < 3; ++which) {
+        const std::string& stext = which == 1 ? jtext : btext;
+        const std::string sname = which == 1 ? "orders.spans.json" : "orders.spans.bin";
         const std::string& full = which == 0 ? mtext : stext;
         for (std::size_t len = 0; len < full.size(); ++len) {
             CAPTURE(which);
@@ -347,13 +449,13 @@ TEST_CASE("truncation at every byte: an error naming the file, the file moved as
             fs::path sub = d.path / ("t" + std::to_string(which) + "-" + std::to_string(len));
             fs::create_directory(sub);
             spit(sub / "orders.metadata.json", which == 0 ? mtext.substr(0, len) : mtext);
-            spit(sub / "orders.spans.json", which == 1 ? stext.substr(0, len) : stext);
-            if (full.substr(0, len) + "\n" == full) {  // only the final newline is gone: still whole
+            spit(sub / sname, which != 0 ? stext.substr(0, len) : stext);
+            if (which != 2 && full.substr(0, len) + "\n" == full) {  // only the final newline is gone: still whole
                 CHECK(state::load_lineage_state(sub, "orders").status == load_status::loaded);
                 continue;
             }
-            auto e = expect_failure(sub, sub / (which == 0 ? "orders.metadata.json" : "orders.spans.json"));
-            CHECK(e.code == state_errc::invalid_json);
+            auto e = expect_failure(sub, sub / (which == 0 ? "orders.metadata.json" : sname));
+            CHECK(e.code == (which == 2 ? state_errc::truncated : state_errc::invalid_json));
         }
     }
 }
@@ -362,10 +464,14 @@ TEST_CASE("flipped bytes never crash; a refused file is moved aside intact, an a
 {
     temp_dir d;
     save_sample(d.path);
-    const std::string stext = slurp(d.path / "orders.spans.json");
+    const std::string btext = slurp(d.path / "orders.spans.bin");
     const std::string mtext = slurp(d.path / "orders.metadata.json");
-    std::size_t refused = 0, accepted = 0;
-    for (int which = 0; which < 2; ++which) {
+    const std::string jtext = state::encode_spans_json("orders", sample_spans());
+    std::size_t refused = 0, accepted = 0, bin_accepted = 0;
+    // which: 0 = metadata, 1 = an older build's JSON spans file, 2 = the binary one.
+    for (int which = 0; which < 3; ++which) {
+        const std::string& stext = which == 1 ? jtext : btext;
+        const std::string sname = which == 1 ? "orders.spans.json" : "orders.spans.bin";
         const std::string& full = which == 0 ? mtext : stext;
         for (std::size_t i = 0; i < full.size(); ++i)
             for (unsigned char mask : {0x01, 0x20, 0x80}) {
@@ -379,15 +485,16 @@ TEST_CASE("flipped bytes never crash; a refused file is moved aside intact, an a
                     fs::create_directory(sub);
                 }
                 spit(sub / "orders.metadata.json", which == 0 ? bad : mtext);
-                spit(sub / "orders.spans.json", which == 1 ? bad : stext);
+                spit(sub / sname, which != 0 ? bad : stext);
                 // Moving aside costs two renames and folder fsyncs: done for
                 // every 16th case; the rest check that nothing is touched.
                 const bool move = i % 16 == 0;
                 auto r = state::load_lineage_state(sub, "orders",
                                                    move ? state::on_bad_file::move_aside : state::on_bad_file::keep);
-                const std::string bad_name = which == 0 ? "orders.metadata.json" : "orders.spans.json";
+                const std::string bad_name = which == 0 ? "orders.metadata.json" : sname;
                 if (r.status == load_status::loaded) {
                     ++accepted;
+                    bin_accepted += which == 2;
                     CHECK(slurp(sub / bad_name) == bad);
                 } else {
                     ++refused;
@@ -400,17 +507,20 @@ TEST_CASE("flipped bytes never crash; a refused file is moved aside intact, an a
                         continue;
                     }
                     CHECK(r.moved_aside.size() == 2);
-                    CHECK(!fs::exists(sub / "orders.spans.json"));
+                    CHECK(!fs::exists(sub / sname));
                     for (auto& [from, to] : r.moved_aside)
-                        CHECK(slurp(to) == (from.filename() == "orders.spans.json" ? (which == 1 ? bad : stext)
-                                                                                   : (which == 0 ? bad : mtext)));
+                        CHECK(slurp(to) == (from.filename() == sname ? (which != 0 ? bad : stext)
+                                                                     : (which == 0 ? bad : mtext)));
+                    if (which == 2 && i >= 28)  // in the body: the checksum catches it
+                        CHECK(r.errors[0].code == state_errc::checksum_mismatch);
                 }
             }
     }
     CHECK(refused > accepted);
+    CHECK(bin_accepted == 0);  // every flipped bit of the binary file is caught
 }
 
-TEST_CASE("wrong magic, wrong kind, newer version, not JSON")
+TEST_CASE("JSON files (metadata, an older build's spans): wrong magic, wrong kind, newer version, not JSON")
 {
     temp_dir d;
     const fs::path s = d.path / "orders.spans.json";
@@ -453,7 +563,7 @@ TEST_CASE("wrong magic, wrong kind, newer version, not JSON")
         CAPTURE(name);
         fs::remove_all(d.path);
         fs::create_directory(d.path);
-        save_sample(d.path);
+        save_sample_v1(d.path);
         const fs::path& bad = r.metadata ? m : s;
         spit(bad, r.edit(slurp(bad)));
         auto e = expect_failure(d.path, bad);
@@ -462,7 +572,7 @@ TEST_CASE("wrong magic, wrong kind, newer version, not JSON")
     }
 }
 
-TEST_CASE("missing, unknown and mistyped fields; hand-edited inconsistent tables")
+TEST_CASE("JSON files: missing, unknown and mistyped fields; hand-edited inconsistent tables")
 {
     temp_dir d;
     const fs::path s = d.path / "orders.spans.json";
@@ -552,7 +662,7 @@ TEST_CASE("missing, unknown and mistyped fields; hand-edited inconsistent tables
         CAPTURE(name);
         fs::remove_all(d.path);
         fs::create_directory(d.path);
-        save_sample(d.path);
+        save_sample_v1(d.path);
         const fs::path& target = r.metadata ? m : s;
         json::value root = json::parse(slurp(target));
         r.edit(root.as_object());
@@ -591,8 +701,8 @@ TEST_CASE("a spans file without its metadata is refused; keep policy leaves file
     CHECK(r.errors.at(0).code == state_errc::inconsistent);
     CHECK(r.errors.at(0).message.find("no metadata file") != std::string::npos);
     CHECK(r.moved_aside.empty());
-    CHECK(fs::exists(d.path / "orders.spans.json"));
-    expect_failure(d.path, d.path / "orders.spans.json");
+    CHECK(fs::exists(d.path / "orders.spans.bin"));
+    expect_failure(d.path, d.path / "orders.spans.bin");
 }
 
 TEST_CASE("moving aside never replaces an earlier copy")
@@ -664,4 +774,294 @@ TEST_CASE("the plugin's own state: round trip, none, torn and edited files refus
     REQUIRE_FALSE(state::remove_plugin_state(dir.path, "orders"));
     CHECK_FALSE(fs::exists(file));
     CHECK_FALSE(state::remove_plugin_state(dir.path, "orders"));  // removing nothing is fine
+}
+
+namespace {
+
+// A hand-made binary spans body for the sample metadata (docs/FORMAT.md):
+// span 3 (request, user="ann", follows 1) and span 5 (query, child of 3,
+// sql=-3). Each member can be spoiled on its own.
+struct hand {
+    std::string lineage = "orders";
+    std::uint64_t span_count = 2;
+    std::string id0 = "\x03";                      // span 3's id, as varint bytes
+    std::uint64_t name_index = 1;                  // its value's name: "user"
+    unsigned char tag = 7;                         // str
+    std::string payload = std::string("\x03" "ann");  // its value
+    std::uint64_t id1 = 5, site1 = 0, parent1 = 3; // span 5: call-site table index 0 = query
+    std::string tail;                              // bytes after the last span
+};
+
+std::string hand_body(const hand& h)
+{
+    body_writer w;
+    w.str(h.lineage).varint(9);
+    w.varint(2).str("sql").str("user");
+    w.varint(2).u64(query_site).u64(request_site);
+    w.varint(h.span_count);
+    w.s += h.id0;
+    w.varint(1).varint(0).varint(2).u64(1000).varint(1).varint(h.name_index).byte(h.tag);
+    w.s += h.payload;
+    w.varint(1).varint(1);
+    w.varint(h.id1).varint(h.site1).varint(h.parent1).varint(1).u64(static_cast<std::uint64_t>(-5));
+    w.varint(1).varint(0).byte(2).varint(5).varint(0);
+    w.s += h.tail;
+    return w.s;
+}
+
+state::persisted_spans hand_spans()
+{
+    state::persisted_spans s;
+    s.next_id = 9;
+    state::persisted_span a;
+    a.id = 3;
+    a.callsite_id = request_site;
+    a.ref_count = 2;
+    a.start = state::clock::time_point(std::chrono::duration_cast<state::clock::duration>(std::chrono::nanoseconds(1000)));
+    a.values = {{"user", std::string("ann")}};
+    a.follows_from = {1};
+    state::persisted_span b;
+    b.id = 5;
+    b.callsite_id = query_site;
+    b.parent_id = 3;
+    b.start = state::clock::time_point(std::chrono::duration_cast<state::clock::duration>(std::chrono::nanoseconds(-5)));
+    b.values = {{"sql", std::int64_t{-3}}};
+    s.spans = {a, b};
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("binary spans file: a hand-made file loads; every kind of damage gives its typed error, moved aside")
+{
+    temp_dir d;
+    const fs::path s = d.path / "orders.spans.bin";
+    save_sample(d.path);
+    spit(s, bin_file(hand_body({})));
+    auto good = state::load_lineage_state(d.path, "orders");
+    REQUIRE(good.status == load_status::loaded);
+    CHECK(good.state.spans == hand_spans());
+    // The encoder's own file for it (its tables in first-use order) reads back the same.
+    const std::string mtext = slurp(d.path / "orders.metadata.json");
+    auto enc = state::decode_lineage_state(mtext, state::encode_spans("orders", hand_spans()), "orders");
+    REQUIRE(enc.status == load_status::loaded);
+    CHECK(enc.state.spans == hand_spans());
+
+    const std::string file = bin_file(hand_body({}));
+    auto with = [](auto edit) {
+        hand h;
+        edit(h);
+        return bin_file(hand_body(h));
+    };
+    struct row {
+        const char* name;
+        std::string bytes;
+        state_errc code;
+        const char* where;
+    };
+    std::string flipped = file;
+    flipped[40] = static_cast<char>(flipped[40] ^ 0x10);
+    std::string long_body = file;
+    put_le(long_body, 16, get_le(file, 16, 8) + 1, 8);
+    std::string other_magic = file;
+    other_magic[1] = 'X';
+    const row rows[] = {
+        {"empty file", "", state_errc::truncated, ""},
+        {"cut in the magic", file.substr(0, 5), state_errc::truncated, ""},
+        {"cut in the header", file.substr(0, 20), state_errc::truncated, ""},
+        {"bad magic", other_magic, state_errc::wrong_magic, ""},
+        {"JSON where the binary file belongs", state::encode_spans_json("orders", hand_spans()),
+         state_errc::wrong_magic, ""},
+        {"newer version", bin_file(hand_body({}), 3), state_errc::unsupported_version, "/version"},
+        {"huge version", bin_file(hand_body({}), 0xFFFFFFFF), state_errc::unsupported_version, "/version"},
+        {"version 1 (that is JSON)", bin_file(hand_body({}), 1), state_errc::invalid_value, "/version"},
+        {"a metadata kind", bin_file(hand_body({}), 2, 1), state_errc::wrong_kind, "/kind"},
+        {"unknown kind", bin_file(hand_body({}), 2, 9), state_errc::invalid_value, "/kind"},
+        {"header gives a longer body", long_body, state_errc::truncated, ""},
+        {"a byte after the body", file + "x", state_errc::invalid_value, ""},
+        {"flipped byte in the body", flipped, state_errc::checksum_mismatch, ""},
+        {"other lineage", with([](hand& h) { h.lineage = "billing"; }), state_errc::inconsistent, "/lineage"},
+        {"lineage not UTF-8", with([](hand& h) { h.lineage = "\xc3\x28"; }), state_errc::invalid_value, "/lineage"},
+        {"span count beyond the body", with([](hand& h) { h.span_count = 1000; }), state_errc::invalid_value,
+         "/spans"},
+        {"fewer spans than records", with([](hand& h) { h.span_count = 1; }), state_errc::invalid_value, ""},
+        {"bytes after the last span", with([](hand& h) { h.tail = "\x01"; }), state_errc::invalid_value, ""},
+        {"id beyond 64 bits", with([](hand& h) { h.id0 = std::string(9, '\xff') + "\x02"; }),
+         state_errc::invalid_value, "/spans/0/id"},
+        {"id spelled long (0x83 0x00)", with([](hand& h) { h.id0 = std::string("\x83\x00", 2); }),
+         state_errc::invalid_value, "/spans/0/id"},
+        {"field name not in the table", with([](hand& h) { h.name_index = 2; }), state_errc::invalid_value,
+         "/spans/0/values/0"},
+        {"call site not in the table", with([](hand& h) { h.site1 = 2; }), state_errc::invalid_value,
+         "/spans/1/callsite"},
+        {"unknown value type", with([](hand& h) { h.tag = 12; }), state_errc::invalid_value, "/spans/0/values/0"},
+        {"bool byte 2", with([](hand& h) { h.tag = 1, h.payload = "\x02"; }), state_errc::invalid_value,
+         "/spans/0/values/0"},
+        {"string not UTF-8", with([](hand& h) { h.payload = "\x03" "a\xc3\x28"; }), state_errc::invalid_value,
+         "/spans/0/values/0"},
+        {"string past the end", with([](hand& h) { h.payload = "\x7f" "ann"; }), state_errc::invalid_value,
+         "/spans/0/values/0"},
+        // Readable, but the tables disagree: the same checks as the JSON form.
+        {"duplicate ids", with([](hand& h) { h.id1 = 3, h.parent1 = 0; }), state_errc::inconsistent, "/spans/1/id"},
+        {"id 0", with([](hand& h) { h.id0 = std::string(1, '\0'); }), state_errc::inconsistent, "/spans/0/id"},
+        {"parent never assigned", with([](hand& h) { h.parent1 = 12; }), state_errc::inconsistent,
+         "/spans/1/parent"},
+        {"value for a field the call site lacks", with([](hand& h) { h.name_index = 0; }),
+         state_errc::inconsistent, "/spans/0/values/0"},
+    };
+    for (const auto& r : rows) {
+        const std::string name = r.name;
+        CAPTURE(name);
+        fs::remove_all(d.path);
+        fs::create_directory(d.path);
+        save_sample(d.path);
+        spit(s, r.bytes);
+        auto e = expect_failure(d.path, s);
+        CHECK(e.code == r.code);
+        CHECK(e.where == r.where);
+        MESSAGE(state::to_string(e));
+    }
+}
+
+TEST_CASE("a parent cycle in a binary file, and the same in memory, is refused")
+{
+    auto spans = sample_spans();
+    spans.spans[0].parent_id = 5;  // 3 -> 5 -> 3
+    const std::string mtext = state::encode_metadata("orders", sample_metadata());
+    auto r = state::decode_lineage_state(mtext, state::encode_spans("orders", spans), "orders");
+    REQUIRE(r.status == load_status::failed);
+    CHECK(r.errors.at(0).code == state_errc::inconsistent);
+    CHECK(r.errors.at(0).where == "/spans/0/parent");
+    // A long chain that ends is fine, in any file order.
+    state::persisted_spans chain;
+    for (std::uint64_t id = 1; id <= 2000; ++id)
+        chain.spans.push_back({id, query_site, id - 1, {}, 1, {}, {}});
+    std::reverse(chain.spans.begin(), chain.spans.end());
+    chain.next_id = 2001;
+    auto ok = state::decode_lineage_state(mtext, state::encode_spans("orders", chain), "orders");
+    REQUIRE(ok.status == load_status::loaded);
+    CHECK(ok.state.spans.spans.front().id == 1);  // sorted by id once loaded
+    chain.spans.back().parent_id = 2000;           // 1 -> 2000: the chain now closes on itself
+    auto cyc = state::decode_lineage_state(mtext, state::encode_spans("orders", chain), "orders");
+    REQUIRE(cyc.status == load_status::failed);
+    CHECK(cyc.errors.at(0).where == "/spans/0/parent");
+}
+
+TEST_CASE("an older build's folder (JSON spans, metadata version 1) loads; the next save moves it to the binary file")
+{
+    temp_dir d;
+    save_sample_v1(d.path);
+    CHECK(state::list_lineages(d.path) == std::vector<std::string>{"orders"});
+    auto r = state::load_lineage_state(d.path, "orders");
+    REQUIRE(r.status == load_status::loaded);
+    CHECK(r.state.metadata == sample_metadata());
+    CHECK(r.state.spans == sample_spans());
+    REQUIRE(!state::save_lineage_state(d.path, "orders", r.state.metadata, r.state.spans));
+    CHECK(fs::exists(d.path / "orders.spans.bin"));
+    CHECK(!fs::exists(d.path / "orders.spans.json"));
+    CHECK(slurp(d.path / "orders.metadata.json").find("\"version\":2") != std::string::npos);
+    CHECK(files_in(d.path) == 2);
+    auto again = state::load_lineage_state(d.path, "orders");
+    REQUIRE(again.status == load_status::loaded);
+    CHECK(again.state.spans == sample_spans());
+}
+
+TEST_CASE("what a crash during a save can leave behind loads as the newest whole state")
+{
+    temp_dir d;
+    auto older = sample_spans();
+    older.spans.pop_back();
+    older.next_id = 6;
+    // Killed after the metadata, before the spans: new metadata, the older build's spans.
+    save_sample_v1(d.path);
+    spit(d.path / "orders.spans.json", state::encode_spans_json("orders", older));
+    REQUIRE(!state::save_lineage_state(d.path / "tmp", "orders", sample_metadata(), {}));
+    fs::copy_file(d.path / "tmp" / "orders.metadata.json", d.path / "orders.metadata.json",
+                  fs::copy_options::overwrite_existing);
+    fs::remove_all(d.path / "tmp");
+    auto a = state::load_lineage_state(d.path, "orders");
+    REQUIRE(a.status == load_status::loaded);
+    CHECK(a.state.spans == older);
+    // Killed after the binary file's rename, before the JSON one's removal: the binary one wins.
+    REQUIRE(!state::save_lineage_state(d.path, "orders", sample_metadata(), sample_spans()));
+    spit(d.path / "orders.spans.json", state::encode_spans_json("orders", older));
+    // ... and a temporary file of a save killed before its rename is ignored.
+    spit(d.path / ".orders.spans.bin.tmp-1-1", "half a fi");
+    auto b = state::load_lineage_state(d.path, "orders");
+    REQUIRE(b.status == load_status::loaded);
+    CHECK(b.state.spans == sample_spans());
+    CHECK(state::list_lineages(d.path) == std::vector<std::string>{"orders"});
+    // The next save removes the stale JSON file.
+    REQUIRE(!state::save_lineage_state(d.path, "orders", b.state.metadata, b.state.spans));
+    CHECK(!fs::exists(d.path / "orders.spans.json"));
+    // A bad binary file beside a stale JSON one: both go aside, or the old spans would come back.
+    spit(d.path / "orders.spans.json", state::encode_spans_json("orders", older));
+    spit(d.path / "orders.spans.bin", "junk");
+    auto e = expect_failure(d.path, d.path / "orders.spans.bin");
+    CHECK(e.code == state_errc::wrong_magic);
+    CHECK(state::load_lineage_state(d.path, "orders").status == load_status::none);
+}
+
+TEST_CASE("a save rewrites a file only when its bytes changed")
+{
+    temp_dir d;
+    const fs::path m = d.path / "orders.metadata.json";
+    const fs::path s = d.path / "orders.spans.bin";
+    save_sample(d.path);
+    // Hard links keep the files' current inodes alive: a rewrite (rename over) shows as a different file.
+    fs::create_hard_link(m, d.path / "m-before");
+    fs::create_hard_link(s, d.path / "s-before");
+    save_sample(d.path);
+    CHECK(fs::equivalent(m, d.path / "m-before"));  // same call sites: left as it was
+    CHECK(fs::equivalent(s, d.path / "s-before"));  // same spans too
+    auto moved = sample_spans();
+    moved.spans[0].ref_count = 7;
+    REQUIRE(!state::save_lineage_state(d.path, "orders", sample_metadata(), moved));
+    CHECK(fs::equivalent(m, d.path / "m-before"));
+    CHECK(!fs::equivalent(s, d.path / "s-before"));  // the spans changed: written
+    CHECK(state::load_lineage_state(d.path, "orders").state.spans == moved);
+    // A file replaced behind the saver's back, even with the same bytes, is written again.
+    fs::remove(s);
+    fs::copy_file(d.path / "s-before", d.path / "s-copy");
+    spit(s, state::encode_spans("orders", moved));
+    fs::create_hard_link(s, d.path / "s-foreign");
+    REQUIRE(!state::save_lineage_state(d.path, "orders", sample_metadata(), moved));
+    CHECK(!fs::equivalent(s, d.path / "s-foreign"));
+    auto meta = sample_metadata();
+    meta.push_back({0xfeedull << 48, model::callsite_kind::span, model::level::info, "late", "orders", "", "", 0, {}});
+    REQUIRE(!state::save_lineage_state(d.path, "orders", meta, sample_spans()));
+    CHECK(!fs::equivalent(m, d.path / "m-before"));
+    auto r = state::load_lineage_state(d.path, "orders");
+    REQUIRE(r.status == load_status::loaded);
+    CHECK(r.state.metadata.size() == 4);
+    // A metadata file changed behind the saver's back is written again.
+    spit(m, "edited");
+    REQUIRE(!state::save_lineage_state(d.path, "orders", meta, sample_spans()));
+    CHECK(slurp(m) != "edited");
+    CHECK(state::load_lineage_state(d.path, "orders").status == load_status::loaded);
+    fs::remove(m);
+    REQUIRE(!state::save_lineage_state(d.path, "orders", meta, sample_spans()));
+    CHECK(state::load_lineage_state(d.path, "orders").state.metadata == r.state.metadata);
+}
+
+TEST_CASE("the binary spans file stays small: tables for names and call sites")
+{
+    state::persisted_spans spans;
+    for (std::uint64_t id = 1; id <= 1000; ++id)
+        spans.spans.push_back({id,
+                               request_site,
+                               0,
+                               {{"user", std::string("hello world")}, {"n", std::int64_t(id)}, {"ratio", 0.25 * id}},
+                               1,
+                               state::clock::now(),
+                               {}});
+    spans.next_id = 1001;
+    const std::string bin = state::encode_spans("orders", spans);
+    const std::string json = state::encode_spans_json("orders", spans);
+    MESSAGE("bytes per span: binary ", bin.size() / 1000.0, ", JSON ", json.size() / 1000.0);
+    CHECK(bin.size() < 60 * 1000);
+    CHECK(bin.size() * 4 < json.size());
+    auto r = state::decode_lineage_state(state::encode_metadata("orders", sample_metadata()), bin, "orders");
+    REQUIRE(r.status == load_status::loaded);
+    CHECK(r.state.spans == spans);
 }

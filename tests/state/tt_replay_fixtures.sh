@@ -49,10 +49,11 @@ done
   && fail "--expect accepted a span tree that differs"
 
 # A corrupt state folder is reported and left alone.
-printf '{"magic":' > "$work/state/replay.spans.json"
+[ -f "$work/state/replay.spans.bin" ] || fail "--persist-to wrote no binary spans file"
+head -c 20 "$work/state/replay.spans.bin" > "$work/cut" && mv "$work/cut" "$work/state/replay.spans.bin"
 "$tt_replay" "$fixtures/basic.jsonl" --restore-from "$work/state" > /dev/null 2> "$work/err" && fail "corrupt restore exited 0"
-grep -q "replay.spans.json" "$work/err" || fail "corrupt restore does not name the file"
-[ -f "$work/state/replay.spans.json" ] || fail "tt-replay moved the user's file"
+grep -q "replay.spans.bin: truncated" "$work/err" || fail "corrupt restore does not name the file and the problem"
+[ -f "$work/state/replay.spans.bin" ] || fail "tt-replay moved the user's file"
 
 # Our own JSON lines (header + events) replay too.
 printf '%s\n' '{"tracetunnel":"events","format":1}' \

@@ -2,13 +2,17 @@
 //
 // One folder holds the state of every plugin lineage, two files each:
 //
-//   <stem>.metadata.json   the lineage's call sites
-//   <stem>.spans.json      its live spans and the next-id counter
+//   <stem>.metadata.json   the lineage's call sites (JSON, small)
+//   <stem>.spans.bin       its live spans and the next-id counter (binary,
+//                          format version 2: header with magic, version,
+//                          kind, body length and CRC-32C; varints; tables of
+//                          field names and call-site ids)
 //
 // where <stem> is the lineage name escaped for a file name (lineage_file_stem).
-// Both are JSON objects that begin with "magic":"tracetunnel-state" and a
-// schema version. Writing is crash-safe (temporary file in the same folder,
-// fsync, rename over, fsync of the folder), metadata first: a crash between
+// A <stem>.spans.json of an older build (version 1, JSON) is still read when
+// no .spans.bin exists, and removed by the next save. Writing is crash-safe
+// (temporary file in the same folder, fsync, rename over, fsync of the
+// folder), metadata first and only when its bytes changed: a crash between
 // the two leaves newer call sites with older spans, which is consistent,
 // because a lineage's call sites are only ever added.
 //
@@ -40,8 +44,9 @@
 namespace tt::state {
 
 inline constexpr std::string_view state_magic = "tracetunnel-state";
-// The schema written by this build; files naming a newer one are refused.
-inline constexpr int state_format_version = 1;
+// The schema written by this build (2: binary spans file); files naming a
+// newer one are refused. Version 1 (JSON spans file) is still read.
+inline constexpr int state_format_version = 2;
 
 enum class state_errc : std::uint8_t {
     io_error,             // the file or folder cannot be read or written
@@ -56,6 +61,8 @@ enum class state_errc : std::uint8_t {
     invalid_value,        // the right type with unreadable content ("12a" as id)
     inconsistent,         // every value readable, but the tables disagree
     internal_error,       // not the file's fault (out of memory)
+    truncated,            // a binary file shorter than its header says (torn, cut short)
+    checksum_mismatch,    // a binary file whose body does not match its CRC-32C
 };
 
 std::string_view to_string(state_errc code) noexcept;
@@ -100,7 +107,11 @@ std::optional<std::string> lineage_file_stem(std::string_view lineage);
 std::optional<std::string> lineage_from_file_stem(std::string_view stem);
 
 std::filesystem::path metadata_path(const std::filesystem::path& dir, std::string_view lineage);
+// The binary spans file (<stem>.spans.bin), what this build writes.
 std::filesystem::path spans_path(const std::filesystem::path& dir, std::string_view lineage);
+// The version-1 JSON spans file (<stem>.spans.json) of older builds: read
+// only when spans_path is absent, removed by the next save.
+std::filesystem::path spans_json_path(const std::filesystem::path& dir, std::string_view lineage);
 
 // Writes both files of `lineage` (creating `dir` if needed), crash-safe.
 // nullopt on success. Never throws.
@@ -115,6 +126,8 @@ load_result load_lineage_state(const std::filesystem::path& dir, std::string_vie
 // The decoding and checks of load_lineage_state on texts in memory, for tools
 // and the fuzz target (tests/fuzz): nullopt = that file does not exist. No
 // file is touched, so nothing is moved aside and errors have an empty `file`.
+// `spans_text` is read as the binary form when it starts with its magic,
+// else as version-1 JSON.
 load_result decode_lineage_state(std::optional<std::string_view> metadata_text,
                                  std::optional<std::string_view> spans_text, std::string_view lineage) noexcept;
 
@@ -148,8 +161,11 @@ blob_result load_plugin_state(const std::filesystem::path& dir, std::string_view
                               on_bad_file policy = on_bad_file::move_aside) noexcept;
 
 // The serialized forms (what save writes), for tests and tools. Throw only
-// std::bad_alloc.
+// std::bad_alloc. encode_spans gives the binary form (bytes in a string);
+// encode_spans_json the version-1 JSON form, for people and tools
+// (`tt-state dump`): this build reads it as a <stem>.spans.json.
 std::string encode_metadata(std::string_view lineage, const persisted_metadata& metadata);
 std::string encode_spans(std::string_view lineage, const persisted_spans& spans);
+std::string encode_spans_json(std::string_view lineage, const persisted_spans& spans);
 
 }  // namespace tt::state
