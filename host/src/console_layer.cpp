@@ -1,5 +1,6 @@
 #include <tracetunnel/host/layers.hpp>
 
+#include "text_buffer.hpp"
 #include "text_layer_flush.hpp"
 
 #include <fmt/format.h>
@@ -39,11 +40,11 @@ std::uint64_t thread_number(std::thread::id id) noexcept
     }
 }
 
-namespace {
+namespace detail {
 
 // "2026-11-23T12:00:00" of the second last formatted on this thread: lines
 // come many per second, and gmtime_r plus six fields is most of the cost.
-void append_time(std::string& out, clock::time_point t)
+void append_time(text_buffer& out, clock::time_point t)
 {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
     std::int64_t secs = us / 1000000;
@@ -64,22 +65,25 @@ void append_time(std::string& out, clock::time_point t)
         prefix_len = std::min(r.size, sizeof prefix);
         cached_secs = secs;
     }
-    out.append(prefix, prefix_len);
-    char digits[8] = {'.', '0', '0', '0', '0', '0', '0', 'Z'};
+    char* p = out.reserve(prefix_len + 8);
+    std::memcpy(p, prefix, prefix_len);
+    p += prefix_len;
+    p[0] = '.';
     for (int i = 6; i >= 1; --i) {
-        digits[i] = static_cast<char>('0' + frac % 10);
+        p[i] = static_cast<char>('0' + frac % 10);
         frac /= 10;
     }
-    out.append(digits, sizeof digits);
+    p[7] = 'Z';
+    out.commit(prefix_len + 8);
 }
 
-}  // namespace
+}  // namespace detail
 
 std::string format_time(clock::time_point t)
 {
-    std::string out;
-    append_time(out, t);
-    return out;
+    detail::text_buffer out;
+    detail::append_time(out, t);
+    return std::string(out.view());
 }
 
 line_writer line_writer::buffered(std::FILE* f, std::chrono::milliseconds flush_every) noexcept
@@ -218,107 +222,161 @@ namespace {
 
 // --- value text, as tracing's visitors print values ---
 
-// Rust's f64 Debug: always a fractional part or exponent; NaN, inf, -inf.
-void float_into(std::string& out, double d)
+using detail::text_buffer;
+
+// Rust's f64 Debug, as fmt's "{}" lays out the shortest digits plus ".0"
+// when that has neither point nor exponent: 1.0, 0.001, 1e+16, 5e-324, NaN, inf.
+void float_into(text_buffer& out, double d)
 {
     if (std::isnan(d)) {
-        out += "NaN";
+        out.put("NaN");
         return;
     }
     if (std::isinf(d)) {
-        out += d < 0 ? "-inf" : "inf";
+        out.put(d < 0 ? std::string_view("-inf") : std::string_view("inf"));
         return;
     }
-    const std::size_t start = out.size();
-    fmt::format_to(std::back_inserter(out), "{}", d);
-    if (std::string_view(out).substr(start).find_first_of(".e") == std::string_view::npos)
-        out += ".0";
+    const detail::shortest_decimal s = detail::shortest(d);
+    const int n = s.count;
+    const int e = s.exp10;  // of the first digit
+    // fmt's shortest form switches to an exponent below 1e-4 and from 1e16;
+    // in between at most 16 integer digits or 4 zeros lead, so 48 is room.
+    char* p = out.reserve(48);
+    char* at = p;
+    if (s.negative)
+        *at++ = '-';
+    auto digits = [&](int from, int to) {
+        std::memcpy(at, s.digits + from, static_cast<std::size_t>(to - from));
+        at += to - from;
+    };
+    if (e < -4 || e >= 16) {
+        digits(0, 1);
+        if (n > 1) {
+            *at++ = '.';
+            digits(1, n);
+        }
+        *at++ = 'e';
+        *at++ = e < 0 ? '-' : '+';
+        const int a = e < 0 ? -e : e;
+        if (a >= 100)
+            *at++ = static_cast<char>('0' + a / 100);
+        *at++ = static_cast<char>('0' + a / 10 % 10);
+        *at++ = static_cast<char>('0' + a % 10);
+    } else if (e >= n - 1) {
+        digits(0, n);
+        for (int i = n - 1; i < e; ++i)
+            *at++ = '0';
+        *at++ = '.';
+        *at++ = '0';
+    } else if (e >= 0) {
+        digits(0, e + 1);
+        *at++ = '.';
+        digits(e + 1, n);
+    } else {
+        *at++ = '0';
+        *at++ = '.';
+        for (int i = -1; i > e; --i)
+            *at++ = '0';
+        digits(0, n);
+    }
+    out.commit(static_cast<std::size_t>(at - p));
 }
 
 // Rust's str Debug: quoted, with \" \\ \n \r \t \0 and \u{..} for controls.
-void quote_into(std::string& out, std::string_view s)
+void quote_into(text_buffer& out, std::string_view s)
 {
-    out += '"';
+    static constexpr char hex[] = "0123456789abcdef";
+    out.put('"');
+    if (!detail::has_special(s, '"', '\\', 0x7f)) {
+        out.put(s);
+        out.put('"');
+        return;
+    }
     std::size_t plain = 0;  // start of the current run of characters needing no escape
     for (std::size_t i = 0; i < s.size(); ++i) {
         const unsigned char c = static_cast<unsigned char>(s[i]);
         if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
             continue;
-        out.append(s.data() + plain, i - plain);
+        out.put(s.substr(plain, i - plain));
         plain = i + 1;
         switch (c) {
         case '"':
-            out += "\\\"";
+            out.put("\\\"");
             break;
         case '\\':
-            out += "\\\\";
+            out.put("\\\\");
             break;
         case '\n':
-            out += "\\n";
+            out.put("\\n");
             break;
         case '\r':
-            out += "\\r";
+            out.put("\\r");
             break;
         case '\t':
-            out += "\\t";
+            out.put("\\t");
             break;
         case '\0':
-            out += "\\0";
+            out.put("\\0");
             break;
         default:
-            fmt::format_to(std::back_inserter(out), "\\u{{{:x}}}", static_cast<unsigned>(c));
+            out.put("\\u{");
+            if (c >= 0x10)
+                out.put(hex[c >> 4]);
+            out.put(hex[c & 0xf]);
+            out.put('}');
         }
     }
-    out.append(s.data() + plain, s.size() - plain);
-    out += '"';
+    out.put(s.substr(plain));
+    out.put('"');
 }
 
 // A value as `key=value` shows it (an error's sources are handled by the caller).
-void value_into(std::string& out, const model::value& v)
+void value_into(text_buffer& out, const model::value& v)
 {
     std::visit(
         [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, bool>)
-                out += x ? "true" : "false";
-            else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>) {
-                const fmt::format_int d(x);
-                out.append(d.data(), d.size());
-            } else if constexpr (std::is_same_v<T, model::i128>)
-                model::append_decimal(out, x);
-            else if constexpr (std::is_same_v<T, model::u128>)
-                model::append_decimal(out, x);
-            else if constexpr (std::is_same_v<T, double>)
+            if constexpr (std::is_same_v<T, bool>) {
+                out.put(x ? std::string_view("true") : std::string_view("false"));
+            } else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>) {
+                out.put_int(x);
+            } else if constexpr (std::is_same_v<T, model::i128> || std::is_same_v<T, model::u128>) {
+                thread_local std::string digits;
+                digits.clear();
+                model::append_decimal(digits, x);
+                out.put(digits);
+            } else if constexpr (std::is_same_v<T, double>) {
                 float_into(out, x);
-            else if constexpr (std::is_same_v<T, std::string>)
+            } else if constexpr (std::is_same_v<T, std::string>) {
                 quote_into(out, x);
-            else if constexpr (std::is_same_v<T, model::debug_text>)
-                out += x.text;
-            else
-                out += x.chain.empty() ? std::string() : x.chain.front();
+            } else if constexpr (std::is_same_v<T, model::debug_text>) {
+                out.put(x.text);
+            } else {
+                if (!x.chain.empty())
+                    out.put(x.chain.front());
+            }
         },
         v);
 }
 
 // The message as tracing prints it: displayed, not quoted.
-void message_into(std::string& out, const model::value& v)
+void message_into(text_buffer& out, const model::value& v)
 {
     if (const auto* s = std::get_if<std::string>(&v))
-        out += *s;
+        out.put(*s);
     else
         value_into(out, v);
 }
 
-std::string sources_text(const model::error_chain& e)
+void sources_into(text_buffer& out, const model::error_chain& e)
 {
-    std::string s = "[";
+    out.put('[');
     for (std::size_t i = 1; i < e.chain.size(); ++i) {
         if (i > 1)
-            s += ", ";
-        s += e.chain[i];
+            out.put(", ");
+        out.put(e.chain[i]);
     }
-    s += ']';
-    return s;
+    out.put(']');
 }
 
 constexpr std::string_view reset = "\x1b[0m";
@@ -362,28 +420,40 @@ std::string_view level_text(model::level l) noexcept
 
 // Appends styled text; plain when colour is off.
 struct painter {
-    std::string& out;
+    text_buffer& out;
     bool on;
-    void put(std::string_view style, std::string_view text)
+    [[gnu::always_inline]] void put(std::string_view style, std::string_view text)
     {
         if (on && !style.empty()) {
-            out += style;
-            out += text;
-            out += reset;
+            out.put(style);
+            out.put(text);
+            out.put(reset);
         } else {
-            out += text;
+            out.put(text);
         }
     }
-    void put2(std::string_view s1, std::string_view s2, std::string_view text)
+    [[gnu::always_inline]] void put2(std::string_view s1, std::string_view s2, std::string_view text)
     {
         if (on) {
-            out += s1;
-            out += s2;
-            out += text;
-            out += reset;
+            out.put(s1);
+            out.put(s2);
+            out.put(text);
+            out.put(reset);
         } else {
-            out += text;
+            out.put(text);
         }
+    }
+    // `name.sources` in the key style (s1 then s2).
+    void put_sources_key(std::string_view s1, std::string_view s2, std::string_view name)
+    {
+        if (on) {
+            out.put(s1);
+            out.put(s2);
+        }
+        out.put(name);
+        out.put(".sources");
+        if (on)
+            out.put(reset);
     }
 };
 
@@ -402,54 +472,53 @@ void span_fields_compact(painter& p, const Fields& fields)
         const std::string_view name = name_of(f);
         const model::value& v = value_of(f);
         if (!first)
-            p.out += ' ';
+            p.out.put(' ');
         first = false;
         p.put(italic, name);
         p.put(dim, "=");
         value_into(p.out, v);
         if (const auto* e = std::get_if<model::error_chain>(&v); e && e->chain.size() > 1) {
-            p.out += ' ';
-            p.put(italic, std::string(name) + ".sources");
+            p.out.put(' ');
+            p.put_sources_key(italic, {}, name);
             p.put(dim, "=");
-            p.out += sources_text(*e);
+            sources_into(p.out, *e);
         }
     }
 }
 
-// Fields as pretty shows them: k: v, k2: v2 (styled in `key_style`).
+// Fields as pretty shows them: k: v, k2: v2 (keys styled in s1 then s2).
 template <class Fields>
-void fields_pretty(painter& p, std::string_view key_style, const Fields& fields, bool& first)
+void fields_pretty(painter& p, std::string_view s1, std::string_view s2, const Fields& fields, bool& first)
 {
     for (const auto& f : fields) {
         const std::string_view name = name_of(f);
         const model::value& v = value_of(f);
         if (!first)
-            p.out += ", ";
+            p.out.put(", ");
         first = false;
-        p.put(key_style, name);
-        p.out += ": ";
+        p.put2(s1, s2, name);
+        p.out.put(": ");
         value_into(p.out, v);
         if (const auto* e = std::get_if<model::error_chain>(&v); e && e->chain.size() > 1) {
-            p.out += ", ";
-            p.put(key_style, std::string(name) + ".sources");
-            p.out += ": ";
-            p.out += sources_text(*e);
+            p.out.put(", ");
+            p.put_sources_key(s1, s2, name);
+            p.out.put(": ");
+            sources_into(p.out, *e);
         }
     }
 }
 
 // ThreadId(07), as Rust prints a thread id.
-void append_thread(std::string& out, std::uint64_t n)
+void append_thread(text_buffer& out, std::uint64_t n)
 {
-    out += "ThreadId(";
+    out.put("ThreadId(");
     if (n < 10)
-        out += '0';
-    const fmt::format_int d(n);
-    out.append(d.data(), d.size());
-    out += ')';
+        out.put('0');
+    out.put_int(n);
+    out.put(')');
 }
 
-void format_into(std::string& out, const event_view& ev, const console_options& opts, bool color);
+void format_into(text_buffer& out, const event_view& ev, const console_options& opts, bool color);
 
 }  // namespace
 
@@ -478,14 +547,14 @@ console_layer::~console_layer()
 
 std::string console_layer::format_event(const event_view& ev) const
 {
-    std::string out;
+    text_buffer out;
     format_into(out, ev, opts_, color_);
-    return out;
+    return std::string(out.view());
 }
 
 namespace {
 
-void format_into(std::string& out, const event_view& ev, const console_options& opts_, bool color_)
+void format_into(text_buffer& out, const event_view& ev, const console_options& opts_, bool color_)
 {
     painter p{out, color_};
     const model::level lvl = ev.site ? ev.site->level : model::level::info;
@@ -506,17 +575,17 @@ void format_into(std::string& out, const event_view& ev, const console_options& 
 
     auto put_time = [&] {
         if (color_)
-            out += dim;
+            out.put(dim);
         if (opts_.fixed_time)
-            out += *opts_.fixed_time;
+            out.put(*opts_.fixed_time);
         else
-            append_time(out, ev.time);
+            detail::append_time(out, ev.time);
         if (color_)
-            out += reset;
+            out.put(reset);
     };
-    auto thread_text = [&](std::string& into) {
+    auto thread_text = [&](text_buffer& into) {
         if (opts_.fixed_thread)
-            into += *opts_.fixed_thread;
+            into.put(*opts_.fixed_thread);
         else
             append_thread(into, thread_number(ev.thread));
     };
@@ -524,23 +593,23 @@ void format_into(std::string& out, const event_view& ev, const console_options& 
     if (opts_.format == console_options::format_kind::compact) {
         if (opts_.show_time) {
             put_time();
-            out += ' ';
+            out.put(' ');
         }
         p.put(level_color(lvl), level_text(lvl));
-        out += ' ';
+        out.put(' ');
         if (opts_.show_thread_ids) {
             if (color_)
-                out += dim;
+                out.put(dim);
             thread_text(out);
             if (color_)
-                out += reset;
-            out += ' ';
+                out.put(reset);
+            out.put(' ');
         }
         if (opts_.show_plugin && !ev.plugin.empty()) {
             p.put(dim, "[");
-            out += ev.plugin;
+            out.put(ev.plugin);
             p.put(dim, "]");
-            out += ' ';
+            out.put(' ');
         }
         if (!ev.spans.empty()) {
             for (const auto& s : ev.spans) {
@@ -552,12 +621,12 @@ void format_into(std::string& out, const event_view& ev, const console_options& 
                 }
                 p.put(dim, ":");
             }
-            out += ' ';
+            out.put(' ');
         }
         if (opts_.show_target && !target.empty()) {
             p.put(dim, target);
             p.put(dim, ":");
-            out += ' ';
+            out.put(' ');
         }
         bool first = true;
         if (message) {
@@ -566,90 +635,92 @@ void format_into(std::string& out, const event_view& ev, const console_options& 
         }
         if (!fields.empty()) {
             if (!first)
-                out += ' ';
+                out.put(' ');
             span_fields_compact(p, fields);
         }
         // Nothing but separators at the end: drop the trailing space.
         if (!out.empty() && out.back() == ' ')
             out.pop_back();
-        out += '\n';
+        out.put('\n');
         return;
     }
 
     // pretty
     const std::string_view lc = level_color(lvl);
-    out += "  ";
+    out.put("  ");
     if (opts_.show_time) {
         put_time();
-        out += ' ';
+        out.put(' ');
     }
     p.put(lc, level_text(lvl));
-    out += ' ';
+    out.put(' ');
     if (opts_.show_plugin && !ev.plugin.empty()) {
-        out += '[';
-        out += ev.plugin;
-        out += "] ";
+        out.put('[');
+        out.put(ev.plugin);
+        out.put("] ");
     }
     if (opts_.show_target && !target.empty()) {
         p.put2(bold, lc, target);
         p.put(lc, ":");
-        out += ' ';
+        out.put(' ');
     }
     bool first = true;
     if (message) {
-        std::string m;
-        message_into(m, *message);
-        p.put(lc, m);
+        const bool styled = color_ && !lc.empty();
+        if (styled)
+            out.put(lc);
+        message_into(out, *message);
+        if (styled)
+            out.put(reset);
         first = false;
     }
-    {
-        // Field names bold in the level's colour, as tracing's Pretty does.
-        std::string key_style = std::string(bold) + std::string(lc);
-        fields_pretty(p, key_style, fields, first);
-    }
+    // Field names bold in the level's colour, as tracing's Pretty does.
+    fields_pretty(p, bold, lc, fields, first);
     if (!out.empty() && out.back() == ' ')
         out.pop_back();
-    out += '\n';
+    out.put('\n');
     const bool loc = opts_.show_location && ev.site && !ev.site->file.empty();
     if (loc || opts_.show_thread_ids) {
-        out += "    ";
+        out.put("    ");
         if (loc) {
             p.put2(dim, italic, "at");
-            out += ' ';
-            out += ev.site->file;
-            out += ':';
-            out += std::to_string(ev.site->line);
+            out.put(' ');
+            out.put(ev.site->file);
+            out.put(':');
+            out.put_int(ev.site->line);
         }
         if (opts_.show_thread_ids) {
             if (loc)
-                out += ' ';
+                out.put(' ');
             p.put2(dim, italic, "on");
-            out += ' ';
+            out.put(' ');
             thread_text(out);
         }
-        out += '\n';
+        out.put('\n');
     }
     for (auto it = ev.spans.rbegin(); it != ev.spans.rend(); ++it) {
-        out += "    ";
+        out.put("    ");
         p.put2(dim, italic, "in");
-        out += ' ';
-        std::string name;
+        out.put(' ');
+        if (color_)
+            out.put(bold);
         if (it->site && !it->site->target.empty()) {
-            name = it->site->target;
-            name += "::";
+            out.put(it->site->target);
+            out.put("::");
         }
-        name += it->name();
-        p.put(bold, name);
+        out.put(it->name());
+        if (color_)
+            out.put(reset);
         if (it->fields && !it->fields->empty()) {
-            out += ' ';
+            out.put(' ');
             p.put2(dim, italic, "with");
-            out += ' ';
+            out.put(' ');
             bool f1 = true;
-            fields_pretty(p, bold, *it->fields, f1);
+            fields_pretty(p, bold, {}, *it->fields, f1);
         }
-        out += '\n';
+        out.put('\n');
     }
-    out += '\n';
+    out.put('\n');
 }
 
 }  // namespace
@@ -665,11 +736,11 @@ void console_layer::on_event(const event_view& ev) noexcept
     try {
         // Formatted outside the lock into a per-thread buffer that keeps its
         // capacity: a line costs no allocation once warm.
-        thread_local std::string text;
+        thread_local text_buffer text;
         text.clear();
         format_into(text, ev, opts_, color_);
         std::lock_guard lock(mutex_);
-        emit(text);
+        emit(text.view());
     } catch (...) {
         errors_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -689,9 +760,11 @@ void console_layer::write_span_line(span_context scope, std::string_view what) n
         ev.time = clock::now();
         ev.thread = std::this_thread::get_id();
         ev.spans = scope;
-        std::string text = format_event(ev);
+        thread_local text_buffer text;
+        text.clear();
+        format_into(text, ev, opts_, color_);
         std::lock_guard lock(mutex_);
-        emit(text);
+        emit(text.view());
     } catch (...) {
         errors_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -226,17 +226,19 @@ private:
 // format names them, plus "plugin":
 //
 //   {"timestamp":"2026-11-23T12:00:00.123456Z","level":"INFO",
-//    "fields":{"message":"charged","amount":12.5,"currency":"EUR"},
+//    "fields":{"message":"charged","amount":1.25E1,"currency":"EUR"},
 //    "target":"orders::billing","plugin":"orders",
 //    "filename":"src/billing.cpp","line_number":42,       (with_location only)
-//    "span":{"name":"charge","amount":12.5},              (leaf span; absent outside spans)
-//    "spans":[{"name":"order","id":42},{"name":"charge","amount":12.5}],  (root -> leaf)
+//    "span":{"name":"charge","amount":1.25E1},            (leaf span; absent outside spans)
+//    "spans":[{"name":"order","id":42},{"name":"charge","amount":1.25E1}],  (root -> leaf)
 //    "threadId":"ThreadId(02)"}                           (with_thread_ids only)
 //
 // Values: bool, integers as JSON numbers (128-bit ones as numbers when they
-// fit in 64 bits, else as decimal strings), finite floats as numbers, NaN and
-// infinities as the strings "NaN", "inf", "-inf", strings and debug text as
-// strings, errors as their message chain joined by ": ". With span_events, a
+// fit in 64 bits, else as decimal strings), finite floats as numbers in the
+// exponent form Boost.JSON gave them (the shortest digits that read back the
+// same: 12.5 is 1.25E1, 1.0 is 1E0), NaN and infinities as the strings
+// "NaN", "inf", "-inf", strings and debug text as strings, errors as their
+// message chain joined by ": ". With span_events, a
 // span's creation and close are lines whose fields.message is "new" / "close"
 // (and whose "span" is that span), as tracing's FmtSpan does.
 struct json_options {
@@ -266,7 +268,7 @@ private:
     struct impl;
     void write_line(const event_view& ev) noexcept;
     void write_span_event(span_context scope, const char* what) noexcept;
-    const std::string& build_locked(const event_view& ev);  // into impl_->line
+    std::string_view build_locked(const event_view& ev);  // into impl_->line
 
     line_writer out_;
     json_options opts_;
