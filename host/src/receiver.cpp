@@ -1,5 +1,7 @@
 #include <tracetunnel/host/receiver.hpp>
 
+#include "receiver_tables.hpp"
+
 #include <tracetunnel/abi_convert.hpp>
 
 #include <algorithm>
@@ -25,6 +27,14 @@ bool valid_utf8(std::string_view s) noexcept
         if ((word & 0x8080808080808080ULL) != 0)
             break;
         i += 8;
+    }
+    if (i == n)
+        return true;
+    if (n >= 8 && n - i < 8) {  // an ASCII tail: the last eight bytes at once (overlapping)
+        std::uint64_t word;
+        std::memcpy(&word, p + n - 8, 8);
+        if ((word & 0x8080808080808080ULL) == 0)
+            return true;
     }
     while (i < n) {
         const unsigned c = p[i];
@@ -221,6 +231,145 @@ thread_local event_scratch fast_scratch;
 // Strings longer than this are not kept in the scratch between events.
 constexpr std::size_t scratch_keep_bytes = 4096;
 
+// Converts a plugin's values for `site` into the scratch (values and refs),
+// checking what the general path checks. False for anything unusual (an
+// error value, a bad index, length, pointer or UTF-8): the general path then
+// decides and words the error. `bytes` gets the span-quota size (field names
+// + string values), `big` whether a string is over scratch_keep_bytes.
+// True when n bytes at a and b are equal; short strings (the common case)
+// without a call.
+inline bool same_bytes(const char* a, const char* b, std::size_t n) noexcept
+{
+    if (n >= 8 && n <= 16) {
+        std::uint64_t x, y, u, v;
+        std::memcpy(&x, a, 8);
+        std::memcpy(&y, b, 8);
+        std::memcpy(&u, a + n - 8, 8);
+        std::memcpy(&v, b + n - 8, 8);
+        return ((x ^ y) | (u ^ v)) == 0;
+    }
+    return n == 0 || std::memcmp(a, b, n) == 0;
+}
+
+// A scalar into a slot that already holds its type (the same call site
+// again), without a temporary variant; false when the slot holds another.
+template <class T>
+inline bool put_scalar(model::value& slot, T x) noexcept
+{
+    if (auto* p = std::get_if<T>(&slot)) {
+        *p = x;
+        return true;
+    }
+    return false;
+}
+
+bool fill_scratch(event_scratch& sc, const model::callsite& site, const tt_event& ev, const quotas& q, bool& big,
+                  std::size_t& bytes)
+{
+    const std::uint32_t n = ev.value_count;
+    if (sc.values.size() < n)
+        sc.values.resize(n);
+    if (sc.refs.size() != n)
+        sc.refs.resize(n);
+    model::value* vals = sc.values.data();
+    field_ref* refs = sc.refs.data();
+    const std::string* names = site.fields.data();
+    const std::size_t field_count = site.fields.size();
+    big = false;
+    bytes = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const tt_field_value& v = ev.values[i];
+        if (v.field >= field_count)
+            return false;
+        std::size_t len = 0;
+        model::value& slot = vals[i];
+        bool done = false;
+        switch (v.kind) {
+        case TT_VALUE_I64: done = put_scalar(slot, std::int64_t{v.as.i64}); break;
+        case TT_VALUE_F64: done = put_scalar(slot, double{v.as.f64}); break;
+        case TT_VALUE_U64: done = put_scalar(slot, std::uint64_t{v.as.u64}); break;
+        case TT_VALUE_BOOL: done = put_scalar(slot, v.as.boolean != 0); break;
+        case TT_VALUE_ERROR: return false;
+        case TT_VALUE_STR:
+        case TT_VALUE_DEBUG: {
+            // Lengths are checked before a byte is read (quotas::max_string_length).
+            if (v.as.str.len > q.max_string_length || !readable(v.as.str))
+                return false;
+            len = v.as.str.len;
+            auto* s = v.kind == TT_VALUE_STR ? std::get_if<std::string>(&slot) : nullptr;
+            // The same text as this slot's last event (a constant string of
+            // the same call site, the common case): already checked, and
+            // nothing to copy. The scratch only ever holds valid UTF-8.
+            if (s != nullptr && s->size() == len && same_bytes(s->data(), v.as.str.ptr, len)) {
+                done = true;
+                break;
+            }
+            if (!valid_utf8(view(v.as.str)))
+                return false;
+            if (s != nullptr && s->size() == len) {
+                std::memcpy(s->data(), v.as.str.ptr, len);
+                done = true;
+            }
+            break;
+        }
+        default: break;
+        }
+        if (!done && !assign_from_abi(slot, v))
+            return false;
+        big = big || len > scratch_keep_bytes;
+        bytes += names[v.field].size() + len;
+        refs[i] = field_ref{names[v.field], &slot};
+    }
+    return true;
+}
+
+// Lets go of long strings in the scratch once an event is relayed, and marks
+// the scratch free again.
+struct scratch_release {
+    event_scratch& sc;
+    std::uint32_t n;
+    bool big;
+    ~scratch_release()
+    {
+        sc.busy = false;
+        if (big)
+            for (std::uint32_t i = 0; i < n; ++i)
+                if (value_bytes(sc.values[i]) > scratch_keep_bytes)
+                    sc.values[i] = model::value(false);
+    }
+};
+
+// Packs a span's values: declared names by their index in the call site,
+// others (no call site, an undeclared name) by name.
+std::string_view pack(detail::blob_writer& w, const model::callsite* site, const model::field_values& values)
+{
+    w.clear();
+    for (const auto& [name, v] : values) {
+        std::size_t i = 0;
+        if (site != nullptr)
+            while (i < site->fields.size() && site->fields[i] != name)
+                ++i;
+        if (site != nullptr && i < site->fields.size())
+            w.add(static_cast<std::uint32_t>(i), v);
+        else
+            w.add(name, v);
+    }
+    return w.bytes();
+}
+
+thread_local detail::blob_writer blob_scratch;
+
+model::field_values unpack(const detail::span_rec& e)
+{
+    model::field_values out;
+    detail::read_blob(e.values.bytes(), e.site != nullptr ? &e.site->fields : nullptr,
+                      [&](std::string_view name, model::value&& v) { out.emplace_back(std::string(name), std::move(v)); });
+    return out;
+}
+
+// A span's string bytes are kept in 32 bits (span_rec::bytes).
+constexpr std::size_t max_span_bytes = 0xFFFFFFFFu;
+
 std::string id_text(std::uint64_t id)
 {
     return std::to_string(id);
@@ -295,6 +444,52 @@ std::uint32_t status_of(receive_errc e) noexcept
 // ---------------------------------------------------------------------------
 // local spans
 
+struct local_spans::table {
+    detail::keyed_table<detail::local_rec> spans;
+    detail::key_index handles;  // handle -> slot in spans
+
+    auto handle_at() const noexcept
+    {
+        return [this](std::uint32_t i) { return spans.at(i).handle; };
+    }
+    // The entry of a plugin span id, added (without a handle) when missing.
+    detail::local_rec& get(std::uint64_t id)
+    {
+        if (auto* e = spans.find(id))
+            return *e;
+        return *spans.add(id).first;
+    }
+    void set_handle(std::uint64_t id, span_handle h)
+    {
+        std::uint32_t slot = spans.slot_of(id);
+        if (slot == detail::no_slot)
+            slot = spans.add(id).second;
+        auto& e = spans.at(slot);
+        if (e.handle != 0)
+            handles.erase(e.handle, slot, handle_at());
+        e.handle = h;
+        if (h != 0)
+            handles.put(h, slot, handle_at());
+    }
+    // The plugin span id that has pipeline handle h, 0 if none.
+    std::uint64_t id_of(span_handle h) const noexcept
+    {
+        const std::uint32_t slot = handles.find(h, handle_at());
+        return slot == detail::no_slot ? 0 : spans.at(slot).key;
+    }
+    void erase(std::uint64_t id) noexcept
+    {
+        const std::uint32_t slot = spans.slot_of(id);
+        if (slot == detail::no_slot)
+            return;
+        if (const span_handle h = spans.at(slot).handle; h != 0)
+            handles.erase(h, slot, handle_at());
+        spans.erase(id);
+    }
+};
+
+local_spans::local_spans(subscriber& pipeline) : pipeline_(&pipeline), table_(std::make_unique<table>()) {}
+
 local_spans::~local_spans()
 {
     // Nobody continues these spans: they end here.
@@ -306,55 +501,73 @@ void local_spans::suspend_all() noexcept
     release_all(true);
 }
 
-// Exits what is entered, then closes or suspends every span; the maps are
+// Exits what is entered, then closes or suspends every span; the table is
 // emptied first so that the pipeline is called without the lock.
 void local_spans::release_all(bool suspend) noexcept
 {
-    std::unordered_map<std::uint64_t, entry> all;
+    table all;
     {
         std::lock_guard lock(mutex_);
-        all.swap(spans_);
-        by_handle_.clear();
+        std::swap(all, *table_);
         closed_.clear();
+        closed_next_ = 0;
     }
-    for (auto& [id, e] : all) {
-        (void)id;
-        for (auto& [thread, n] : e.entered)
+    all.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
+        e.entered.for_each([&](std::thread::id thread, std::uint32_t n) {
             for (std::uint32_t k = 0; k < n; ++k)
                 pipeline_->force_exit(e.handle, thread);
+        });
         if (e.handle == 0)
-            continue;
+            return;
         if (suspend)
             pipeline_->suspend(e.handle);
         else
             pipeline_->close(e.handle);
+    });
+}
+
+void local_spans::remember_closed(std::uint64_t span_id, span_handle h)
+{
+    if (closed_.size() < closed_memory) {
+        if (closed_.capacity() < closed_memory)
+            closed_.reserve(closed_memory);
+        closed_.emplace_back(span_id, h);
+        return;
     }
+    closed_[closed_next_] = {span_id, h};
+    closed_next_ = (closed_next_ + 1) % closed_memory;
+}
+
+span_handle local_spans::closed_handle(std::uint64_t span_id) const noexcept
+{
+    // Newest first: the ring's newest entry is just before closed_next_.
+    const std::size_t n = closed_.size();
+    for (std::size_t k = 0; k < n; ++k) {
+        const auto& [id, h] = closed_[(closed_next_ + n - 1 - k) % n];
+        if (id == span_id)
+            return h;
+    }
+    return 0;
 }
 
 std::size_t local_spans::size() const
 {
     std::lock_guard lock(mutex_);
-    return spans_.size();
+    return table_->spans.size();
 }
 
 span_handle local_spans::handle_of(std::uint64_t span_id) const
 {
     std::lock_guard lock(mutex_);
-    auto it = spans_.find(span_id);
-    return it == spans_.end() ? 0 : it->second.handle;
+    const auto* e = table_->spans.find(span_id);
+    return e == nullptr ? 0 : e->handle;
 }
 
 std::uint32_t local_spans::entered_count(std::uint64_t span_id) const
 {
     std::lock_guard lock(mutex_);
-    auto it = spans_.find(span_id);
-    if (it == spans_.end())
-        return 0;
-    std::uint32_t threads = 0;
-    for (const auto& [thread, n] : it->second.entered)
-        if (n != 0)
-            ++threads;
-    return threads;
+    const auto* e = table_->spans.find(span_id);
+    return e == nullptr ? 0 : e->entered.threads();
 }
 
 // ---------------------------------------------------------------------------
@@ -437,6 +650,22 @@ void receiver::index_callsite_locked(callsite_entry& entry)
     index_tables_.push_back(std::move(next));
 }
 
+struct receiver::span_table {
+    detail::keyed_table<detail::span_rec> spans;
+    // Follows-from causes by span id: few spans have any.
+    std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> follows;
+
+    detail::span_rec* find(std::uint64_t id) noexcept { return spans.find(id); }
+    bool has(std::uint64_t id) const noexcept { return spans.find(id) != nullptr; }
+    std::size_t size() const noexcept { return spans.size(); }
+    void erase(std::uint64_t id) noexcept
+    {
+        spans.erase(id);
+        if (!follows.empty())
+            follows.erase(id);
+    }
+};
+
 receiver::callsite_entry* receiver::find_callsite_fast(std::uint64_t id) const noexcept
 {
     const callsite_index* t = index_.load(std::memory_order_acquire);
@@ -460,71 +689,79 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
             index_callsite_locked(it->second);
     }
     next_id_ = std::max<std::uint64_t>(restored.spans.next_id, 1);
+    spans_ = std::make_unique<span_table>();
     for (auto& ps : restored.spans.spans) {
-        if (ps.id == 0 || (ps.id & top_bit) != 0)
+        if (ps.id == 0 || (ps.id & top_bit) != 0 || spans_->has(ps.id))
             continue;
-        span_entry e;
-        e.callsite_id = ps.callsite_id;
-        e.parent_id = ps.parent_id;
-        e.values = std::move(ps.values);
-        e.ref_count = std::max<std::uint64_t>(ps.ref_count, 1);
-        e.start = ps.start;
-        e.follows_from = std::move(ps.follows_from);
-        e.bytes = fields_bytes(e.values);
-        auto cit = callsites_.find(e.callsite_id);
-        e.site = cit == callsites_.end() ? nullptr : &cit->second.site;
-        string_bytes_ += e.bytes;
+        auto cit = callsites_.find(ps.callsite_id);
+        const model::callsite* site = cit == callsites_.end() ? nullptr : &cit->second.site;
+        detail::value_blob values;
+        values.assign(pack(blob_scratch, site, ps.values));
+        const std::size_t bytes = fields_bytes(ps.values);
+        auto* e = spans_->spans.add(ps.id).first;
+        e->callsite_id = ps.callsite_id;
+        e->parent_id = ps.parent_id;
+        e->values = std::move(values);
+        e->ref_count = std::max<std::uint64_t>(ps.ref_count, 1);
+        e->start = ps.start;
+        e->bytes = static_cast<std::uint32_t>(std::min(bytes, max_span_bytes));
+        e->site = site;
+        if (!ps.follows_from.empty())
+            spans_->follows[ps.id] = std::move(ps.follows_from);
+        string_bytes_ += bytes;
         next_id_ = std::max(next_id_, ps.id + 1);
-        spans_.emplace(ps.id, std::move(e));
     }
     // Nesting depths of the restored spans, walking up iteratively (a chain
     // may be long; a parent that is gone ends it).
     {
-        std::vector<span_entry*> chain;
+        std::vector<detail::span_rec*> chain;
         std::unordered_map<std::uint64_t, bool> done;
-        for (auto& [id, e] : spans_) {
-            if (done.count(id) != 0)
-                continue;
+        const std::size_t total = spans_->size();
+        spans_->spans.for_each([&](detail::span_rec& first, std::uint32_t) {
+            if (done.count(first.key) != 0)
+                return;
             chain.clear();
-            std::uint64_t at = id;
+            std::uint64_t at = first.key;
             std::uint32_t base = 0;
-            while (chain.size() <= spans_.size()) {
-                auto it = spans_.find(at);
-                if (it == spans_.end())
+            while (chain.size() <= total) {
+                detail::span_rec* it = spans_->find(at);
+                if (it == nullptr)
                     break;
                 if (done.count(at) != 0) {
-                    base = it->second.depth;
+                    base = it->depth;
                     break;
                 }
-                chain.push_back(&it->second);
+                chain.push_back(it);
                 done[at] = true;
-                at = it->second.parent_id;
+                at = it->parent_id;
                 if (at == 0)
                     break;
             }
             for (auto c = chain.rbegin(); c != chain.rend(); ++c)
                 (*c)->depth = ++base;
-        }
+        });
     }
     // Local handles of spans the restored state does not have (an older
     // commit than the handles): nobody will continue them.
-    std::vector<std::pair<span_handle, std::vector<std::pair<std::thread::id, std::uint32_t>>>> stale;
+    std::vector<std::pair<span_handle, detail::entered_set>> stale;
     {
         std::lock_guard lock(local_->mutex_);
-        for (auto it = local_->spans_.begin(); it != local_->spans_.end();) {
-            if (spans_.count(it->first) == 0) {
-                local_->by_handle_.erase(it->second.handle);
-                stale.emplace_back(it->second.handle, std::move(it->second.entered));
-                it = local_->spans_.erase(it);
-            } else {
-                ++it;
+        auto& lt = *local_->table_;
+        std::vector<std::uint64_t> gone;
+        lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
+            if (!spans_->has(e.key)) {
+                gone.push_back(e.key);
+                stale.emplace_back(e.handle, std::move(e.entered));
             }
-        }
+        });
+        for (std::uint64_t id : gone)
+            lt.erase(id);
     }
     for (auto& [h, entered] : stale) {
-        for (auto& [thread, n] : entered)
+        entered.for_each([&](std::thread::id thread, std::uint32_t n) {
             for (std::uint32_t k = 0; k < n; ++k)
                 pipeline_->force_exit(h, thread);
+        });
         pipeline_->close(h);
     }
     // The pipeline learns the restored call sites as a registration would.
@@ -549,27 +786,27 @@ void receiver::rollback() noexcept
     std::vector<span_handle> closes;
     {
         std::lock_guard lock(mutex_);
-        if (!dirty_)
+        if (!dirty_.load(std::memory_order_relaxed))
             return;
         std::lock_guard llock(local_->mutex_);
-        for (auto& [id, e] : local_->spans_) {
-            (void)id;
-            for (auto& [thread, n] : e.entered)
+        auto& lt = *local_->table_;
+        lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
+            e.entered.for_each([&](std::thread::id thread, std::uint32_t n) {
                 for (std::uint32_t k = 0; k < n; ++k)
                     exits.push_back({e.handle, thread});
+            });
             e.entered.clear();
-        }
+        });
         for (std::uint64_t id : uncommitted_) {
-            spans_.erase(id);
-            auto it = local_->spans_.find(id);
-            if (it == local_->spans_.end())
+            spans_->erase(id);
+            const auto* e = lt.spans.find(id);
+            if (e == nullptr)
                 continue;
-            local_->by_handle_.erase(it->second.handle);
-            closes.push_back(it->second.handle);
-            local_->spans_.erase(it);
+            closes.push_back(e->handle);
+            lt.erase(id);
         }
         uncommitted_.clear();
-        dirty_ = false;
+        dirty_.store(false, std::memory_order_relaxed);
     }
     for (const auto& x : exits)
         pipeline_->force_exit(x.handle, x.thread);
@@ -636,9 +873,13 @@ receive_result receiver::try_receive(const tt_event& ev)
     if (ev.kind < TT_EVENT_NEW_CALLSITE || ev.kind > TT_EVENT_NEW_EVENT)
         return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
     event_counts_[ev.kind - 1].fetch_add(1, std::memory_order_relaxed);
-    if (ev.kind == TT_EVENT_NEW_EVENT)
+    if (ev.kind == TT_EVENT_NEW_EVENT) {
         if (auto r = receive_event_fast(ev))
             return std::move(*r);
+    } else if (ev.kind == TT_EVENT_NEW_SPAN) {
+        if (auto r = receive_span_fast(ev))
+            return std::move(*r);
+    }
 
     op o;
     o.kind = ev.kind;
@@ -708,13 +949,13 @@ receive_result receiver::try_receive(const tt_event& ev)
         {
             std::lock_guard lock(mutex_);
             if (ev.kind == TT_EVENT_VALUES_RECORDED) {
-                auto it = spans_.find(ev.span_id);
-                if (it == spans_.end())
+                const auto* it = spans_->find(ev.span_id);
+                if (it == nullptr)
                     return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(ev.span_id));
-                cs = it->second.site;
+                cs = it->site;
                 if (cs == nullptr)
                     return fail(receive_errc::unknown_callsite, "span " + id_text(ev.span_id) +
-                                                                    " has call site " + id_text(it->second.callsite_id) +
+                                                                    " has call site " + id_text(it->callsite_id) +
                                                                     ", which is not known");
             } else {
                 auto it = callsites_.find(ev.callsite_id);
@@ -764,34 +1005,11 @@ std::optional<receive_result> receiver::receive_event_fast(const tt_event& ev)
     if (sc.busy)
         return std::nullopt;
     const model::callsite& site = entry->site;
-    if (sc.values.size() < ev.value_count)
-        sc.values.resize(ev.value_count);
-    sc.refs.clear();
     bool big = false;
-    for (std::uint32_t i = 0; i < ev.value_count; ++i) {
-        const tt_field_value& v = ev.values[i];
-        // Lengths are checked before a byte is read (quotas::max_string_length);
-        // errors are rare and worded by the general path.
-        if (v.field >= site.fields.size() || v.kind == TT_VALUE_ERROR ||
-            ((v.kind == TT_VALUE_STR || v.kind == TT_VALUE_DEBUG) && v.as.str.len > limits_.max_string_length) ||
-            !assign_from_abi(sc.values[i], v) || !value_utf8(sc.values[i]))
-            return std::nullopt;
-        big = big || value_bytes(sc.values[i]) > scratch_keep_bytes;
-        sc.refs.push_back(field_ref{site.fields[v.field], &sc.values[i]});
-    }
-    struct release {
-        event_scratch& sc;
-        std::uint32_t n;
-        bool big;
-        ~release()
-        {
-            sc.busy = false;
-            if (big)
-                for (std::uint32_t i = 0; i < n; ++i)
-                    if (value_bytes(sc.values[i]) > scratch_keep_bytes)
-                        sc.values[i] = model::value(false);
-        }
-    } guard{sc, ev.value_count, big};
+    std::size_t bytes = 0;
+    if (!fill_scratch(sc, site, ev, limits_, big, bytes))
+        return std::nullopt;
+    scratch_release guard{sc, ev.value_count, big};
     sc.busy = true;
 
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
@@ -814,6 +1032,108 @@ std::optional<receive_result> receiver::receive_event_fast(const tt_event& ev)
     rec.thread = std::this_thread::get_id();
     pipeline_->event(rec);
     return receive_result(std::uint64_t{TT_STATUS_OK});
+}
+
+// The general path's NEW_SPAN for the common case, with its checks and
+// error messages, in one pass under the locks. Only for call sites the
+// pipeline always wants: a filtered span's order of checks (quotas before
+// the filter) stays the general path's.
+std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
+{
+    if (ev.parent >= TT_PARENT_EXPLICIT)
+        return std::nullopt;
+    if (ev.value_count > limits_.max_values_per_event || (ev.value_count > 0 && ev.values == nullptr))
+        return std::nullopt;
+    callsite_entry* entry = find_callsite_fast(ev.callsite_id);
+    if (entry == nullptr || entry->site.kind != model::callsite_kind::span ||
+        static_cast<interest>(entry->cached.load(std::memory_order_relaxed)) != interest::always)
+        return std::nullopt;
+    event_scratch& sc = fast_scratch;
+    if (sc.busy)
+        return std::nullopt;
+    const model::callsite& site = entry->site;
+    bool big = false;
+    std::size_t bytes = 0;
+    if (!fill_scratch(sc, site, ev, limits_, big, bytes))
+        return std::nullopt;
+    // A field given twice: the general path merges them.
+    for (std::uint32_t i = 1; i < ev.value_count; ++i)
+        for (std::uint32_t k = 0; k < i; ++k)
+            if (ev.values[i].field == ev.values[k].field)
+                return std::nullopt;
+    scratch_release guard{sc, ev.value_count, big};
+    sc.busy = true;
+    detail::blob_writer& w = blob_scratch;
+    w.clear();
+    for (std::uint32_t i = 0; i < ev.value_count; ++i)
+        w.add(ev.values[i].field, sc.values[i]);
+    detail::value_blob values;
+    values.assign(w.bytes());
+
+    const auto now = clock::now();
+    const span_handle parent = ev.parent == TT_PARENT_ROOT ? 0 : pipeline_->current_span();
+    std::uint64_t plugin_parent = 0;
+    std::uint64_t id = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (spans_->size() >= limits_.max_live_spans)
+            return fail(receive_errc::quota_exceeded,
+                        "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
+        if (string_bytes_ + bytes > limits_.max_string_bytes || bytes > max_span_bytes)
+            return fail(receive_errc::quota_exceeded,
+                        "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+        if (parent != 0) {
+            std::lock_guard llock(local_->mutex_);
+            plugin_parent = local_->table_->id_of(parent);
+        }
+        std::uint32_t depth = 1;
+        if (plugin_parent != 0)
+            if (const auto* p = spans_->find(plugin_parent))
+                depth = p->depth + 1;
+        if (depth > limits_.max_span_depth)
+            return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
+                                                          std::to_string(limits_.max_span_depth) +
+                                                          " reached (parent " + id_text(plugin_parent) + ")");
+        while (spans_->has(next_id_))
+            next_id_ = (next_id_ + 1) & ~top_bit;
+        id = next_id_;
+        next_id_ = (id + 1) & ~top_bit;
+        if (next_id_ == 0)
+            next_id_ = 1;
+        uncommitted_.push_back(id);
+        detail::span_rec* e = nullptr;
+        try {
+            e = spans_->spans.add(id).first;
+        } catch (...) {
+            uncommitted_.pop_back();
+            throw;
+        }
+        e->callsite_id = ev.callsite_id;
+        e->parent_id = plugin_parent;
+        e->site = &site;
+        e->start = now;
+        e->ref_count = 1;
+        e->depth = depth;
+        e->bytes = static_cast<std::uint32_t>(bytes);
+        e->values = std::move(values);
+        string_bytes_ += bytes;
+        dirty_.store(true, std::memory_order_relaxed);
+    }
+    entry->hits.fetch_add(1, std::memory_order_relaxed);
+    span_attrs attrs;
+    attrs.site = &site;
+    attrs.plugin = lineage_;
+    attrs.parent = parent;
+    attrs.values = sc.refs;
+    attrs.time = now;
+    attrs.thread = std::this_thread::get_id();
+    attrs.plugin_span_id = id;
+    const span_handle h = pipeline_->new_span(attrs);
+    {
+        std::lock_guard llock(local_->mutex_);
+        local_->table_->set_handle(id, h);
+    }
+    return receive_result(id);
 }
 
 receive_result receiver::try_receive(const model::event& ev)
@@ -889,9 +1209,8 @@ span_handle receiver::materialize(std::uint64_t span_id)
 {
     {
         std::lock_guard lock(local_->mutex_);
-        auto it = local_->spans_.find(span_id);
-        if (it != local_->spans_.end())
-            return it->second.handle;
+        if (const auto* e = local_->table_->spans.find(span_id))
+            return e->handle;
     }
     // A persisted span without a pipeline span (host restart): it gets one
     // now. Its persisted parent is not materialized for it: a parent without
@@ -903,20 +1222,18 @@ span_handle receiver::materialize(std::uint64_t span_id)
     {
         std::lock_guard lock(mutex_);
         std::lock_guard llock(local_->mutex_);
-        auto lit = local_->spans_.find(span_id);
-        if (lit != local_->spans_.end())
-            return lit->second.handle;
-        auto it = spans_.find(span_id);
-        if (it == spans_.end() || it->second.site == nullptr)
+        auto& lt = *local_->table_;
+        if (const auto* e = lt.spans.find(span_id))
+            return e->handle;
+        const auto* it = spans_->find(span_id);
+        if (it == nullptr || it->site == nullptr)
             return 0;
-        values = it->second.values;
-        attrs.site = it->second.site;
-        attrs.time = it->second.start;
-        if (it->second.parent_id != 0) {
-            auto pit = local_->spans_.find(it->second.parent_id);
-            if (pit != local_->spans_.end())
-                attrs.parent = pit->second.handle;
-        }
+        values = unpack(*it);
+        attrs.site = it->site;
+        attrs.time = it->start;
+        if (it->parent_id != 0)
+            if (const auto* p = lt.spans.find(it->parent_id))
+                attrs.parent = p->handle;
     }
     const auto refs = refs_of(values);
     attrs.plugin = lineage_;
@@ -928,12 +1245,11 @@ span_handle receiver::materialize(std::uint64_t span_id)
     bool gone = false;
     {
         std::lock_guard lock(mutex_);
-        if (spans_.count(span_id) == 0) {
+        if (!spans_->has(span_id)) {
             gone = true;  // dropped meanwhile on another thread
         } else {
             std::lock_guard llock(local_->mutex_);
-            local_->spans_[span_id].handle = h;
-            local_->by_handle_[h] = span_id;
+            local_->table_->set_handle(span_id, h);
         }
     }
     if (gone) {
@@ -955,9 +1271,7 @@ span_handle receiver::resolve_parent(std::uint32_t mode, std::uint64_t explicit_
     const span_handle current = pipeline_->current_span();
     if (current != 0) {
         std::lock_guard lock(local_->mutex_);
-        auto it = local_->by_handle_.find(current);
-        if (it != local_->by_handle_.end())
-            *plugin_parent = it->second;
+        *plugin_parent = local_->table_->id_of(current);
     }
     return current;
 }
@@ -1021,10 +1335,10 @@ receive_result receiver::apply(op& o)
             if (const std::string* bad = undeclared_field(entry->site, o.values))
                 return fail(receive_errc::unknown_field,
                             "value for field '" + *bad + "', which call site '" + entry->site.name + "' does not declare");
-            if (o.parent == TT_PARENT_EXPLICIT && spans_.count(o.related) == 0)
+            if (o.parent == TT_PARENT_EXPLICIT && !spans_->has(o.related))
                 return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
             if (is_span) {
-                if (spans_.size() >= limits_.max_live_spans)
+                if (spans_->size() >= limits_.max_live_spans)
                     return fail(receive_errc::quota_exceeded,
                                 "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
                 if (string_bytes_ + fields_bytes(o.values) > limits_.max_string_bytes)
@@ -1062,47 +1376,56 @@ receive_result receiver::apply(op& o)
         {
             std::lock_guard lock(mutex_);
             // Re-check what another thread may have changed meanwhile.
-            if (o.parent == TT_PARENT_EXPLICIT && spans_.count(o.related) == 0)
+            if (o.parent == TT_PARENT_EXPLICIT && !spans_->has(o.related))
                 return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
-            if (spans_.size() >= limits_.max_live_spans)
+            if (spans_->size() >= limits_.max_live_spans)
                 return fail(receive_errc::quota_exceeded,
                             "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-            const std::size_t bytes = fields_bytes(o.values);
-            if (string_bytes_ + bytes > limits_.max_string_bytes)
+            model::field_values merged;
+            merged.reserve(o.values.size());
+            merge_values(merged, o.values);
+            const std::size_t bytes = fields_bytes(merged);
+            if (string_bytes_ + fields_bytes(o.values) > limits_.max_string_bytes || bytes > max_span_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
             std::uint32_t depth = 1;
             if (plugin_parent != 0)
-                if (auto pit = spans_.find(plugin_parent); pit != spans_.end())
-                    depth = pit->second.depth + 1;
+                if (const auto* p = spans_->find(plugin_parent))
+                    depth = p->depth + 1;
             if (depth > limits_.max_span_depth)
                 return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
                                                               std::to_string(limits_.max_span_depth) +
                                                               " reached (parent " + id_text(plugin_parent) + ")");
-            if (o.propose_id && o.span_id != 0 && (o.span_id & top_bit) == 0 && spans_.count(o.span_id) == 0) {
+            if (o.propose_id && o.span_id != 0 && (o.span_id & top_bit) == 0 && !spans_->has(o.span_id)) {
                 id = o.span_id;
             } else {
-                while (spans_.count(next_id_) != 0)
+                while (spans_->has(next_id_))
                     next_id_ = (next_id_ + 1) & ~top_bit;
                 id = next_id_;
             }
             next_id_ = std::max(next_id_, id + 1) & ~top_bit;
             if (next_id_ == 0)
                 next_id_ = 1;
-            span_entry e;
-            e.callsite_id = o.callsite_id;
-            e.parent_id = plugin_parent;
-            e.values.reserve(o.values.size());
-            merge_values(e.values, o.values);
-            e.ref_count = 1;
-            e.start = now;
-            e.bytes = fields_bytes(e.values);
-            e.site = site;
-            e.depth = depth;
-            string_bytes_ += e.bytes;
-            spans_.emplace(id, std::move(e));
+            detail::value_blob values;
+            values.assign(pack(blob_scratch, site, merged));
             uncommitted_.push_back(id);
-            dirty_ = true;
+            detail::span_rec* e = nullptr;
+            try {
+                e = spans_->spans.add(id).first;
+            } catch (...) {
+                uncommitted_.pop_back();
+                throw;
+            }
+            e->callsite_id = o.callsite_id;
+            e->parent_id = plugin_parent;
+            e->values = std::move(values);
+            e->ref_count = 1;
+            e->start = now;
+            e->bytes = static_cast<std::uint32_t>(bytes);
+            e->site = site;
+            e->depth = depth;
+            string_bytes_ += bytes;
+            dirty_.store(true, std::memory_order_relaxed);
         }
         const auto refs = refs_of(o.values);
         span_attrs attrs;
@@ -1115,10 +1438,8 @@ receive_result receiver::apply(op& o)
         attrs.plugin_span_id = id;
         const span_handle h = pipeline_->new_span(attrs);
         {
-            std::lock_guard lock(mutex_);
             std::lock_guard llock(local_->mutex_);
-            local_->spans_[id].handle = h;
-            local_->by_handle_[h] = id;
+            local_->table_->set_handle(id, h);
         }
         return id;
     }
@@ -1128,24 +1449,19 @@ receive_result receiver::apply(op& o)
         bool cause_live = false;
         {
             std::lock_guard lock(mutex_);
-            auto it = spans_.find(o.span_id);
-            if (it == spans_.end())
+            if (!spans_->has(o.span_id))
                 return fail(receive_errc::unknown_span, "follows-from on unknown span " + id_text(o.span_id));
             if (o.related == 0 || (o.related & top_bit) != 0)
                 return fail(receive_errc::unknown_span, "follows-from cause " + id_text(o.related) + " is not a span id");
-            auto& ff = it->second.follows_from;
+            auto& ff = spans_->follows[o.span_id];
             if (std::find(ff.begin(), ff.end(), o.related) == ff.end()) {
                 ff.push_back(o.related);
-                dirty_ = true;
+                dirty_.store(true, std::memory_order_relaxed);
             }
-            cause_live = spans_.count(o.related) != 0;
+            cause_live = spans_->has(o.related);
             if (!cause_live) {
                 std::lock_guard llock(local_->mutex_);
-                for (auto cit = local_->closed_.rbegin(); cit != local_->closed_.rend(); ++cit)
-                    if (cit->first == o.related) {
-                        cause_handle = cit->second;
-                        break;
-                    }
+                cause_handle = local_->closed_handle(o.related);
             }
         }
         const span_handle h = materialize(o.span_id);
@@ -1158,40 +1474,37 @@ receive_result receiver::apply(op& o)
 
     case TT_EVENT_SPAN_ENTERED: {
         const auto me = std::this_thread::get_id();
-        auto note_entered = [&](local_spans::entry& e) {
-            auto it = std::find_if(e.entered.begin(), e.entered.end(), [&](const auto& p) { return p.first == me; });
-            if (it == e.entered.end())
-                e.entered.emplace_back(me, 1);
-            else
-                ++it->second;
-            dirty_ = true;  // a rollback must exit it
-        };
+        // The common case, a span that has its pipeline span: the local
+        // table alone answers (a local entry exists only for a live span).
         span_handle known = 0;
         {
-            std::lock_guard lock(mutex_);
-            if (spans_.count(o.span_id) == 0)
-                return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
-            // The common case, a span that has its pipeline span: one pass.
             std::lock_guard llock(local_->mutex_);
-            auto lit = local_->spans_.find(o.span_id);
-            if (lit != local_->spans_.end() && lit->second.handle != 0) {
-                note_entered(lit->second);
-                known = lit->second.handle;
+            auto* e = local_->table_->spans.find(o.span_id);
+            if (e != nullptr && e->handle != 0) {
+                e->entered.add(me);
+                dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
+                known = e->handle;
             }
         }
         if (known != 0) {
             pipeline_->enter(known);
             return std::uint64_t{TT_STATUS_OK};
         }
+        {
+            std::lock_guard lock(mutex_);
+            if (!spans_->has(o.span_id))
+                return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
+        }
         const span_handle h = materialize(o.span_id);
         if (h == 0)
             return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has no known call site");
         {
             std::lock_guard lock(mutex_);
-            if (spans_.count(o.span_id) == 0)
+            if (!spans_->has(o.span_id))
                 return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
             std::lock_guard llock(local_->mutex_);
-            note_entered(local_->spans_[o.span_id]);
+            local_->table_->get(o.span_id).entered.add(me);
+            dirty_.store(true, std::memory_order_relaxed);
         }
         pipeline_->enter(h);
         return std::uint64_t{TT_STATUS_OK};
@@ -1199,32 +1512,32 @@ receive_result receiver::apply(op& o)
 
     case TT_EVENT_SPAN_EXITED: {
         span_handle h = 0;
+        bool local = false;
         {
-            std::lock_guard lock(mutex_);
-            if (spans_.count(o.span_id) == 0)
-                return fail(receive_errc::unknown_span, "exit of unknown span " + id_text(o.span_id));
             std::lock_guard llock(local_->mutex_);
-            auto lit = local_->spans_.find(o.span_id);
-            if (lit != local_->spans_.end()) {
-                auto& entered = lit->second.entered;
+            if (auto* e = local_->table_->spans.find(o.span_id)) {
+                local = true;
                 const auto me = std::this_thread::get_id();
-                auto it = std::find_if(entered.begin(), entered.end(), [&](const auto& p) { return p.first == me; });
                 // Entered on other threads only: the plugin exits on the
                 // wrong thread. Refused; every thread's stack stays as it is.
-                if (it == entered.end() && !entered.empty())
+                if (!e->entered.has(me) && !e->entered.empty())
                     return fail(receive_errc::wrong_thread,
                                 "exit of span " + id_text(o.span_id) +
                                     " on a thread where it is not entered (it is on " +
-                                    std::to_string(entered.size()) + " other thread(s))");
+                                    std::to_string(e->entered.threads()) + " other thread(s))");
                 // Not entered anywhere (e.g. entered before a host restart):
                 // the pipeline never saw the enter, so it sees no exit.
-                if (it != entered.end()) {
-                    h = lit->second.handle;
-                    dirty_ = true;
-                    if (--it->second == 0)
-                        entered.erase(it);
+                if (e->entered.has(me)) {
+                    h = e->handle;
+                    dirty_.store(true, std::memory_order_relaxed);
+                    e->entered.remove(me);
                 }
             }
+        }
+        if (!local) {
+            std::lock_guard lock(mutex_);
+            if (!spans_->has(o.span_id))
+                return fail(receive_errc::unknown_span, "exit of unknown span " + id_text(o.span_id));
         }
         if (h != 0)
             pipeline_->exit(h);
@@ -1233,48 +1546,46 @@ receive_result receiver::apply(op& o)
 
     case TT_EVENT_SPAN_CLONED: {
         std::lock_guard lock(mutex_);
-        auto it = spans_.find(o.span_id);
-        if (it == spans_.end())
+        auto* it = spans_->find(o.span_id);
+        if (it == nullptr)
             return fail(receive_errc::unknown_span, "clone of unknown span " + id_text(o.span_id));
-        ++it->second.ref_count;
-        dirty_ = true;
+        ++it->ref_count;
+        dirty_.store(true, std::memory_order_relaxed);
         return std::uint64_t{TT_STATUS_OK};
     }
 
     case TT_EVENT_SPAN_DROPPED: {
         span_handle h = 0;
-        std::vector<std::pair<std::thread::id, std::uint32_t>> still_entered;
+        detail::entered_set still_entered;
         {
             std::lock_guard lock(mutex_);
-            auto it = spans_.find(o.span_id);
-            if (it == spans_.end())
+            auto* it = spans_->find(o.span_id);
+            if (it == nullptr)
                 return fail(receive_errc::unknown_span, "drop of unknown or closed span " + id_text(o.span_id));
-            dirty_ = true;
-            if (--it->second.ref_count > 0)
+            dirty_.store(true, std::memory_order_relaxed);
+            if (--it->ref_count > 0)
                 return std::uint64_t{TT_STATUS_OK};
-            string_bytes_ -= it->second.bytes;
-            spans_.erase(it);
+            string_bytes_ -= it->bytes;
+            spans_->erase(o.span_id);
             // uncommitted_ may name spans that are gone (a rollback skips
             // them); searching it here made every drop linear in the number
             // of uncommitted spans. It is compacted when mostly dead instead.
-            if (uncommitted_.size() > 64 && uncommitted_.size() > 2 * spans_.size())
-                std::erase_if(uncommitted_, [&](std::uint64_t id) { return spans_.count(id) == 0; });
+            if (uncommitted_.size() > 64 && uncommitted_.size() > 2 * spans_->size())
+                std::erase_if(uncommitted_, [&](std::uint64_t id) { return !spans_->has(id); });
             std::lock_guard llock(local_->mutex_);
-            auto lit = local_->spans_.find(o.span_id);
-            if (lit != local_->spans_.end()) {
-                h = lit->second.handle;
-                still_entered = std::move(lit->second.entered);
-                local_->by_handle_.erase(h);
-                local_->spans_.erase(lit);
-                local_->closed_.emplace_back(o.span_id, h);
-                if (local_->closed_.size() > local_spans::closed_memory)
-                    local_->closed_.pop_front();
+            auto& lt = *local_->table_;
+            if (auto* e = lt.spans.find(o.span_id)) {
+                h = e->handle;
+                still_entered = std::move(e->entered);
+                lt.erase(o.span_id);
+                local_->remember_closed(o.span_id, h);
             }
         }
         if (h != 0) {
-            for (auto& [thread, n] : still_entered)
+            still_entered.for_each([&](std::thread::id thread, std::uint32_t n) {
                 for (std::uint32_t k = 0; k < n; ++k)
                     pipeline_->force_exit(h, thread);
+            });
             pipeline_->close(h);
         }
         return std::uint64_t{TT_STATUS_OK};
@@ -1284,23 +1595,29 @@ receive_result receiver::apply(op& o)
         span_handle h = 0;
         {
             std::lock_guard lock(mutex_);
-            auto it = spans_.find(o.span_id);
-            if (it == spans_.end())
+            auto* it = spans_->find(o.span_id);
+            if (it == nullptr)
                 return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(o.span_id));
-            if (it->second.site == nullptr)
+            if (it->site == nullptr)
                 return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has call site " +
-                                                                id_text(it->second.callsite_id) + ", which is not known");
-            if (const std::string* bad = undeclared_field(*it->second.site, o.values))
+                                                                id_text(it->callsite_id) + ", which is not known");
+            if (const std::string* bad = undeclared_field(*it->site, o.values))
                 return fail(receive_errc::unknown_field, "value for field '" + *bad + "', which call site '" +
-                                                             it->second.site->name + "' does not declare");
-            const std::ptrdiff_t delta = merge_delta(it->second.values, o.values);
+                                                             it->site->name + "' does not declare");
+            model::field_values current = unpack(*it);
+            const std::ptrdiff_t delta = merge_delta(current, o.values);
             if (delta > 0 && string_bytes_ + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
-            const std::ptrdiff_t real = merge_values(it->second.values, o.values);
-            it->second.bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(it->second.bytes) + real);
+            const std::ptrdiff_t real = merge_values(current, o.values);
+            const auto bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(it->bytes) + real);
+            if (bytes > max_span_bytes)
+                return fail(receive_errc::quota_exceeded,
+                            "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+            it->values.assign(pack(blob_scratch, it->site, current));
+            it->bytes = static_cast<std::uint32_t>(bytes);
             string_bytes_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(string_bytes_) + real);
-            dirty_ = true;
+            dirty_.store(true, std::memory_order_relaxed);
             // A span without a pipeline span yet (host restart) gets its
             // values when it is created.
             h = local_->handle_of(o.span_id);
@@ -1336,10 +1653,12 @@ persisted_metadata receiver::persist_metadata() const
 void receiver::fill_snapshot(persisted_spans& out) const
 {
     out.next_id = next_id_;
-    out.spans.reserve(spans_.size());
-    for (const auto& [id, e] : spans_)
-        out.spans.push_back(
-            persisted_span{id, e.callsite_id, e.parent_id, e.values, e.ref_count, e.start, e.follows_from});
+    out.spans.reserve(spans_->size());
+    std::as_const(spans_->spans).for_each([&](const detail::span_rec& e) {
+        auto ff = spans_->follows.find(e.key);
+        out.spans.push_back(persisted_span{e.key, e.callsite_id, e.parent_id, unpack(e), e.ref_count, e.start,
+                                           ff == spans_->follows.end() ? std::vector<std::uint64_t>{} : ff->second});
+    });
     std::sort(out.spans.begin(), out.spans.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
 }
 
@@ -1348,8 +1667,9 @@ persisted_spans receiver::persist()
     persisted_spans out;
     std::lock_guard lock(mutex_);
     fill_snapshot(out);
+    std::lock_guard llock(local_->mutex_);  // enter and exit set dirty_ under this one alone
     uncommitted_.clear();
-    dirty_ = false;
+    dirty_.store(false, std::memory_order_relaxed);
     return out;
 }
 
@@ -1400,7 +1720,7 @@ std::vector<callsite_info> receiver::callsite_infos() const
 bool receiver::committed() const
 {
     std::lock_guard lock(mutex_);
-    return !dirty_;
+    return !dirty_.load(std::memory_order_relaxed);
 }
 
 receiver_stats receiver::stats() const
@@ -1413,7 +1733,7 @@ receiver_stats receiver::stats() const
     s.filtered = filtered_.load(std::memory_order_relaxed);
     std::lock_guard lock(mutex_);
     s.callsites = callsites_.size();
-    s.live_spans = spans_.size();
+    s.live_spans = spans_->size();
     s.string_bytes = string_bytes_;
     return s;
 }

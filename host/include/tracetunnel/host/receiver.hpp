@@ -107,7 +107,7 @@ using persisted_metadata = tt::state::persisted_metadata;
 // lets go is force-exited and closed in the pipeline, so no span leaks.
 class local_spans {
 public:
-    explicit local_spans(subscriber& pipeline) noexcept : pipeline_(&pipeline) {}
+    explicit local_spans(subscriber& pipeline);
     local_spans(const local_spans&) = delete;
     local_spans& operator=(const local_spans&) = delete;
     ~local_spans();
@@ -125,21 +125,24 @@ public:
 
 private:
     friend class receiver;
-    struct entry {
-        span_handle handle = 0;
-        std::vector<std::pair<std::thread::id, std::uint32_t>> entered;  // per thread
-    };
+    // Plugin span id -> handle and entered threads, and handle -> span id:
+    // flat tables without a heap node per span (receiver.cpp).
+    struct table;
     void release_all(bool suspend) noexcept;
     static constexpr std::size_t closed_memory = 1024;
     subscriber* pipeline_;
-    // Guards the maps; never held while calling the pipeline. Taken inside
+    // Guards the table; never held while calling the pipeline. Taken inside
     // the receiver's table mutex, never the other way round.
     mutable std::mutex mutex_;
-    std::unordered_map<std::uint64_t, entry> spans_;
-    std::unordered_map<span_handle, std::uint64_t> by_handle_;
+    std::unique_ptr<table> table_;
     // Handles of the last closed spans, so a follows-from to a closed cause
     // still reaches the pipeline (a bounded memory: oldest forgotten first).
-    std::deque<std::pair<std::uint64_t, span_handle>> closed_;
+    // A ring of closed_memory entries, allocated whole at the first close, so
+    // a drop never allocates after that.
+    void remember_closed(std::uint64_t span_id, span_handle h);
+    span_handle closed_handle(std::uint64_t span_id) const noexcept;
+    std::vector<std::pair<std::uint64_t, span_handle>> closed_;
+    std::size_t closed_next_ = 0;
 };
 
 // Counters, readable any time (relaxed atomics).
@@ -225,17 +228,8 @@ private:
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
         std::atomic<std::uint64_t> hits{0};  // accepted NEW_SPAN / NEW_EVENT (relaxed)
     };
-    struct span_entry {
-        std::uint64_t callsite_id = 0;
-        std::uint64_t parent_id = 0;
-        model::field_values values;
-        std::uint64_t ref_count = 1;
-        clock::time_point start;
-        std::vector<std::uint64_t> follows_from;
-        std::size_t bytes = 0;
-        const model::callsite* site = nullptr;  // into callsites_, stable (node map)
-        std::uint32_t depth = 1;                // 1 + the parent's, within this lineage
-    };
+    // The live spans: a flat table of packed entries (receiver.cpp).
+    struct span_table;
     struct op;  // a validated, normalized event (receiver.cpp)
     // Call-site id -> entry without the mutex, for the event hot path: an
     // open-addressing table that only grows; every table ever published
@@ -246,6 +240,10 @@ private:
     // NEW_EVENT from a plugin, the common case: no lock, no allocation once
     // warm. Returns nullopt to hand the event to the general path.
     std::optional<receive_result> receive_event_fast(const tt_event& ev);
+    // NEW_SPAN from a plugin with a contextual or root parent: the values go
+    // from the plugin's tt_field_values into the span entry and the pipeline
+    // without an owned model::field_values. nullopt: the general path.
+    std::optional<receive_result> receive_span_fast(const tt_event& ev);
     callsite_entry* find_callsite_fast(std::uint64_t id) const noexcept;
     void index_callsite_locked(callsite_entry& entry);
     receive_result fail(receive_errc code, std::string message);
@@ -268,11 +266,13 @@ private:
     std::unordered_map<std::uint64_t, callsite_entry> callsites_;
     std::atomic<callsite_index*> index_{nullptr};
     std::vector<std::unique_ptr<callsite_index>> index_tables_;  // under mutex_
-    std::unordered_map<std::uint64_t, span_entry> spans_;
+    std::unique_ptr<span_table> spans_;
     std::uint64_t next_id_ = 1;
     std::size_t string_bytes_ = 0;
     std::vector<std::uint64_t> uncommitted_;  // spans created since the last commit
-    bool dirty_ = false;
+    // Set under mutex_, or under local_'s mutex alone by enter and exit;
+    // cleared by a commit, which holds both.
+    std::atomic<bool> dirty_{false};
     // Serializes lazy pipeline-span creation for persisted spans (host restart).
     std::mutex materialize_mutex_;
 

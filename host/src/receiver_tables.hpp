@@ -1,0 +1,578 @@
+// The receiver's span tables (private to host/src): entries live in chunks
+// that never move, a dropped span's slot is reused by the next span, and a
+// key finds its slot through an open-addressing index of 8-byte slots. No
+// heap node per span, so a new span allocates nothing once the tables are
+// warm, and a live span costs its entry plus about 12 bytes of index.
+//
+// Span values are kept packed (value_blob): a field is its index in the call
+// site (the name is the call site's), a scalar its 8 or 16 bytes, a string
+// its length and bytes; small sets of values fit inside the entry.
+#pragma once
+
+#include <tracetunnel/host/pipeline.hpp>
+#include <tracetunnel/model.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tt::host::detail {
+
+inline std::uint64_t mix64(std::uint64_t x) noexcept
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+inline constexpr std::uint32_t no_slot = 0xFFFFFFFFu;
+
+// Entries of type T (which has `std::uint64_t key`, 0 = free) in chunks of
+// 64 that never move; freed slots are reused first.
+template <class T>
+class slab {
+public:
+    static constexpr std::uint32_t chunk_bits = 6;
+    static constexpr std::uint32_t chunk_size = 1u << chunk_bits;
+
+    slab() = default;
+    slab(const slab&) = delete;
+    slab& operator=(const slab&) = delete;
+    slab(slab&& o) noexcept : chunks_(std::move(o.chunks_)), free_(std::move(o.free_)), used_(std::exchange(o.used_, 0)) {}
+    slab& operator=(slab&& o) noexcept
+    {
+        chunks_ = std::move(o.chunks_);
+        free_ = std::move(o.free_);
+        used_ = std::exchange(o.used_, 0);
+        o.chunks_.clear();
+        o.free_.clear();
+        return *this;
+    }
+
+    T& operator[](std::uint32_t i) noexcept { return chunks_[i >> chunk_bits][i & (chunk_size - 1)]; }
+    const T& operator[](std::uint32_t i) const noexcept { return chunks_[i >> chunk_bits][i & (chunk_size - 1)]; }
+    // Slots handed out so far (free or not): iterate [0, extent) and skip key 0.
+    std::uint32_t extent() const noexcept { return used_; }
+
+    std::uint32_t acquire()
+    {
+        if (!free_.empty()) {
+            const std::uint32_t i = free_.back();
+            free_.pop_back();
+            return i;
+        }
+        if (used_ == chunks_.size() * chunk_size) {
+            if (used_ >= no_slot - chunk_size)
+                throw std::bad_alloc();
+            chunks_.push_back(std::make_unique<T[]>(chunk_size));
+        }
+        return used_++;
+    }
+    // The entry must already be reset (key 0).
+    void release(std::uint32_t i) { free_.push_back(i); }
+    void clear() noexcept
+    {
+        chunks_.clear();
+        free_.clear();
+        used_ = 0;
+    }
+
+private:
+    std::vector<std::unique_ptr<T[]>> chunks_;
+    std::vector<std::uint32_t> free_;
+    std::uint32_t used_ = 0;
+};
+
+// Key -> slab slot. The key itself lives in the slab entry: `key_of(slot)`
+// gives it back, a 32-bit tag of the hash spares most of those look-ups.
+// Keys are never 0. Linear probing, deletion by backward shift.
+class key_index {
+public:
+    key_index() = default;
+    key_index(const key_index&) = delete;
+    key_index& operator=(const key_index&) = delete;
+    key_index(key_index&& o) noexcept
+        : slots_(std::move(o.slots_)), mask_(std::exchange(o.mask_, 0)), size_(std::exchange(o.size_, 0))
+    {
+    }
+    key_index& operator=(key_index&& o) noexcept
+    {
+        slots_ = std::move(o.slots_);
+        mask_ = std::exchange(o.mask_, 0);
+        size_ = std::exchange(o.size_, 0);
+        return *this;
+    }
+    template <class KeyOf>
+    std::uint32_t find(std::uint64_t key, const KeyOf& key_of) const noexcept
+    {
+        if (size_ == 0)
+            return no_slot;
+        const std::uint64_t h = mix64(key);
+        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+            const slot s = slots_[i];
+            if (s.ref == 0)
+                return no_slot;
+            if (s.tag == tag && key_of(s.ref - 1) == key)
+                return s.ref - 1;
+        }
+    }
+    // Maps key to `at`, replacing an existing mapping of the key.
+    template <class KeyOf>
+    void put(std::uint64_t key, std::uint32_t at, const KeyOf& key_of)
+    {
+        if ((size_ + 1) * 4 > capacity() * 3)
+            grow(key_of);
+        const std::uint64_t h = mix64(key);
+        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+            slot& s = slots_[i];
+            if (s.ref == 0) {
+                s = slot{tag, at + 1};
+                ++size_;
+                return;
+            }
+            if (s.tag == tag && key_of(s.ref - 1) == key) {
+                s.ref = at + 1;
+                return;
+            }
+        }
+    }
+    // Removes the key if it maps to `at` (or to anything when at is no_slot).
+    template <class KeyOf>
+    void erase(std::uint64_t key, std::uint32_t at, const KeyOf& key_of) noexcept
+    {
+        if (size_ == 0)
+            return;
+        const std::uint64_t h = mix64(key);
+        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        std::size_t i = h & mask_;
+        for (;; i = (i + 1) & mask_) {
+            const slot s = slots_[i];
+            if (s.ref == 0)
+                return;
+            if (s.tag == tag && key_of(s.ref - 1) == key) {
+                if (at != no_slot && s.ref - 1 != at)
+                    return;
+                break;
+            }
+        }
+        // Backward shift: pull later entries of the run into the hole when
+        // their home is not between the hole and themselves.
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            const slot s = slots_[j];
+            if (s.ref == 0)
+                break;
+            const std::size_t home = mix64(key_of(s.ref - 1)) & mask_;
+            if (((j - home) & mask_) >= ((j - i) & mask_)) {
+                slots_[i] = s;
+                i = j;
+            }
+        }
+        slots_[i] = slot{};
+        --size_;
+    }
+    std::size_t size() const noexcept { return size_; }
+    void clear() noexcept
+    {
+        slots_.reset();
+        mask_ = 0;
+        size_ = 0;
+    }
+
+private:
+    struct slot {
+        std::uint32_t tag = 0;
+        std::uint32_t ref = 0;  // slab slot + 1; 0 = empty
+    };
+    std::size_t capacity() const noexcept { return slots_ ? mask_ + 1 : 0; }
+    template <class KeyOf>
+    void grow(const KeyOf& key_of)
+    {
+        const std::size_t cap = capacity() == 0 ? 16 : capacity() * 2;
+        auto next = std::make_unique<slot[]>(cap);
+        const std::size_t mask = cap - 1;
+        for (std::size_t k = 0; k < capacity(); ++k) {
+            const slot s = slots_[k];
+            if (s.ref == 0)
+                continue;
+            std::size_t i = mix64(key_of(s.ref - 1)) & mask;
+            while (next[i].ref != 0)
+                i = (i + 1) & mask;
+            next[i] = s;
+        }
+        slots_ = std::move(next);
+        mask_ = mask;
+    }
+    std::unique_ptr<slot[]> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+};
+
+// One span's values, packed. Per value: a head byte (the variant's index,
+// 0x10 when the field is given by name), the field's index in the call site
+// or its name, then the payload. Lengths and indices are 1 byte below 255,
+// else 255 and 8 bytes.
+class value_blob {
+public:
+    static constexpr std::size_t inline_bytes = 32;
+
+    value_blob() noexcept = default;
+    value_blob(const value_blob&) = delete;
+    value_blob& operator=(const value_blob&) = delete;
+    value_blob(value_blob&& o) noexcept { take(o); }
+    value_blob& operator=(value_blob&& o) noexcept
+    {
+        if (this != &o) {
+            reset();
+            take(o);
+        }
+        return *this;
+    }
+    ~value_blob() { reset(); }
+
+    std::string_view bytes() const noexcept { return {data(), size_}; }
+    bool empty() const noexcept { return size_ == 0; }
+    void reset() noexcept
+    {
+        if (size_ > inline_bytes)
+            delete[] heap_;
+        size_ = 0;
+    }
+    // A copy of `b`; on an allocation failure the old bytes stay.
+    void assign(std::string_view b)
+    {
+        if (b.size() > 0xFFFFFFFFu)
+            throw std::length_error("span values too large");
+        char* dst = b.size() > inline_bytes ? new char[b.size()] : nullptr;
+        reset();
+        if (dst != nullptr)
+            heap_ = dst;
+        size_ = static_cast<std::uint32_t>(b.size());
+        if (!b.empty())
+            std::memcpy(data(), b.data(), b.size());
+    }
+
+private:
+    void take(value_blob& o) noexcept
+    {
+        size_ = o.size_;
+        if (size_ > inline_bytes)
+            heap_ = o.heap_;
+        else if (size_ != 0)
+            std::memcpy(inline_, o.inline_, size_);
+        o.size_ = 0;
+    }
+    char* data() noexcept { return size_ > inline_bytes ? heap_ : inline_; }
+    const char* data() const noexcept { return size_ > inline_bytes ? heap_ : inline_; }
+    union {
+        char inline_[inline_bytes];
+        char* heap_;
+    };
+    std::uint32_t size_ = 0;
+};
+
+// Builds a packed value set in a buffer that keeps its capacity.
+class blob_writer {
+public:
+    void clear() noexcept { out_.clear(); }
+    std::string_view bytes() const noexcept { return out_; }
+
+    // A value of field #index of the call site.
+    void add(std::uint32_t index, const model::value& v)
+    {
+        head(static_cast<unsigned char>(v.index()));
+        len(index);
+        payload(v);
+    }
+    // A value under a name (no call site, or a name it does not declare).
+    void add(std::string_view name, const model::value& v)
+    {
+        head(static_cast<unsigned char>(v.index() | 0x10));
+        str(name);
+        payload(v);
+    }
+
+private:
+    void head(unsigned char h) { out_.push_back(static_cast<char>(h)); }
+    void len(std::uint64_t n)
+    {
+        if (n < 255) {
+            out_.push_back(static_cast<char>(n));
+            return;
+        }
+        out_.push_back(static_cast<char>(255));
+        raw(&n, 8);
+    }
+    void raw(const void* p, std::size_t n) { out_.append(static_cast<const char*>(p), n); }
+    void str(std::string_view s)
+    {
+        len(s.size());
+        out_.append(s);
+    }
+    void payload(const model::value& v)
+    {
+        switch (v.index()) {
+        case 0: out_.push_back(std::get<bool>(v) ? 1 : 0); break;
+        case 1: raw(&std::get<std::int64_t>(v), 8); break;
+        case 2: raw(&std::get<std::uint64_t>(v), 8); break;
+        case 3: raw(&std::get<model::i128>(v), 16); break;
+        case 4: raw(&std::get<model::u128>(v), 16); break;
+        case 5: raw(&std::get<double>(v), 8); break;
+        case 6: str(std::get<std::string>(v)); break;
+        case 7: str(std::get<model::debug_text>(v).text); break;
+        case 8: {
+            const auto& chain = std::get<model::error_chain>(v).chain;
+            len(chain.size());
+            for (const auto& c : chain)
+                str(c);
+            break;
+        }
+        default: break;
+        }
+    }
+    std::string out_;
+};
+
+// Reads a packed value set back: `fn(name, value)` per value, in order.
+// `fields` names indexed fields (the call site's); an index beyond it (a
+// call site that is gone) reads as an empty name.
+template <class Fn>
+void read_blob(std::string_view b, const std::vector<std::string>* fields, Fn&& fn)
+{
+    const char* p = b.data();
+    const char* end = p + b.size();
+    auto len = [&]() -> std::uint64_t {
+        const auto c = static_cast<unsigned char>(*p++);
+        if (c < 255)
+            return c;
+        std::uint64_t n;
+        std::memcpy(&n, p, 8);
+        p += 8;
+        return n;
+    };
+    auto str = [&]() {
+        const std::uint64_t n = len();
+        std::string_view s(p, n);
+        p += n;
+        return s;
+    };
+    auto raw = [&](void* out, std::size_t n) {
+        std::memcpy(out, p, n);
+        p += n;
+    };
+    static const std::string no_name;
+    while (p < end) {
+        const auto h = static_cast<unsigned char>(*p++);
+        std::string_view name;
+        if ((h & 0x10) != 0) {
+            name = str();
+        } else {
+            const std::uint64_t i = len();
+            name = fields != nullptr && i < fields->size() ? std::string_view((*fields)[i]) : no_name;
+        }
+        model::value v;
+        switch (h & 0x0F) {
+        case 0: v = *p++ != 0; break;
+        case 1: { std::int64_t x; raw(&x, 8); v = x; break; }
+        case 2: { std::uint64_t x; raw(&x, 8); v = x; break; }
+        case 3: { model::i128 x; raw(&x, 16); v = x; break; }
+        case 4: { model::u128 x; raw(&x, 16); v = x; break; }
+        case 5: { double x; raw(&x, 8); v = x; break; }
+        case 6: v = std::string(str()); break;
+        case 7: v = model::debug_text{std::string(str())}; break;
+        case 8: {
+            model::error_chain e;
+            const std::uint64_t n = len();
+            e.chain.reserve(n);
+            for (std::uint64_t k = 0; k < n; ++k)
+                e.chain.emplace_back(str());
+            v = std::move(e);
+            break;
+        }
+        default: return;
+        }
+        fn(name, std::move(v));
+    }
+}
+
+// A span as the receiver keeps it.
+struct span_rec {
+    std::uint64_t key = 0;  // the span id; 0 = a free slot
+    std::uint64_t callsite_id = 0;
+    std::uint64_t parent_id = 0;
+    const model::callsite* site = nullptr;  // into the receiver's call sites (stable)
+    clock::time_point start{};
+    std::uint64_t ref_count = 1;
+    std::uint32_t depth = 1;      // 1 + the parent's, within this lineage
+    std::uint32_t bytes = 0;      // names + string values, for the string quota
+    value_blob values;            // creation values + records, first-recorded order
+};
+
+// On which threads a span is entered, how often: the first thread inline
+// (one thread is the common case), others aside.
+struct entered_set {
+    std::thread::id first{};
+    std::uint32_t first_n = 0;
+    std::unique_ptr<std::vector<std::pair<std::thread::id, std::uint32_t>>> rest;
+
+    bool empty() const noexcept { return first_n == 0 && (!rest || rest->empty()); }
+    std::uint32_t threads() const noexcept
+    {
+        return (first_n != 0 ? 1u : 0u) + (rest ? static_cast<std::uint32_t>(rest->size()) : 0u);
+    }
+    void add(std::thread::id t)
+    {
+        if (first_n != 0 && first == t) {
+            ++first_n;
+            return;
+        }
+        if (rest)
+            for (auto& [th, n] : *rest)
+                if (th == t) {
+                    ++n;
+                    return;
+                }
+        if (first_n == 0) {
+            first = t;
+            first_n = 1;
+            return;
+        }
+        if (!rest)
+            rest = std::make_unique<std::vector<std::pair<std::thread::id, std::uint32_t>>>();
+        rest->emplace_back(t, 1);
+    }
+    bool has(std::thread::id t) const noexcept
+    {
+        if (first_n != 0 && first == t)
+            return true;
+        if (rest)
+            for (const auto& [th, n] : *rest)
+                if (th == t)
+                    return true;
+        return false;
+    }
+    // One exit on thread t; the caller checked has(t).
+    void remove(std::thread::id t) noexcept
+    {
+        if (first_n != 0 && first == t) {
+            if (--first_n == 0)
+                first = std::thread::id{};
+            return;
+        }
+        if (rest)
+            for (auto it = rest->begin(); it != rest->end(); ++it)
+                if (it->first == t) {
+                    if (--it->second == 0)
+                        rest->erase(it);
+                    return;
+                }
+    }
+    template <class Fn>
+    void for_each(Fn&& fn) const
+    {
+        if (first_n != 0)
+            fn(first, first_n);
+        if (rest)
+            for (const auto& [th, n] : *rest)
+                fn(th, n);
+    }
+    void clear() noexcept
+    {
+        first = std::thread::id{};
+        first_n = 0;
+        rest.reset();
+    }
+};
+
+// A plugin span id's pipeline handle and entered threads (local_spans).
+struct local_rec {
+    std::uint64_t key = 0;  // plugin span id; 0 = a free slot
+    span_handle handle = 0;
+    entered_set entered;
+};
+
+// A slab plus an index by key.
+template <class T>
+class keyed_table {
+public:
+    T* find(std::uint64_t key) noexcept
+    {
+        const std::uint32_t i = index_.find(key, key_of());
+        return i == no_slot ? nullptr : &slab_[i];
+    }
+    const T* find(std::uint64_t key) const noexcept
+    {
+        const std::uint32_t i = index_.find(key, key_of());
+        return i == no_slot ? nullptr : &slab_[i];
+    }
+    std::uint32_t slot_of(std::uint64_t key) const noexcept { return index_.find(key, key_of()); }
+    T& at(std::uint32_t slot) noexcept { return slab_[slot]; }
+    const T& at(std::uint32_t slot) const noexcept { return slab_[slot]; }
+    // A fresh entry for a key that is not there.
+    std::pair<T*, std::uint32_t> add(std::uint64_t key)
+    {
+        const std::uint32_t i = slab_.acquire();
+        try {
+            slab_[i].key = key;
+            index_.put(key, i, key_of());
+        } catch (...) {
+            slab_[i] = T{};
+            slab_.release(i);
+            throw;
+        }
+        return {&slab_[i], i};
+    }
+    void erase(std::uint64_t key) noexcept
+    {
+        const std::uint32_t i = index_.find(key, key_of());
+        if (i == no_slot)
+            return;
+        index_.erase(key, i, key_of());
+        slab_[i] = T{};
+        try {
+            slab_.release(i);
+        } catch (...) {
+            // the slot is lost to reuse; the entry itself is already reset
+        }
+    }
+    std::size_t size() const noexcept { return index_.size(); }
+    template <class Fn>
+    void for_each(Fn&& fn)
+    {
+        for (std::uint32_t i = 0; i < slab_.extent(); ++i)
+            if (slab_[i].key != 0)
+                fn(slab_[i], i);
+    }
+    template <class Fn>
+    void for_each(Fn&& fn) const
+    {
+        for (std::uint32_t i = 0; i < slab_.extent(); ++i)
+            if (slab_[i].key != 0)
+                fn(slab_[i]);
+    }
+    void clear() noexcept
+    {
+        index_.clear();
+        slab_.clear();
+    }
+
+private:
+    auto key_of() const noexcept
+    {
+        return [this](std::uint32_t i) { return slab_[i].key; };
+    }
+    slab<T> slab_;
+    key_index index_;
+};
+
+}  // namespace tt::host::detail
