@@ -1,9 +1,28 @@
+// The dispatcher (dispatcher.hpp). Its hot paths take no lock and write no
+// cache line that another emitting thread writes too:
+//
+// - Span nodes live in slabs owned by the dispatcher and are recycled through
+//   a free list; a recycled node keeps its strings' capacity, so a span
+//   allocates nothing once warm.
+// - Readers (event, enter, exit, the filter scope) run inside an epoch
+//   section: a per-thread slot that says "I may be reading nodes". A closed
+//   node, or a replaced field snapshot, is only recycled once every section
+//   that was open when it was retired has ended (epoch-based reclamation,
+//   as in RCU). Open spans are found through a table indexed by handle; a
+//   node is confirmed by its `live` handle, which is never reused.
+// - Counters are striped per thread, padded to a cache line each.
+// - Call sites are interned in a table that only grows and is read without a
+//   lock; static filter verdicts are cached per thread per call site, and a
+//   span's own filter level per span, both keyed by the filter generation.
 #include <tracetunnel/host/dispatcher.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <limits>
 #include <mutex>
-#include <shared_mutex>
+#include <new>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -14,28 +33,152 @@ namespace {
 
 constexpr std::string_view host_plugin = "host";
 
+// ---------------------------------------------------------------------------
+// Epoch-based reclamation, process-wide. A reader publishes the global epoch
+// in its own slot (0 = not reading) for the length of a section; whoever
+// retires an object notes the epoch, and frees it once no slot shows an epoch
+// at or below that note. Slots are never freed: a thread that ends gives its
+// slot to a later thread.
+
+struct alignas(64) reader_slot {
+    std::atomic<std::uint64_t> epoch{0};
+    std::atomic<bool> used{false};
+    reader_slot* next = nullptr;  // immutable once published
+};
+
+struct alignas(64) epoch_domain {
+    std::atomic<std::uint64_t> epoch{1};
+    std::atomic<reader_slot*> slots{nullptr};
+};
+
+constinit epoch_domain domain;
+
+reader_slot* claim_slot()
+{
+    for (reader_slot* s = domain.slots.load(std::memory_order_acquire); s != nullptr; s = s->next) {
+        bool free = false;
+        if (!s->used.load(std::memory_order_relaxed) &&
+            s->used.compare_exchange_strong(free, true, std::memory_order_acq_rel))
+            return s;
+    }
+    auto* s = new reader_slot;  // once per concurrent thread; kept for later threads
+    s->used.store(true, std::memory_order_relaxed);
+    reader_slot* head = domain.slots.load(std::memory_order_relaxed);
+    do {
+        s->next = head;
+    } while (!domain.slots.compare_exchange_weak(head, s, std::memory_order_release, std::memory_order_relaxed));
+    return s;
+}
+
+// Nodes and snapshots reached inside a section stay valid until it ends.
+// Sections nest. The slot is written with seq_cst (and the loads of what it
+// protects are seq_cst) so that a reclaimer either sees the slot or the
+// reader sees the object already unlinked.
+class read_section {
+public:
+    read_section() noexcept;
+    ~read_section();
+    read_section(const read_section&) = delete;
+    read_section& operator=(const read_section&) = delete;
+};
+
+// The oldest epoch a section still reads under, max() when none.
+std::uint64_t oldest_reader() noexcept
+{
+    std::uint64_t oldest = std::numeric_limits<std::uint64_t>::max();
+    for (reader_slot* s = domain.slots.load(std::memory_order_acquire); s != nullptr; s = s->next) {
+        const std::uint64_t e = s->epoch.load(std::memory_order_seq_cst);
+        if (e != 0 && e < oldest)
+            oldest = e;
+    }
+    return oldest;
+}
+
+std::uint64_t next_owner_id() noexcept
+{
+    static std::atomic<std::uint64_t> counter{1};
+    return counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------
+// Span nodes
+
+struct span_version;
+
 struct span_node {
+    // The handle while the span is open; 0 once closed (or while free).
+    // Handles are never reused, so `live == h` identifies span h.
+    std::atomic<span_handle> live{0};
+    // 1 while open, plus 1 per child whose parent_node this is.
+    std::atomic<std::uint32_t> refs{0};
+    // Bumped by record(): keys the cached filter level.
+    std::atomic<std::uint32_t> version{0};
+    // (filter generation << 32 | version << 8 | span level), 0 = none.
+    std::atomic<std::uint64_t> level_cache{0};
+    // What layers see: `first` (over `initial`) until a record() or
+    // follows_from() publishes a new version; replaced versions are retired.
+    std::atomic<const span_version*> version_ptr{nullptr};
+
+    // Set before the node is published, constant while it is in use.
     span_handle handle = 0;
-    std::shared_ptr<const model::callsite> site;
+    const model::callsite* site = nullptr;  // interned
     std::string plugin;
-    span_handle parent = 0;                  // nearest enabled ancestor
-    std::shared_ptr<span_node> parent_node;  // the same, kept alive for the chain
+    span_handle parent = 0;               // nearest enabled ancestor
+    span_node* parent_node = nullptr;     // the same, referenced (refs)
     clock::time_point start;
     std::thread::id thread;
     std::uint64_t plugin_span_id = 0;
     bool resumed = false;
     bool enabled = false;
-    // Copy-on-write, swapped under the registry lock.
-    std::shared_ptr<const model::field_values> fields;
-    std::shared_ptr<const std::vector<span_handle>> follows;
+    model::field_values initial;  // reused, strings and all, when the node is
+    span_ref first;               // the view over `initial`
+    span_node* next_free = nullptr;  // in a pool's free list
 };
 
-// One span of a context, held alive while layers look at it.
-struct held {
-    std::shared_ptr<span_node> node;
-    std::shared_ptr<const model::field_values> fields;
-    std::shared_ptr<const std::vector<span_handle>> follows;
+// A span's view after a record() or follows_from(): immutable once published.
+struct span_version {
+    span_ref view;
+    model::field_values fields;
+    std::vector<span_handle> follows;
 };
+
+// The current view of `n`: valid inside the read section that found `n`.
+const span_ref& view_of(const span_node& n) noexcept
+{
+    const span_version* v = n.version_ptr.load();
+    return v != nullptr ? v->view : n.first;
+}
+
+const model::field_values* fields_of(const span_node& n) noexcept
+{
+    return view_of(n).fields;
+}
+
+// Sets `into` to `values` (a later duplicate name replaces an earlier one),
+// assigning over the pairs already there so their strings keep their capacity.
+void assign_values(model::field_values& into, field_refs values)
+{
+    std::size_t n = 0;
+    for (const auto& f : values) {
+        const auto end = into.begin() + static_cast<std::ptrdiff_t>(n);
+        auto it = std::find_if(into.begin(), end, [&](const auto& p) { return p.first == f.name; });
+        if (it == end) {
+            if (n < into.size()) {
+                it = end;
+                it->first.assign(f.name);
+            } else {
+                into.emplace_back(std::string(f.name), model::value());
+                it = into.end() - 1;
+            }
+            ++n;
+        }
+        if (f.value)
+            it->second = *f.value;
+        else
+            it->second = std::string();
+    }
+    into.erase(into.begin() + static_cast<std::ptrdiff_t>(n), into.end());
+}
 
 void merge(model::field_values& into, field_refs values)
 {
@@ -49,6 +192,182 @@ void merge(model::field_values& into, field_refs values)
     }
 }
 
+bool try_ref(span_node* n) noexcept
+{
+    std::uint32_t r = n->refs.load(std::memory_order_relaxed);
+    while (r != 0)
+        if (n->refs.compare_exchange_weak(r, r + 1, std::memory_order_acq_rel, std::memory_order_relaxed))
+            return true;
+    return false;
+}
+
+// ---------------------------------------------------------------------------
+// Per-thread state, in one trivially destructible thread-local (direct
+// access, no initialisation guard). What needs freeing is freed by one
+// cleanup object at thread exit, after which `gone` says so: a static
+// dispatcher may still be used (spans suspended) during static destruction.
+
+// One entered span of the calling thread, for any dispatcher (owner: its id,
+// never reused). The node is only followed after `live` confirms it still is
+// that span.
+struct frame {
+    std::uint64_t owner;
+    span_handle span;
+    span_node* node;
+};
+
+// The answer of the last enabled() call, so that the event() that follows it
+// on the same thread does not evaluate the scope again.
+struct enabled_cache {
+    std::uint64_t owner = 0;
+    const model::callsite* site = nullptr;
+    std::uint64_t generation = 0;
+    bool answer = false;
+};
+
+// The filter's static interest in a recently seen call site. Keyed by
+// call-site address and id (the id is the hash of the call site's data, and a
+// receiver refuses a second, different call site under one id) and the
+// filter generation, so set_filter invalidates it.
+struct interest_memo {
+    std::uint64_t owner = 0;
+    const model::callsite* site = nullptr;
+    std::uint64_t id = 0;
+    std::uint64_t generation = 0;
+    std::uint32_t answer = 0;
+};
+constexpr std::size_t interest_memo_size = 16;  // the top 4 bits of a 64-bit hash pick one
+static_assert(sizeof(std::uintptr_t) == 8);
+
+struct thread_state {
+    reader_slot* slot = nullptr;
+    unsigned depth = 0;   // nested read sections
+    unsigned stripe = 0;  // counter stripe + 1, 0 = not yet chosen
+    bool gone = false;    // cleanup ran: no more per-thread vectors
+    bool views_busy = false;
+    std::vector<frame>* frames = nullptr;
+    std::vector<span_ref>* views = nullptr;
+    enabled_cache last_enabled;
+    std::array<interest_memo, interest_memo_size> memos;
+};
+constinit thread_local thread_state tls;
+
+struct thread_cleanup {
+    ~thread_cleanup()
+    {
+        if (tls.slot != nullptr && tls.depth == 0) {
+            tls.slot->epoch.store(0, std::memory_order_release);
+            tls.slot->used.store(false, std::memory_order_release);
+            tls.slot = nullptr;
+        }
+        delete tls.frames;
+        tls.frames = nullptr;
+        delete tls.views;
+        tls.views = nullptr;
+        tls.gone = true;
+    }
+};
+thread_local thread_cleanup cleanup;
+
+// Called before the thread first takes something the cleanup gives back.
+void arm_cleanup() noexcept
+{
+    [[maybe_unused]] thread_cleanup* c = &cleanup;
+}
+
+read_section::read_section() noexcept
+{
+    if (tls.depth++ == 0) {
+        if (tls.slot == nullptr) {
+            if (!tls.gone)
+                arm_cleanup();
+            tls.slot = claim_slot();
+        }
+        tls.slot->epoch.exchange(domain.epoch.load(std::memory_order_relaxed), std::memory_order_seq_cst);
+    }
+}
+
+read_section::~read_section()
+{
+    if (--tls.depth == 0)
+        tls.slot->epoch.store(0, std::memory_order_release);
+}
+
+unsigned thread_stripe() noexcept
+{
+    if (tls.stripe == 0) {
+        static std::atomic<unsigned> counter{0};
+        tls.stripe = counter.fetch_add(1, std::memory_order_relaxed) % 1024 + 1;
+    }
+    return tls.stripe - 1;
+}
+
+// This thread's entered spans; null when it has none yet and `create` is
+// false, or after the thread's cleanup.
+std::vector<frame>* thread_frames(bool create = false) noexcept
+{
+    if (tls.frames == nullptr && create && !tls.gone) {
+        arm_cleanup();
+        tls.frames = new (std::nothrow) std::vector<frame>;
+    }
+    return tls.frames;
+}
+
+// A per-thread vector of span views that keeps its capacity; a nested use
+// (not expected: layers must not call back) gets a vector of its own.
+class view_scratch {
+public:
+    view_scratch() noexcept
+    {
+        if (!tls.views_busy && !tls.gone) {
+            if (tls.views == nullptr) {
+                arm_cleanup();
+                tls.views = new (std::nothrow) std::vector<span_ref>;
+            }
+            if (tls.views != nullptr) {
+                v_ = tls.views;
+                took_ = true;
+                tls.views_busy = true;
+            }
+        }
+        if (!took_)
+            v_ = &own_.emplace();
+        v_->clear();
+    }
+    ~view_scratch()
+    {
+        if (took_)
+            tls.views_busy = false;
+    }
+    view_scratch(const view_scratch&) = delete;
+    view_scratch& operator=(const view_scratch&) = delete;
+
+    // `leaf` and its enabled ancestors, root first.
+    std::vector<span_ref>& chain(const span_node* leaf)
+    {
+        for (const span_node* n = leaf; n != nullptr; n = n->parent_node)
+            v_->push_back(view_of(*n));
+        std::reverse(v_->begin(), v_->end());
+        return *v_;
+    }
+
+private:
+    bool took_ = false;
+    std::optional<std::vector<span_ref>> own_;
+    std::vector<span_ref>* v_ = nullptr;
+};
+
+// `leaf` and its enabled ancestors, root first. A span without any is handed
+// as its own view, uncopied; a chain is copied into `scratch`.
+span_context context_of(const span_node* leaf, std::optional<view_scratch>& scratch)
+{
+    if (leaf == nullptr)
+        return {};
+    if (leaf->parent_node == nullptr)
+        return span_context(&view_of(*leaf), 1);
+    return scratch.emplace().chain(leaf);
+}
+
 std::uint64_t fnv(std::uint64_t h, std::string_view s) noexcept
 {
     for (unsigned char c : s) {
@@ -60,15 +379,10 @@ std::uint64_t fnv(std::uint64_t h, std::string_view s) noexcept
     return h;
 }
 
-// Per thread: the answer of the last enabled() call, so that the event()
-// that follows it on the same thread does not evaluate the scope again.
-struct enabled_cache {
-    const void* owner = nullptr;
-    const model::callsite* site = nullptr;
-    std::uint64_t generation = 0;
-    bool answer = false;
+struct interned_site {
+    model::callsite site;
+    const interned_site* next = nullptr;  // same bucket; immutable once published
 };
-thread_local enabled_cache last_enabled;
 
 }  // namespace
 
@@ -78,6 +392,13 @@ struct dispatcher::impl {
         std::uint64_t generation = 0;
     };
     using layer_list = std::vector<std::shared_ptr<layer>>;
+
+    impl() = default;
+    impl(const impl&) = delete;
+    impl& operator=(const impl&) = delete;
+    ~impl();
+
+    const std::uint64_t owner = next_owner_id();
 
     // The filter and the layer list are read on every event and changed
     // rarely (set_filter, add_layer): readers load a plain pointer, and every
@@ -89,16 +410,73 @@ struct dispatcher::impl {
     std::atomic<const config*> cfg{nullptr};
     std::atomic<const layer_list*> layers{nullptr};
 
-    mutable std::shared_mutex registry_mutex;
-    std::unordered_map<span_handle, std::shared_ptr<span_node>> spans;
-    thread_span_stack stack;
+    // Open spans by handle: slot h % table_size, or the overflow map when
+    // that slot is taken by a span still open (one that outlived the
+    // table_size spans created after it).
+    static constexpr unsigned table_bits = 14;
+    static constexpr std::size_t table_size = std::size_t{1} << table_bits;
+    // Consecutive handles (likely made by different threads) go to different
+    // cache lines of the table.
+    static std::size_t slot_of(span_handle h) noexcept
+    {
+        const std::size_t i = h % table_size;
+        return (i >> 3) | ((i & 7) << (table_bits - 3));
+    }
+    std::unique_ptr<std::atomic<span_node*>[]> table = std::make_unique<std::atomic<span_node*>[]>(table_size);
+    mutable std::mutex overflow_mutex;
+    std::unordered_map<span_handle, span_node*> overflow;
+    std::atomic<std::size_t> overflow_size{0};
 
+    // Node slabs, the free list and the retired list.
+    struct retired {
+        std::uint64_t epoch = 0;
+        span_node* node = nullptr;
+        const span_version* version = nullptr;
+    };
+    static constexpr std::size_t slab_nodes = 256;
+    static constexpr std::size_t reclaim_batch = 64;
+    // One pool per thread stripe, so that two threads creating and closing
+    // spans do not share a mutex. A node may be recycled into another pool
+    // than the one that made it (the free lists are intrusive).
+    struct alignas(64) node_pool {
+        std::mutex mutex;
+        std::vector<std::unique_ptr<span_node[]>> slabs;
+        span_node* free_list = nullptr;
+        std::vector<retired> limbo;
+        std::size_t reclaim_at = reclaim_batch;  // limbo size that triggers the next reclaim
+    };
+    static constexpr std::size_t pool_count = 4;
+    std::array<node_pool, pool_count> pools;
+    node_pool& my_pool() noexcept { return pools[thread_stripe() % pool_count]; }
+
+    std::mutex record_mutex;  // writers of a node's snapshots (record, follows_from)
+
+    // Interned call sites: buckets of lists that only grow, read without a lock.
+    static constexpr std::size_t bucket_count = 4096;
     std::mutex intern_mutex;
-    std::unordered_map<std::uint64_t, std::vector<std::weak_ptr<const model::callsite>>> interned;
-    std::vector<std::shared_ptr<const model::callsite>> host_sites;  // strong: host call sites live as long as we do
+    std::vector<std::unique_ptr<const interned_site>> interned;
+    std::unique_ptr<std::atomic<const interned_site*>[]> buckets =
+        std::make_unique<std::atomic<const interned_site*>[]>(bucket_count);
 
     std::atomic<span_handle> next_handle{1};
-    std::atomic<std::uint64_t> spans_created{0}, spans_disabled{0}, events{0}, events_filtered{0}, anomalies{0};
+
+    struct alignas(64) stripe {
+        std::atomic<std::uint64_t> spans_created{0}, spans_disabled{0}, spans_opened{0}, spans_ended{0}, events{0},
+            events_filtered{0}, anomalies{0};
+    };
+    static constexpr std::size_t stripe_count = 8;
+    mutable std::array<stripe, stripe_count> stripes;
+
+    stripe& mine() const noexcept { return stripes[thread_stripe() % stripe_count]; }
+    template <class Member>
+    std::uint64_t sum(Member m) const noexcept
+    {
+        std::uint64_t s = 0;
+        for (const auto& st : stripes)
+            s += (st.*m).load(std::memory_order_relaxed);
+        return s;
+    }
+    void anomaly() const noexcept { mine().anomalies.fetch_add(1, std::memory_order_relaxed); }
 
     const config* load_config() const noexcept { return cfg.load(std::memory_order_acquire); }
     const layer_list* load_layers() const noexcept { return layers.load(std::memory_order_acquire); }
@@ -113,132 +491,249 @@ struct dispatcher::impl {
         layer_lists.push_back(std::move(l));
         layers.store(layer_lists.back().get(), std::memory_order_release);
     }
-    void anomaly() noexcept { anomalies.fetch_add(1, std::memory_order_relaxed); }
 
-    std::shared_ptr<const model::callsite> intern(const model::callsite& s)
+    // A copy of `s` that lives as long as the dispatcher (spans outlive the
+    // receiver whose call site they came from). Known call sites: no lock.
+    const model::callsite* intern(const model::callsite& s)
     {
+        auto& bucket = buckets[s.id % bucket_count];
+        for (const interned_site* p = bucket.load(std::memory_order_acquire); p != nullptr; p = p->next)
+            if (&p->site == &s || p->site == s)
+                return &p->site;
         std::lock_guard lock(intern_mutex);
-        auto& list = interned[s.id];
-        std::shared_ptr<const model::callsite> found;
-        std::erase_if(list, [&](const std::weak_ptr<const model::callsite>& w) {
-            auto p = w.lock();
-            if (!p)
-                return true;
-            if (!found && (p.get() == &s || *p == s))
-                found = std::move(p);
-            return false;
-        });
-        if (found)
-            return found;
-        auto p = std::make_shared<const model::callsite>(s);
-        list.push_back(p);
-        return p;
+        for (const interned_site* p = bucket.load(std::memory_order_acquire); p != nullptr; p = p->next)
+            if (p->site == s)
+                return &p->site;
+        interned.reserve(interned.size() + 1);
+        auto fresh = std::make_unique<interned_site>();
+        fresh->site = s;
+        fresh->next = bucket.load(std::memory_order_relaxed);
+        const interned_site* p = fresh.get();
+        interned.push_back(std::move(fresh));
+        bucket.store(p, std::memory_order_release);
+        return &p->site;
     }
 
-    span_node* find_locked(span_handle h) const noexcept
+    // --- the handle table (lookups inside a read section) ---
+
+    span_node* lookup(span_handle h) const noexcept
     {
-        auto it = spans.find(h);
-        return it == spans.end() ? nullptr : it->second.get();
+        if (h == 0)
+            return nullptr;
+        span_node* n = table[slot_of(h)].load();
+        if (n != nullptr && n->live.load() == h)
+            return n;
+        if (overflow_size.load() == 0)
+            return nullptr;
+        std::lock_guard lock(overflow_mutex);
+        auto it = overflow.find(h);
+        if (it == overflow.end() || it->second->live.load() != h)
+            return nullptr;
+        return it->second;
     }
 
-    // The innermost enabled span entered on this thread, 0 for none
-    // (registry lock held): what a contextual parent resolves to.
-    span_handle current_locked() const noexcept
+    void insert(span_handle h, span_node* n)
     {
-        return stack.current_if([&](span_handle h) {
-            const span_node* n = find_locked(h);
-            return n != nullptr && n->enabled;
-        });
+        span_node* empty = nullptr;
+        if (table[slot_of(h)].compare_exchange_strong(empty, n))
+            return;
+        std::lock_guard lock(overflow_mutex);
+        overflow.emplace(h, n);
+        overflow_size.fetch_add(1);
     }
 
-    // The enabled spans entered on this thread, innermost first (registry lock held).
-    void scope_locked(std::vector<span_view>& out) const noexcept
+    void unlink(span_handle h, span_node* n) noexcept
     {
-        stack.current_if([&](span_handle h) {
-            auto it = spans.find(h);
-            if (it != spans.end() && it->second->enabled) {
-                try {
-                    out.push_back(span_view{it->second->site.get(), it->second->fields.get()});
-                } catch (...) {
-                }
+        span_node* expected = n;
+        if (table[slot_of(h)].compare_exchange_strong(expected, nullptr))
+            return;
+        std::lock_guard lock(overflow_mutex);
+        if (overflow.erase(h) != 0)
+            overflow_size.fetch_sub(1);
+    }
+
+    // --- nodes ---
+
+    span_node* alloc_node()
+    {
+        node_pool& pool = my_pool();
+        std::lock_guard lock(pool.mutex);
+        if (pool.free_list == nullptr && !pool.limbo.empty())
+            reclaim_locked(pool);
+        if (pool.free_list == nullptr) {
+            pool.slabs.reserve(pool.slabs.size() + 1);
+            pool.slabs.push_back(std::make_unique<span_node[]>(slab_nodes));
+            for (std::size_t i = slab_nodes; i-- > 0;) {
+                span_node* n = &pool.slabs.back()[i];
+                n->next_free = pool.free_list;
+                pool.free_list = n;
             }
-            return false;
-        });
-    }
-
-    // `leaf` and its enabled ancestors, root first (registry lock held).
-    static void chain_locked(const std::shared_ptr<span_node>& leaf, std::vector<held>& out)
-    {
-        for (auto n = leaf; n; n = n->parent_node)
-            out.push_back(held{n, n->fields, n->follows});
-        std::reverse(out.begin(), out.end());
-    }
-
-    // A span as layers see it; valid while `n` and its snapshots are held.
-    static span_ref view_of(const span_node& n) noexcept
-    {
-        span_ref r;
-        r.id = n.handle;
-        r.site = n.site.get();
-        r.plugin = n.plugin;
-        r.parent = n.parent;
-        r.fields = n.fields.get();
-        r.start = n.start;
-        r.thread = n.thread;
-        r.resumed = n.resumed;
-        r.plugin_span_id = n.plugin_span_id;
-        if (n.follows)
-            r.follows_from = std::span<const span_handle>(*n.follows);
-        return r;
-    }
-
-    static void views_of(const std::vector<held>& chain, std::vector<span_ref>& out)
-    {
-        out.reserve(chain.size());
-        for (const auto& h : chain) {
-            span_ref r = view_of(*h.node);
-            r.fields = h.fields.get();
-            r.follows_from = h.follows ? std::span<const span_handle>(*h.follows) : std::span<const span_handle>();
-            out.push_back(r);
         }
+        span_node* n = pool.free_list;
+        pool.free_list = n->next_free;
+        n->next_free = nullptr;
+        return n;
     }
 
-    // enter/exit: finds `span`, runs `known` (still under the lock) when it
-    // exists, and hands the enabled span to every layer. Share-locked through
-    // the fan-out, as in event(): the node is read in place.
-    template <class Known, class Call>
-    void to_layers_one(span_handle span, Known known, Call call) noexcept
+    // Hands `r` to reclamation once no reader can see it any more.
+    void retire(retired r) noexcept
     {
+        node_pool& pool = my_pool();
         try {
-            const auto* list = load_layers();
-            std::shared_lock lock(registry_mutex);
-            const span_node* node = find_locked(span);
-            if (node == nullptr) {
-                anomaly();
-                return;
-            }
-            known();
-            if (!node->enabled)
-                return;
-            const span_ref view = view_of(*node);
-            for (const auto& l : *list)
-                call(*l, view);
+            std::lock_guard lock(pool.mutex);
+            r.epoch = domain.epoch.load();
+            pool.limbo.push_back(r);
+            if (pool.limbo.size() >= pool.reclaim_at)
+                reclaim_locked(pool);
         } catch (...) {
-            anomaly();
+            anomaly();  // not recycled: freed when the dispatcher dies
         }
     }
 
-    // The enabled node an event or child with this parent handle belongs to.
-    std::shared_ptr<span_node> visible_locked(span_handle parent) const noexcept
+    // Under record_mutex: `next` becomes what layers see of `n`.
+    static void publish_version(span_node& n, std::unique_ptr<span_version> next) noexcept
     {
-        if (parent == 0)
+        next->view = n.first;
+        next->view.fields = &next->fields;
+        next->view.follows_from = std::span<const span_handle>(next->follows);
+        n.version_ptr.store(next.release());
+    }
+
+    // Drops one reference; the last one retires the node.
+    void unref(span_node* n) noexcept
+    {
+        if (n->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            retire(retired{0, n, nullptr});
+    }
+
+    // Under pool.mutex. Never throws: a recycled node's parent, when that was
+    // its last reference, takes the freed place in the list.
+    static void reclaim_locked(node_pool& pool) noexcept
+    {
+        domain.epoch.fetch_add(1);
+        const std::uint64_t oldest = oldest_reader();
+        const std::uint64_t now = domain.epoch.load();
+        auto& limbo = pool.limbo;
+        std::size_t keep = 0;
+        for (std::size_t i = 0; i < limbo.size(); ++i) {
+            const retired r = limbo[i];
+            if (r.epoch >= oldest) {
+                limbo[keep++] = r;
+                continue;
+            }
+            delete r.version;
+            if (span_node* n = r.node) {
+                delete n->version_ptr.exchange(nullptr);
+                span_node* p = std::exchange(n->parent_node, nullptr);
+                n->next_free = pool.free_list;
+                pool.free_list = n;
+                if (p != nullptr && p->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+                    limbo[keep++] = retired{now, p, nullptr};
+            }
+        }
+        limbo.resize(keep);
+        // What a section still holds waits for the next batch, not the next retire.
+        pool.reclaim_at = keep + reclaim_batch;
+    }
+
+    // --- this thread's spans (inside a read section) ---
+
+    span_node* pop_frame(span_handle span) noexcept
+    {
+        auto* frp = thread_frames();
+        if (frp == nullptr)
             return nullptr;
-        auto it = spans.find(parent);
-        if (it == spans.end())
+        auto& fr = *frp;
+        for (auto it = fr.rbegin(); it != fr.rend(); ++it)
+            if (it->owner == owner && it->span == span) {
+                span_node* n = it->node;
+                fr.erase(std::next(it).base());
+                return n;
+            }
+        return nullptr;
+    }
+
+    // The innermost enabled span entered on this thread that is still open:
+    // what a contextual parent resolves to.
+    const span_node* current_node() const noexcept
+    {
+        const auto* frp = thread_frames();
+        if (frp == nullptr)
             return nullptr;
-        return it->second->enabled ? it->second : it->second->parent_node;
+        const auto& fr = *frp;
+        for (auto it = fr.rbegin(); it != fr.rend(); ++it)
+            if (it->owner == owner && it->node->live.load() == it->span && it->node->enabled)
+                return it->node;
+        return nullptr;
+    }
+
+    // The filter level a span opens for what is inside it, cached per span
+    // for (filter generation, values version).
+    static level_filter span_level(span_node& n, const config& c) noexcept
+    {
+        const std::uint64_t key = ((c.generation & 0xffffffffULL) << 32) |
+                                  ((static_cast<std::uint64_t>(n.version.load()) & 0xffffffULL) << 8);
+        const std::uint64_t cached = n.level_cache.load(std::memory_order_relaxed);
+        if (cached != 0 && (cached & ~std::uint64_t{0xff}) == key)
+            return static_cast<level_filter>(cached & 0xff);
+        const level_filter l = c.f.span_level(*n.site, fields_of(n));
+        n.level_cache.store(key | static_cast<std::uint64_t>(l), std::memory_order_relaxed);
+        return l;
+    }
+
+    // The most verbose level the enabled open spans entered on this thread
+    // open (what filter::enabled_at takes as the scope).
+    level_filter scope_level(const config& c) const noexcept
+    {
+        level_filter best = level_filter::off;
+        const auto* fr = thread_frames();
+        if (fr == nullptr)
+            return best;
+        for (const frame& f : *fr)
+            if (f.owner == owner && f.node->live.load() == f.span && f.node->enabled && f.node->site != nullptr)
+                best = std::max(best, span_level(*f.node, c));
+        return best;
+    }
+
+    // The static interest of `site`, cached per thread.
+    std::uint32_t static_interest(const config& c, const model::callsite& site) const noexcept
+    {
+        const auto addr = reinterpret_cast<std::uintptr_t>(&site);
+        interest_memo& m = tls.memos[(addr * 0x9E3779B97F4A7C15ULL) >> 60];
+        if (m.owner == owner && m.site == &site && m.id == site.id && m.generation == c.generation)
+            return m.answer;
+        const std::uint32_t i = c.f.interest(site);
+        m = interest_memo{owner, &site, site.id, c.generation, i};
+        return i;
+    }
+
+    // enter/exit: hands span `span` (found inside the caller's section) to every layer.
+    template <class Call>
+    void to_layers_one(const span_node* node, Call call) noexcept
+    {
+        if (!node->enabled)
+            return;
+        const auto* list = load_layers();
+        if (list->empty())
+            return;
+        const span_ref& view = view_of(*node);
+        for (const auto& l : *list)
+            call(*l, view);
     }
 };
+
+dispatcher::impl::~impl()
+{
+    for (const node_pool& pool : pools) {
+        for (const auto& slab : pool.slabs)
+            for (std::size_t i = 0; i < slab_nodes; ++i)
+                delete slab[i].version_ptr.load();
+        for (const retired& r : pool.limbo)
+            delete r.version;
+    }
+    if (auto* fr = thread_frames())
+        std::erase_if(*fr, [&](const frame& f) { return f.owner == owner; });
+}
 
 dispatcher::dispatcher() : dispatcher(std::get<filter>(parse_filter("info"))) {}
 
@@ -289,86 +784,100 @@ interest dispatcher::interest_in(const model::callsite& site) noexcept
 bool dispatcher::enabled(const model::callsite& site) noexcept
 {
     const auto cfg = impl_->load_config();
-    const std::uint32_t i = cfg->f.interest(site);
+    const std::uint32_t i = impl_->static_interest(*cfg, site);
     if (i == TT_INTEREST_NEVER)
         return false;
     // A span may enable itself by its own values: new_span decides.
     if (i == TT_INTEREST_ALWAYS || site.kind == model::callsite_kind::span)
         return true;
     bool answer = false;
-    try {
-        std::vector<span_view> scope;
-        std::shared_lock lock(impl_->registry_mutex);
-        impl_->scope_locked(scope);
-        answer = cfg->f.enabled(site, scope);
-    } catch (...) {
-        impl_->anomaly();
+    {
+        read_section rs;
+        answer = cfg->f.enabled_at(site, impl_->scope_level(*cfg));
     }
-    last_enabled = enabled_cache{impl_.get(), &site, cfg->generation, answer};
+    tls.last_enabled = enabled_cache{impl_->owner, &site, cfg->generation, answer};
     return answer;
 }
 
 span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
 {
     const span_handle h = impl_->next_handle.fetch_add(1, std::memory_order_relaxed);
-    impl_->spans_created.fetch_add(1, std::memory_order_relaxed);
+    auto& st = impl_->mine();
+    st.spans_created.fetch_add(1, std::memory_order_relaxed);
+    span_node* node = nullptr;
+    bool published = false;
     try {
-        auto node = std::make_shared<span_node>();
+        const model::callsite* site = attrs.site ? impl_->intern(*attrs.site) : nullptr;
+        if (site == nullptr)
+            impl_->anomaly();
+        node = impl_->alloc_node();
+        // The node is ours alone until it is published (live, then the table).
         node->handle = h;
-        node->plugin = std::string(attrs.plugin);
+        node->site = site;
+        node->plugin.assign(attrs.plugin);
+        node->parent = 0;
+        node->parent_node = nullptr;
         node->start = attrs.time;
         node->thread = attrs.thread;
         node->plugin_span_id = attrs.plugin_span_id;
         node->resumed = attrs.resumed;
-        auto values = std::make_shared<model::field_values>();
-        values->reserve(attrs.values.size());
-        merge(*values, attrs.values);
-        node->fields = values;
-        // Most spans never get a follows-from link: they share one empty list
-        // (copy-on-write, like the fields) instead of allocating their own.
-        static const auto no_links = std::make_shared<const std::vector<span_handle>>();
-        node->follows = no_links;
-        if (attrs.site)
-            node->site = impl_->intern(*attrs.site);
-        else
-            impl_->anomaly();
+        node->enabled = false;
+        assign_values(node->initial, attrs.values);
+        node->version_ptr.store(nullptr, std::memory_order_relaxed);
+        node->version.store(0, std::memory_order_relaxed);
+        node->level_cache.store(0, std::memory_order_relaxed);
+        node->refs.store(1, std::memory_order_relaxed);
 
         const auto cfg = impl_->load_config();
         const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::unique_lock lock(impl_->registry_mutex);
-            if (attrs.parent != 0) {
-                if (impl_->find_locked(attrs.parent) == nullptr)
-                    impl_->anomaly();  // a parent we do not know: the span becomes a root
-                node->parent_node = impl_->visible_locked(attrs.parent);
-                node->parent = node->parent_node ? node->parent_node->handle : 0;
+        read_section rs;
+        if (attrs.parent != 0) {
+            span_node* p = impl_->lookup(attrs.parent);
+            span_node* visible = p == nullptr ? nullptr : p->enabled ? p : p->parent_node;
+            if (p == nullptr || (visible != nullptr && !try_ref(visible))) {
+                impl_->anomaly();  // a parent we do not know (or closed meanwhile): the span becomes a root
+            } else if (visible != nullptr) {
+                node->parent_node = visible;
+                node->parent = visible->handle;
             }
-            if (node->site) {
-                if (cfg->f.interest(*node->site) == TT_INTEREST_ALWAYS) {
-                    node->enabled = true;
-                } else {
-                    std::vector<span_view> scope;
-                    impl_->scope_locked(scope);
-                    node->enabled = cfg->f.enabled(*node->site, scope, values.get());
-                }
-            }
-            impl_->spans.emplace(h, node);
-            if (node->enabled && !layers->empty())
-                impl::chain_locked(node, chain);
         }
+        if (site != nullptr) {
+            if (impl_->static_interest(*cfg, *site) == TT_INTEREST_ALWAYS)
+                node->enabled = true;
+            else
+                node->enabled = cfg->f.enabled_at(*site, impl_->scope_level(*cfg), &node->initial);
+        }
+        span_ref& first = node->first;
+        first = span_ref{};
+        first.id = h;
+        first.site = site;
+        first.plugin = node->plugin;
+        first.parent = node->parent;
+        first.fields = &node->initial;
+        first.start = node->start;
+        first.thread = node->thread;
+        first.resumed = node->resumed;
+        first.plugin_span_id = node->plugin_span_id;
+        node->live.store(h);
+        impl_->insert(h, node);
+        published = true;
+        st.spans_opened.fetch_add(1, std::memory_order_relaxed);
         if (!node->enabled) {
-            impl_->spans_disabled.fetch_add(1, std::memory_order_relaxed);
+            st.spans_disabled.fetch_add(1, std::memory_order_relaxed);
             return h;
         }
-        if (!chain.empty()) {
-            std::vector<span_ref> views;
-            impl::views_of(chain, views);
+        if (!layers->empty()) {
+            std::optional<view_scratch> views;
+            const span_context chain = context_of(node, views);
             for (const auto& l : *layers)
-                l->on_new_span(views);
+                l->on_new_span(chain);
         }
     } catch (...) {
         impl_->anomaly();
+        if (node != nullptr && !published) {
+            node->live.store(0);
+            impl_->retire(impl::retired{0, node, nullptr});  // back to the free list, its parent let go
+        }
     }
     return h;
 }
@@ -377,26 +886,32 @@ void dispatcher::record(span_handle span, field_refs values) noexcept
 {
     try {
         const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::unique_lock lock(impl_->registry_mutex);
-            auto it = impl_->spans.find(span);
-            if (it == impl_->spans.end()) {
-                impl_->anomaly();
-                return;
-            }
-            auto& node = it->second;
-            auto next = std::make_shared<model::field_values>(*node->fields);
-            merge(*next, values);
-            node->fields = std::move(next);
-            if (!node->enabled || layers->empty())
-                return;
-            impl::chain_locked(node, chain);
+        read_section rs;
+        span_node* node = impl_->lookup(span);
+        if (node == nullptr) {
+            impl_->anomaly();
+            return;
         }
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
+        const span_version* old = nullptr;
+        {
+            std::lock_guard lock(impl_->record_mutex);
+            old = node->version_ptr.load();
+            auto next = std::make_unique<span_version>();
+            next->fields = *fields_of(*node);
+            merge(next->fields, values);
+            if (old != nullptr)
+                next->follows = old->follows;
+            impl_->publish_version(*node, std::move(next));
+            node->version.fetch_add(1);
+        }
+        if (old != nullptr)
+            impl_->retire(impl::retired{0, nullptr, old});
+        if (!node->enabled || layers->empty())
+            return;
+        std::optional<view_scratch> views;
+        const span_context chain = context_of(node, views);
         for (const auto& l : *layers)
-            l->on_record(views, values);
+            l->on_record(chain, values);
     } catch (...) {
         impl_->anomaly();
     }
@@ -406,28 +921,32 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
 {
     try {
         const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::unique_lock lock(impl_->registry_mutex);
-            auto it = impl_->spans.find(span);
-            if (it == impl_->spans.end() || cause == 0 || cause >= impl_->next_handle.load()) {
-                impl_->anomaly();
-                return;
-            }
-            auto& node = it->second;
-            if (std::find(node->follows->begin(), node->follows->end(), cause) != node->follows->end())
-                return;
-            auto next = std::make_shared<std::vector<span_handle>>(*node->follows);
-            next->push_back(cause);
-            node->follows = std::move(next);
-            if (!node->enabled || layers->empty())
-                return;
-            chain.push_back(held{node, node->fields, node->follows});
+        read_section rs;
+        span_node* node = impl_->lookup(span);
+        if (node == nullptr || cause == 0 || cause >= impl_->next_handle.load()) {
+            impl_->anomaly();
+            return;
         }
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
+        const span_version* old = nullptr;
+        {
+            std::lock_guard lock(impl_->record_mutex);
+            old = node->version_ptr.load();
+            const auto& links = view_of(*node).follows_from;
+            if (std::find(links.begin(), links.end(), cause) != links.end())
+                return;
+            auto next = std::make_unique<span_version>();
+            next->fields = *fields_of(*node);
+            next->follows.assign(links.begin(), links.end());
+            next->follows.push_back(cause);
+            impl_->publish_version(*node, std::move(next));
+        }
+        if (old != nullptr)
+            impl_->retire(impl::retired{0, nullptr, old});
+        if (!node->enabled || layers->empty())
+            return;
+        const span_ref& view = view_of(*node);
         for (const auto& l : *layers)
-            l->on_follows_from(views.front(), cause);
+            l->on_follows_from(view, cause);
     } catch (...) {
         impl_->anomaly();
     }
@@ -435,14 +954,26 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
 
 void dispatcher::enter(span_handle span) noexcept
 {
-    impl_->to_layers_one(span, [&] { impl_->stack.push(span); },
-                         [](layer& l, const span_ref& view) { l.on_enter(view); });
+    try {
+        read_section rs;
+        span_node* node = impl_->lookup(span);
+        if (node == nullptr) {
+            impl_->anomaly();
+            return;
+        }
+        if (auto* fr = thread_frames(true))
+            fr->push_back(frame{impl_->owner, span, node});
+        impl_->to_layers_one(node, [](layer& l, const span_ref& view) { l.on_enter(view); });
+    } catch (...) {
+        impl_->anomaly();
+    }
 }
 
 void dispatcher::exit(span_handle span) noexcept
 {
     // The stack is this thread's own: no lock needed to pop it.
-    if (!impl_->stack.pop(span))
+    read_section rs;
+    if (impl_->pop_frame(span) == nullptr)
         impl_->anomaly();  // not entered on this thread
     exit_to_layers(span);
 }
@@ -460,7 +991,13 @@ void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
 
 void dispatcher::exit_to_layers(span_handle span) noexcept
 {
-    impl_->to_layers_one(span, [] {}, [](layer& l, const span_ref& view) { l.on_exit(view); });
+    read_section rs;
+    const span_node* node = impl_->lookup(span);
+    if (node == nullptr) {
+        impl_->anomaly();
+        return;
+    }
+    impl_->to_layers_one(node, [](layer& l, const span_ref& view) { l.on_exit(view); });
 }
 
 void dispatcher::close(span_handle span) noexcept
@@ -475,40 +1012,37 @@ void dispatcher::suspend(span_handle span) noexcept
 
 void dispatcher::end_span(span_handle span, bool suspended) noexcept
 {
+    read_section rs;
+    span_node* node = impl_->lookup(span);
+    span_handle expected = span;
+    if (node == nullptr || !node->live.compare_exchange_strong(expected, 0)) {
+        impl_->anomaly();  // unknown, or closed already: close once
+        return;
+    }
+    impl_->unlink(span, node);
+    impl_->mine().spans_ended.fetch_add(1, std::memory_order_relaxed);
+    // This thread's frame, if the span is still entered here.
+    while (impl_->pop_frame(span) != nullptr) {
+    }
     try {
         const auto layers = impl_->load_layers();
-        std::vector<held> chain;
-        {
-            std::unique_lock lock(impl_->registry_mutex);
-            auto it = impl_->spans.find(span);
-            if (it == impl_->spans.end()) {
-                impl_->anomaly();  // unknown, or closed already: close once
-                return;
-            }
-            auto node = std::move(it->second);
-            impl_->spans.erase(it);
-            // This thread's frame, if the span is still entered here.
-            while (impl_->stack.pop(span)) {
-            }
-            if (!node->enabled || layers->empty())
-                return;
-            impl::chain_locked(node, chain);
+        if (node->enabled && !layers->empty()) {
+            std::optional<view_scratch> views;
+            const span_context chain = context_of(node, views);
+            for (const auto& l : *layers)
+                if (suspended)
+                    l->on_suspend(chain);
+                else
+                    l->on_close(chain);
         }
-        std::vector<span_ref> views;
-        impl::views_of(chain, views);
-        for (const auto& l : *layers)
-            if (suspended)
-                l->on_suspend(views);
-            else
-                l->on_close(views);
     } catch (...) {
         impl_->anomaly();
     }
+    impl_->unref(node);
 }
 
-// The hot path. The registry stays share-locked while the layers look at the
-// event, so the span chain is read in place (no reference counts, no copies):
-// span nodes and their field snapshots only change under the exclusive lock.
+// The hot path: no lock, no allocation once warm, no reference counts. The
+// span chain is read in place inside a read section.
 // Layers must not call back into the dispatcher (layers.hpp says so).
 void dispatcher::event(const event_record& ev) noexcept
 {
@@ -516,68 +1050,47 @@ void dispatcher::event(const event_record& ev) noexcept
         impl_->anomaly();
         return;
     }
-    // Views of the chain, kept per thread so that an event allocates nothing
-    // once warm; a nested call (not expected) gets its own vector.
-    thread_local std::vector<span_ref> reused;
-    thread_local bool reused_busy = false;
-    std::vector<span_ref> own;
-    std::vector<span_ref>& views = reused_busy ? own : reused;
-    const bool took = !reused_busy;
-    reused_busy = true;
-    struct unbusy {
-        bool took;
-        ~unbusy()
-        {
-            if (took)
-                reused_busy = false;
-        }
-    } guard{took};
-    views.clear();
     try {
         const auto* cfg = impl_->load_config();
         const auto* layers = impl_->load_layers();
-        std::shared_lock lock(impl_->registry_mutex);
+        read_section rs;
         bool pass = false;
-        const enabled_cache c = last_enabled;
-        last_enabled = enabled_cache{};
-        if (c.owner == impl_.get() && c.site == ev.site && c.generation == cfg->generation) {
+        const enabled_cache c = tls.last_enabled;
+        tls.last_enabled.site = nullptr;
+        if (c.owner == impl_->owner && c.site == ev.site && c.generation == cfg->generation) {
             pass = c.answer;
         } else {
-            const std::uint32_t i = cfg->f.interest(*ev.site);
-            if (i == TT_INTEREST_ALWAYS) {
+            const std::uint32_t i = impl_->static_interest(*cfg, *ev.site);
+            if (i == TT_INTEREST_ALWAYS)
                 pass = true;
-            } else if (i == TT_INTEREST_SOMETIMES) {
-                std::vector<span_view> scope;
-                impl_->scope_locked(scope);
-                pass = cfg->f.enabled(*ev.site, scope);
-            }
+            else if (i == TT_INTEREST_SOMETIMES)
+                pass = cfg->f.enabled_at(*ev.site, impl_->scope_level(*cfg));
         }
         if (!pass) {
-            impl_->events_filtered.fetch_add(1, std::memory_order_relaxed);
+            impl_->mine().events_filtered.fetch_add(1, std::memory_order_relaxed);
             return;
         }
         const span_node* leaf = nullptr;
-        span_handle parent = ev.parent;
-        if (ev.contextual)
-            parent = impl_->current_locked();
-        if (parent != 0) {
-            const span_node* p = impl_->find_locked(parent);
+        if (ev.contextual) {
+            leaf = impl_->current_node();
+        } else if (ev.parent != 0) {
+            const span_node* p = impl_->lookup(ev.parent);
             if (p == nullptr)
                 impl_->anomaly();
             else
-                leaf = p->enabled ? p : p->parent_node.get();
+                leaf = p->enabled ? p : p->parent_node;
         }
-        for (const span_node* n = leaf; n != nullptr; n = n->parent_node.get())
-            views.push_back(impl::view_of(*n));
-        std::reverse(views.begin(), views.end());
-        impl_->events.fetch_add(1, std::memory_order_relaxed);
+        impl_->mine().events.fetch_add(1, std::memory_order_relaxed);
+        if (layers->empty())
+            return;
         event_view v;
         v.site = ev.site;
         v.plugin = ev.plugin;
         v.values = ev.values;
         v.time = ev.time;
         v.thread = ev.thread;
-        v.spans = views;
+        std::optional<view_scratch> views;
+        v.spans = context_of(leaf, views);
         for (const auto& l : *layers)
             l->on_event(v);
     } catch (...) {
@@ -587,8 +1100,9 @@ void dispatcher::event(const event_record& ev) noexcept
 
 span_handle dispatcher::current_span() const noexcept
 {
-    std::shared_lock lock(impl_->registry_mutex);
-    return impl_->current_locked();
+    read_section rs;
+    const span_node* n = impl_->current_node();
+    return n != nullptr ? n->handle : 0;
 }
 
 const model::callsite* dispatcher::host_callsite(model::callsite_kind kind, model::level lvl, std::string_view name,
@@ -616,13 +1130,7 @@ const model::callsite* dispatcher::host_callsite(model::callsite_kind kind, mode
         for (const auto& f : cs.fields)
             h = fnv(h, f);
         cs.id = h == 0 ? 1 : h;
-        auto p = impl_->intern(cs);
-        {
-            std::lock_guard lock(impl_->intern_mutex);
-            if (std::find(impl_->host_sites.begin(), impl_->host_sites.end(), p) == impl_->host_sites.end())
-                impl_->host_sites.push_back(p);
-        }
-        return p.get();
+        return impl_->intern(cs);
     } catch (...) {
         impl_->anomaly();
         return nullptr;
@@ -707,16 +1215,16 @@ host_span_guard dispatcher::enter_host_span(model::level lvl, std::string_view t
 
 dispatcher::stats dispatcher::statistics() const noexcept
 {
+    using st = impl::stripe;
     stats s;
-    s.spans_created = impl_->spans_created.load(std::memory_order_relaxed);
-    s.spans_disabled = impl_->spans_disabled.load(std::memory_order_relaxed);
-    s.events = impl_->events.load(std::memory_order_relaxed);
-    s.events_filtered = impl_->events_filtered.load(std::memory_order_relaxed);
-    s.anomalies = impl_->anomalies.load(std::memory_order_relaxed);
-    {
-        std::shared_lock lock(impl_->registry_mutex);
-        s.spans_live = impl_->spans.size();
-    }
+    s.spans_created = impl_->sum(&st::spans_created);
+    s.spans_disabled = impl_->sum(&st::spans_disabled);
+    s.events = impl_->sum(&st::events);
+    s.events_filtered = impl_->sum(&st::events_filtered);
+    s.anomalies = impl_->sum(&st::anomalies);
+    const std::uint64_t ended = impl_->sum(&st::spans_ended);
+    const std::uint64_t opened = impl_->sum(&st::spans_opened);
+    s.spans_live = opened > ended ? opened - ended : 0;
     for (const auto& l : *impl_->load_layers())
         s.layer_errors += l->errors();
     return s;

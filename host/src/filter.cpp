@@ -706,6 +706,19 @@ bool filter::enabled(const model::callsite& site, span_scope scope,
     return false;
 }
 
+bool filter::enabled_at(const model::callsite& site, level_filter scope_level,
+                        const model::field_values* own_values) const noexcept
+{
+    if (impl_->static_enabled(site))
+        return true;
+    if (!passes(site.level, impl_->dynamic_max))
+        return false;
+    if (site.kind == model::callsite_kind::span && passes(site.level, span_level(site, own_values)))
+        return true;
+    // A span in scope enables the hit when its level does: the most verbose decides.
+    return passes(site.level, scope_level);
+}
+
 std::string filter::to_string() const
 {
     std::string out;

@@ -41,7 +41,15 @@
 //
 // Threads: every subscriber method may be called from any thread at once.
 // Layers are called without the dispatcher's locks held, in the order added;
-// each layer serialises itself.
+// each layer serialises itself. event, enter, exit and current_span take no
+// lock and allocate nothing once warm; new_span and close take a per-thread
+// pool's mutex only. A closed span's memory is recycled once no thread can
+// still be reading it (epoch-based reclamation), so what a layer is handed
+// stays valid for the call.
+//
+// Memory: every call site a span was created from stays interned (one copy
+// per distinct call site) until the dispatcher dies, so that spans outlive the
+// receiver that sent them; span nodes are recycled, not freed.
 #pragma once
 
 #include <tracetunnel/host/filter.hpp>

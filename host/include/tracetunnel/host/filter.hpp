@@ -130,6 +130,14 @@ public:
     bool enabled(const model::callsite& site, span_scope scope = {},
                  const model::field_values* own_values = nullptr) const noexcept;
 
+    // enabled() with the scope already reduced to the most verbose
+    // span_level() of its spans (off for none): the same answer, for a caller
+    // that caches span_level per span.
+    //
+    //   f.enabled_at(site, std::max(f.span_level(*a.site, a.values), f.span_level(*b.site, b.values)))
+    bool enabled_at(const model::callsite& site, level_filter scope_level,
+                    const model::field_values* own_values = nullptr) const noexcept;
+
     // The level a span (call site + values) opens for everything inside it,
     // off when no dynamic directive matches it. enabled() uses this for each
     // span in scope; a dispatcher may cache it per span instead.
