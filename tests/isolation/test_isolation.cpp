@@ -332,7 +332,9 @@ TEST_CASE("an isolated plugin reloads when its file changes: a new child on the 
     const fs::path tmp = dir / ".tmp-libcrashy.so";  // as a build tool replaces it
     fs::copy_file(env_path("TT_PLUGIN_crashy"), tmp);
     fs::rename(tmp, file);
-    REQUIRE(wait_until([&] { return host.plugin("crashy")->generation == 2; }));
+    // The new generation shows in the table before the reload's report is
+    // published: wait for both.
+    REQUIRE(wait_until([&] { return host.plugin("crashy")->generation == 2 && host.last_reload("crashy"); }));
     auto report = host.last_reload("crashy");
     REQUIRE(report);
     CHECK(report->ok());
