@@ -225,6 +225,7 @@ int main(int argc, char** argv)
                  "see docs/FORMAT.md.\n"
                  "tt-state only reads: bad files are reported, never moved or changed.",
                  "tt-state"};
+    app.set_version_flag("--version", "tt-state " TT_PROJECT_VERSION);
     app.require_subcommand(1);
 
     fs::path show_dir;

@@ -1,12 +1,15 @@
 #!/bin/sh
 # tt-state check / show / dump on a good, an older-build (v1) and a corrupted state folder.
-# usage: tt_state_cli.sh TT_STATE MAKE_STATE
+# usage: tt_state_cli.sh TT_STATE MAKE_STATE PROJECT_VERSION
 set -u
 tt_state=$1
 make_state=$2
+project_version=$3
 work=$(mktemp -d "${TMPDIR:-/tmp}/tt-state-cli-XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
+
+[ "$("$tt_state" --version)" = "tt-state $project_version" ] || fail "--version is not 'tt-state $project_version'"
 
 "$tt_state" --help | grep -q 'check' || fail "--help does not mention check"
 "$tt_state" check --help | grep -q 'DIR' || fail "check --help does not mention DIR"
