@@ -691,15 +691,30 @@ level_filter filter::span_level(const model::callsite& span_site, const model::f
     return level_filter::off;
 }
 
+namespace {
+
+// What the hit's own call site decides: static directives, the ceiling of
+// every dynamic one, and a new span's own fields. Empty when the spans in
+// scope must decide; enabled() and enabled_at() reduce the scope differently.
+std::optional<bool> decided_by_site(const filter& f, const filter::impl& i, const model::callsite& site,
+                                    const model::field_values* own_values) noexcept
+{
+    if (i.static_enabled(site))
+        return true;
+    if (!passes(site.level, i.dynamic_max))
+        return false;
+    if (site.kind == model::callsite_kind::span && passes(site.level, f.span_level(site, own_values)))
+        return true;
+    return std::nullopt;
+}
+
+}  // namespace
+
 bool filter::enabled(const model::callsite& site, span_scope scope,
                      const model::field_values* own_values) const noexcept
 {
-    if (impl_->static_enabled(site))
-        return true;
-    if (!passes(site.level, impl_->dynamic_max))
-        return false;
-    if (site.kind == model::callsite_kind::span && passes(site.level, span_level(site, own_values)))
-        return true;
+    if (const auto d = decided_by_site(*this, *impl_, site, own_values))
+        return *d;
     for (const span_view& s : scope)
         if (s.site && passes(site.level, span_level(*s.site, s.values)))
             return true;
@@ -709,12 +724,8 @@ bool filter::enabled(const model::callsite& site, span_scope scope,
 bool filter::enabled_at(const model::callsite& site, level_filter scope_level,
                         const model::field_values* own_values) const noexcept
 {
-    if (impl_->static_enabled(site))
-        return true;
-    if (!passes(site.level, impl_->dynamic_max))
-        return false;
-    if (site.kind == model::callsite_kind::span && passes(site.level, span_level(site, own_values)))
-        return true;
+    if (const auto d = decided_by_site(*this, *impl_, site, own_values))
+        return *d;
     // A span in scope enables the hit when its level does: the most verbose decides.
     return passes(site.level, scope_level);
 }

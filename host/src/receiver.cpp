@@ -12,6 +12,20 @@ namespace tt::host {
 
 namespace {
 
+// Adds span `id` to `spans` as created since the last commit: both lists or
+// neither, so a failed allocation leaves nothing for a rollback to trip on.
+template <class Table>
+auto& add_uncommitted(std::vector<std::uint64_t>& uncommitted, Table& spans, std::uint64_t id)
+{
+    uncommitted.push_back(id);
+    try {
+        return *spans.add(id).first;
+    } catch (...) {
+        uncommitted.pop_back();
+        throw;
+    }
+}
+
 constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
 
 // Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
@@ -1100,14 +1114,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
         next_id_ = (id + 1) & ~top_bit;
         if (next_id_ == 0)
             next_id_ = 1;
-        uncommitted_.push_back(id);
-        detail::span_rec* e = nullptr;
-        try {
-            e = spans_->spans.add(id).first;
-        } catch (...) {
-            uncommitted_.pop_back();
-            throw;
-        }
+        detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
         e->callsite_id = ev.callsite_id;
         e->parent_id = plugin_parent;
         e->site = &site;
@@ -1408,14 +1415,7 @@ receive_result receiver::apply(op& o)
                 next_id_ = 1;
             detail::value_blob values;
             values.assign(pack(blob_scratch, site, merged));
-            uncommitted_.push_back(id);
-            detail::span_rec* e = nullptr;
-            try {
-                e = spans_->spans.add(id).first;
-            } catch (...) {
-                uncommitted_.pop_back();
-                throw;
-            }
+            detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
             e->callsite_id = o.callsite_id;
             e->parent_id = plugin_parent;
             e->values = std::move(values);
