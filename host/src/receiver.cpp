@@ -358,11 +358,17 @@ struct scratch_release {
 std::string_view pack(detail::blob_writer& w, const model::callsite* site, const model::field_values& values)
 {
     w.clear();
+    std::size_t at = 0;  // values usually come in the call site's field order: try there first
     for (const auto& [name, v] : values) {
         std::size_t i = 0;
-        if (site != nullptr)
-            while (i < site->fields.size() && site->fields[i] != name)
-                ++i;
+        if (site != nullptr) {
+            if (at < site->fields.size() && site->fields[at] == name)
+                i = at;
+            else
+                while (i < site->fields.size() && site->fields[i] != name)
+                    ++i;
+        }
+        at = i + 1;
         if (site != nullptr && i < site->fields.size())
             w.add(static_cast<std::uint32_t>(i), v);
         else
@@ -376,10 +382,107 @@ thread_local detail::blob_writer blob_scratch;
 model::field_values unpack(const detail::span_rec& e)
 {
     model::field_values out;
+    // Every value takes at least 3 bytes packed; most sets are a call site's few fields.
+    out.reserve(e.site != nullptr ? std::min(e.site->fields.size(), std::size_t{e.values.bytes().size() / 3})
+                                  : e.values.bytes().size() / 3);
     detail::read_blob(e.values.bytes(), e.site != nullptr ? &e.site->fields : nullptr,
                       [&](std::string_view name, model::value&& v) { out.emplace_back(std::string(name), std::move(v)); });
     return out;
 }
+
+// The persisted form of a span's values: the entry's bytes with each field
+// index replaced by its name (an index beyond the call site: an empty name,
+// as unpack). No model::value is built.
+void to_persisted(const detail::span_rec& e, std::string& scratch, state::packed_values& out)
+{
+    namespace pk = state::packed;
+    scratch.clear();
+    std::size_t n = 0;
+    const std::string_view b = e.values.bytes();
+    const std::vector<std::string>* fields = e.site != nullptr ? &e.site->fields : nullptr;
+    pk::item it;
+    std::size_t at = 0;  // written into scratch, which only grows (no per-byte bookkeeping)
+    for (const char* p = b.data(); pk::next(p, b.data() + b.size(), it); ++n) {
+        std::string_view name = it.name;
+        if ((it.head & pk::by_name) == 0)
+            name = fields != nullptr && it.index < fields->size() ? std::string_view((*fields)[it.index]) : "";
+        const std::size_t need = at + 10 + name.size() + it.payload.size();
+        if (scratch.size() < need)
+            scratch.resize(need * 2);
+        char* w = scratch.data() + at;
+        *w++ = static_cast<char>((it.head & pk::type_mask) | pk::by_name);
+        w = pk::put_len(w, name.size());
+        std::memcpy(w, name.data(), name.size());
+        w += name.size();
+        std::memcpy(w, it.payload.data(), it.payload.size());
+        at = static_cast<std::size_t>(w - scratch.data()) + it.payload.size();
+    }
+    out.assign_packed(std::string_view(scratch.data(), at), n);
+}
+
+// The other way (a restored span): declared names become their index in the
+// call site, others stay names. `bytes` gets the span-quota size (names +
+// string bytes, as fields_bytes).
+std::string_view from_persisted(std::string& scratch, const model::callsite* site, const state::packed_values& values,
+                                std::size_t& bytes)
+{
+    namespace pk = state::packed;
+    bytes = 0;
+    std::size_t at = 0;  // values usually come in the call site's field order: try there first
+    std::size_t len = 0;  // written into scratch, which only grows
+    const std::string_view b = values.bytes();
+    pk::item it;
+    for (const char* p = b.data(); pk::next(p, b.data() + b.size(), it);) {
+        std::size_t i = 0;
+        if (site != nullptr) {
+            if (at < site->fields.size() && site->fields[at] == it.name)
+                i = at;
+            else
+                while (i < site->fields.size() && site->fields[i] != it.name)
+                    ++i;
+        }
+        at = i + 1;
+        const unsigned char type = it.head & pk::type_mask;
+        const std::size_t need = len + 10 + it.name.size() + it.payload.size();
+        if (scratch.size() < need)
+            scratch.resize(need * 2);
+        char* w = scratch.data() + len;
+        if (site != nullptr && i < site->fields.size()) {
+            *w++ = static_cast<char>(type);
+            w = pk::put_len(w, i);
+        } else {
+            *w++ = static_cast<char>(type | pk::by_name);
+            w = pk::put_len(w, it.name.size());
+            std::memcpy(w, it.name.data(), it.name.size());
+            w += it.name.size();
+        }
+        std::memcpy(w, it.payload.data(), it.payload.size());
+        len = static_cast<std::size_t>(w - scratch.data()) + it.payload.size();
+        bytes += it.name.size();
+        if (type >= 6) {  // strings, debug text, error chains: their bytes without the lengths
+            const char* q = it.payload.data();
+            const char* end = q + it.payload.size();
+            auto length = [&] {
+                const auto c = static_cast<unsigned char>(*q++);
+                std::uint64_t v = c;
+                if (c == 255) {
+                    std::memcpy(&v, q, 8);
+                    q += 8;
+                }
+                return v;
+            };
+            const std::uint64_t count = type == 8 ? length() : 1;
+            for (std::uint64_t k = 0; k < count && q < end; ++k) {
+                const std::uint64_t m = length();
+                bytes += m;
+                q += m;
+            }
+        }
+    }
+    return std::string_view(scratch.data(), len);
+}
+
+thread_local std::string persist_scratch;
 
 // A span's string bytes are kept in 32 bits (span_rec::bytes).
 constexpr std::size_t max_span_bytes = 0xFFFFFFFFu;
@@ -704,14 +807,18 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
     }
     next_id_ = std::max<std::uint64_t>(restored.spans.next_id, 1);
     spans_ = std::make_unique<span_table>();
+    spans_->spans.reserve(restored.spans.spans.size());
+    const model::callsite* site = nullptr;  // the last span's: spans of one call site often come together
     for (auto& ps : restored.spans.spans) {
         if (ps.id == 0 || (ps.id & top_bit) != 0 || spans_->has(ps.id))
             continue;
-        auto cit = callsites_.find(ps.callsite_id);
-        const model::callsite* site = cit == callsites_.end() ? nullptr : &cit->second.site;
+        if (site == nullptr || site->id != ps.callsite_id) {
+            auto cit = callsites_.find(ps.callsite_id);
+            site = cit == callsites_.end() ? nullptr : &cit->second.site;
+        }
+        std::size_t bytes = 0;
         detail::value_blob values;
-        values.assign(pack(blob_scratch, site, ps.values));
-        const std::size_t bytes = fields_bytes(ps.values);
+        values.assign(from_persisted(persist_scratch, site, ps.values, bytes));
         auto* e = spans_->spans.add(ps.id).first;
         e->callsite_id = ps.callsite_id;
         e->parent_id = ps.parent_id;
@@ -720,35 +827,33 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         e->start = ps.start;
         e->bytes = static_cast<std::uint32_t>(std::min(bytes, max_span_bytes));
         e->site = site;
+        e->depth = 0;  // not known yet (below)
         if (!ps.follows_from.empty())
             spans_->follows[ps.id] = std::move(ps.follows_from);
         string_bytes_ += bytes;
         next_id_ = std::max(next_id_, ps.id + 1);
     }
     // Nesting depths of the restored spans, walking up iteratively (a chain
-    // may be long; a parent that is gone ends it).
+    // may be long; a parent that is gone ends it). Depth 0 = not known yet,
+    // on_chain = on the chain being walked (met again: a cycle, which ends it).
     {
+        constexpr std::uint32_t on_chain = 0xFFFFFFFFu;
         std::vector<detail::span_rec*> chain;
-        std::unordered_map<std::uint64_t, bool> done;
         const std::size_t total = spans_->size();
         spans_->spans.for_each([&](detail::span_rec& first, std::uint32_t) {
-            if (done.count(first.key) != 0)
+            if (first.depth != 0)
                 return;
             chain.clear();
-            std::uint64_t at = first.key;
+            detail::span_rec* it = &first;
             std::uint32_t base = 0;
             while (chain.size() <= total) {
-                detail::span_rec* it = spans_->find(at);
-                if (it == nullptr)
-                    break;
-                if (done.count(at) != 0) {
-                    base = it->depth;
+                if (it->depth != 0) {
+                    base = it->depth == on_chain ? 1 : it->depth;
                     break;
                 }
                 chain.push_back(it);
-                done[at] = true;
-                at = it->parent_id;
-                if (at == 0)
+                it->depth = on_chain;
+                if (it->parent_id == 0 || (it = spans_->find(it->parent_id)) == nullptr)
                     break;
             }
             for (auto c = chain.rbegin(); c != chain.rend(); ++c)
@@ -1653,13 +1758,27 @@ persisted_metadata receiver::persist_metadata() const
 void receiver::fill_snapshot(persisted_spans& out) const
 {
     out.next_id = next_id_;
-    out.spans.reserve(spans_->size());
-    std::as_const(spans_->spans).for_each([&](const detail::span_rec& e) {
-        auto ff = spans_->follows.find(e.key);
-        out.spans.push_back(persisted_span{e.key, e.callsite_id, e.parent_id, unpack(e), e.ref_count, e.start,
-                                           ff == spans_->follows.end() ? std::vector<std::uint64_t>{} : ff->second});
-    });
-    std::sort(out.spans.begin(), out.spans.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    // The order by id comes from sorting (id, slot) pairs, not the spans:
+    // slots are mostly in id order already, and a span is ~100 bytes to move.
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> order;
+    order.reserve(spans_->size());
+    spans_->spans.for_each([&](detail::span_rec& e, std::uint32_t slot) { order.emplace_back(e.key, slot); });
+    if (!std::is_sorted(order.begin(), order.end()))
+        std::sort(order.begin(), order.end());
+    out.spans.reserve(out.spans.size() + order.size());
+    for (const auto& [id, slot] : order) {
+        const detail::span_rec& e = std::as_const(spans_->spans).at(slot);
+        auto& ps = out.spans.emplace_back();
+        ps.id = id;
+        ps.callsite_id = e.callsite_id;
+        ps.parent_id = e.parent_id;
+        to_persisted(e, persist_scratch, ps.values);
+        ps.ref_count = e.ref_count;
+        ps.start = e.start;
+        if (!spans_->follows.empty())
+            if (auto ff = spans_->follows.find(id); ff != spans_->follows.end())
+                ps.follows_from = ff->second;
+    }
 }
 
 persisted_spans receiver::persist()

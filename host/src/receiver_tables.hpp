@@ -182,6 +182,13 @@ public:
         --size_;
     }
     std::size_t size() const noexcept { return size_; }
+    // Room for n keys without a grow (a restore of n spans).
+    template <class KeyOf>
+    void reserve(std::size_t n, const KeyOf& key_of)
+    {
+        while (n * 4 > capacity() * 3)
+            grow(key_of);
+    }
     void clear() noexcept
     {
         slots_.reset();
@@ -546,6 +553,8 @@ public:
         }
     }
     std::size_t size() const noexcept { return index_.size(); }
+    // Room for n keys in the index (the slab grows by chunks anyway).
+    void reserve(std::size_t n) { index_.reserve(n, key_of()); }
     template <class Fn>
     void for_each(Fn&& fn)
     {

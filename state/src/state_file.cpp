@@ -422,8 +422,10 @@ std::optional<fault> decode_spans_json(std::string_view text, std::string_view l
         if (auto f = read_i64(so.at("start_ns"), where + "/start_ns", ns))
             return f;
         s.start = clock::time_point(std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(ns)));
-        if (auto f = read_values(so.at("values"), where + "/values", s.values))
+        model::field_values values;
+        if (auto f = read_values(so.at("values"), where + "/values", values))
             return f;
+        s.values = values;
         const auto& ff = so.at("follows_from");
         if (!ff.is_array())
             return fault{state_errc::wrong_type, where + "/follows_from",
@@ -537,44 +539,62 @@ struct bin_out {
         varint(t.size());
         s.append(t);
     }
-    void value(const model::value& v)
+    // A value in the packed form (tracetunnel/persisted.hpp), as value() writes it.
+    void packed_value(const packed::item& it)
     {
-        std::visit(
-            [&](const auto& x) {
-                using T = std::decay_t<decltype(x)>;
-                if constexpr (std::is_same_v<T, bool>) {
-                    s += static_cast<char>(vtag::boolean);
-                    s += static_cast<char>(x ? 1 : 0);
-                } else if constexpr (std::is_same_v<T, std::int64_t>) {
-                    s += static_cast<char>(vtag::i64);
-                    const auto u = static_cast<std::uint64_t>(x);
-                    varint((u << 1) ^ (x < 0 ? ~std::uint64_t{0} : 0));  // zigzag: small negatives stay short
-                } else if constexpr (std::is_same_v<T, std::uint64_t>) {
-                    s += static_cast<char>(vtag::u64);
-                    varint(x);
-                } else if constexpr (std::is_same_v<T, model::i128> || std::is_same_v<T, model::u128>) {
-                    s += static_cast<char>(std::is_same_v<T, model::i128> ? vtag::i128 : vtag::u128);
-                    const auto u = static_cast<model::u128>(x);
-                    fixed(static_cast<std::uint64_t>(u));
-                    fixed(static_cast<std::uint64_t>(u >> 64));
-                } else if constexpr (std::is_same_v<T, double>) {
-                    s += static_cast<char>(vtag::f64);
-                    fixed(std::bit_cast<std::uint64_t>(x));
-                } else if constexpr (std::is_same_v<T, std::string>) {
-                    s += static_cast<char>(vtag::str);
-                    str(x);
-                } else if constexpr (std::is_same_v<T, model::debug_text>) {
-                    s += static_cast<char>(vtag::debug);
-                    str(x.text);
-                } else {
-                    static_assert(std::is_same_v<T, model::error_chain>);
-                    s += static_cast<char>(vtag::error);
-                    varint(x.chain.size());
-                    for (const auto& c : x.chain)
-                        str(c);
+        const char* p = it.payload.data();
+        auto u64 = [&] {
+            std::uint64_t x;
+            std::memcpy(&x, p, 8);
+            return x;
+        };
+        const unsigned char type = it.head & packed::type_mask;
+        s += static_cast<char>(type + 1);  // the file's tags are the variant indices + 1
+        switch (type) {
+        case 0: s += static_cast<char>(*p != 0 ? 1 : 0); break;
+        case 1: {
+            const std::uint64_t u = u64();
+            varint((u << 1) ^ ((u >> 63) != 0 ? ~std::uint64_t{0} : 0));
+            break;
+        }
+        case 2: varint(u64()); break;
+        case 3:
+        case 4: {
+            model::u128 x;
+            std::memcpy(&x, p, 16);
+            fixed(static_cast<std::uint64_t>(x));
+            fixed(static_cast<std::uint64_t>(x >> 64));
+            break;
+        }
+        case 5: fixed(u64()); break;
+        default: {
+            // Strings and error chains: lengths become varints, bytes stay.
+            const char* end = p + it.payload.size();
+            auto len = [&] {
+                const auto c = static_cast<unsigned char>(*p++);
+                std::uint64_t n = c;
+                if (c == 255) {
+                    std::memcpy(&n, p, 8);
+                    p += 8;
                 }
-            },
-            v);
+                return n;
+            };
+            auto one = [&] {
+                const std::uint64_t n = len();
+                str(std::string_view(p, static_cast<std::size_t>(n)));
+                p += n;
+            };
+            if (type == 8) {
+                const std::uint64_t n = len();
+                varint(n);
+                for (std::uint64_t k = 0; k < n && p < end; ++k)
+                    one();
+            } else {
+                one();
+            }
+            break;
+        }
+        }
     }
 };
 
@@ -618,7 +638,7 @@ struct bin_in {
     const unsigned char* end;
     std::size_t left() const noexcept { return static_cast<std::size_t>(end - p); }
     // Minimal LEB128 of at most 64 bits (one spelling per number).
-    bool varint(std::uint64_t& v) noexcept
+    [[gnu::always_inline]] bool varint(std::uint64_t& v) noexcept
     {
         if (p != end && *p < 0x80) {  // most numbers in a file: one byte
             v = *p++;
@@ -675,9 +695,11 @@ struct bin_in {
 
 std::string span_where(std::size_t i) { return "/spans/" + std::to_string(i); }
 
-// One value's tag and payload; false with `why` set when it cannot be read
-// (the caller names where: a path is built only for a bad file).
-bool read_bin_value(bin_in& in, model::value& out, std::string& why)
+// One value's tag and payload, appended to `out` in the packed form (head
+// byte, name, payload; tracetunnel/persisted.hpp); false with `why` set when
+// it cannot be read (the caller names where: a path is built only for a bad
+// file).
+bool read_bin_value(bin_in& in, std::string_view name, std::string& out, std::string& why)
 {
     const char* what = "the value runs past the end of the body or is unreadable";
     if (in.left() == 0) {
@@ -685,6 +707,17 @@ bool read_bin_value(bin_in& in, model::value& out, std::string& why)
         return false;
     }
     const unsigned char tag = *in.p++;
+    // The model::value variant index of a file tag (1-9) is tag - 1.
+    auto head = [&] {
+        out.push_back(static_cast<char>((tag - 1) | packed::by_name));
+        packed::put_len(out, name.size());
+        out.append(name);
+    };
+    auto raw = [&](std::uint64_t x) {
+        char b[8];
+        std::memcpy(b, &x, 8);
+        out.append(b, 8);
+    };
     std::uint64_t a = 0, b = 0;
     std::string_view s;
     switch (static_cast<vtag>(tag)) {
@@ -695,58 +728,61 @@ bool read_bin_value(bin_in& in, model::value& out, std::string& why)
             why = "a bool byte is " + std::to_string(*in.p) + ", not 0 or 1";
             return false;
         }
-        out = *in.p++ == 1;
+        head();
+        out.push_back(static_cast<char>(*in.p++));
         return true;
     case vtag::i64:
         if (!in.varint(a))
             break;
-        out = static_cast<std::int64_t>((a >> 1) ^ (~(a & 1) + 1));
+        head();
+        raw((a >> 1) ^ (~(a & 1) + 1));
         return true;
     case vtag::u64:
         if (!in.varint(a))
             break;
-        out = a;
+        head();
+        raw(a);
         return true;
     case vtag::i128:
     case vtag::u128: {
         if (!in.fixed(a) || !in.fixed(b))
             break;
+        head();
         const model::u128 u = (model::u128{b} << 64) | a;
-        if (tag == static_cast<unsigned char>(vtag::i128))
-            out = static_cast<model::i128>(u);
-        else
-            out = u;
+        char buf[16];
+        std::memcpy(buf, &u, 16);
+        out.append(buf, 16);
         return true;
     }
     case vtag::f64:
         if (!in.fixed(a))
             break;
-        out = std::bit_cast<double>(a);
+        head();
+        raw(a);
         return true;
     case vtag::str:
     case vtag::debug:
         if (!in.str(s, what))
             break;
-        if (tag == static_cast<unsigned char>(vtag::str))
-            out.emplace<std::string>(s);
-        else
-            out = model::debug_text{std::string(s)};
+        head();
+        packed::put_len(out, s.size());
+        out.append(s);
         return true;
     case vtag::error: {
         if (!in.varint(a) || a > in.left()) {
             what = "unreadable error-chain length";
             break;
         }
-        model::error_chain chain;
-        chain.chain.reserve(static_cast<std::size_t>(a));
+        head();
+        packed::put_len(out, a);
         for (std::uint64_t k = 0; k < a; ++k) {
             if (!in.str(s, what)) {
                 why = what;
                 return false;
             }
-            chain.chain.emplace_back(s);
+            packed::put_len(out, s.size());
+            out.append(s);
         }
-        out = std::move(chain);
         return true;
     }
     default:
@@ -809,12 +845,12 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
     std::uint64_t count = 0;
     if (!in.varint(count) || count > in.left())
         return fault{state_errc::invalid_value, "/names", "unreadable name-table length"};
-    std::vector<std::string> names;
+    std::vector<std::string_view> names;  // into `text`
     names.reserve(static_cast<std::size_t>(count));
     for (std::uint64_t i = 0; i < count; ++i) {
         if (!in.str(s, what))
             return fault{state_errc::invalid_value, "/names/" + std::to_string(i), what};
-        names.emplace_back(s);
+        names.push_back(s);
     }
     if (!in.varint(count) || count > in.left() / 8)
         return fault{state_errc::invalid_value, "/callsites", "unreadable call-site table length"};
@@ -826,6 +862,7 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
     out.spans.clear();
     out.spans.reserve(static_cast<std::size_t>(count));
     std::string why;
+    std::string packed_bytes;  // one span's values, reused
     for (std::size_t i = 0; i < count; ++i) {
         persisted_span& sp = out.spans.emplace_back();
         std::uint64_t k = 0, start = 0;
@@ -848,17 +885,17 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
             std::chrono::nanoseconds(static_cast<std::int64_t>(start))));
         if (!in.varint(k) || k > in.left() / 3)
             return fault{state_errc::invalid_value, span_where(i) + "/values", "unreadable value count"};
-        sp.values.reserve(static_cast<std::size_t>(k));
+        packed_bytes.clear();
         for (std::size_t j = 0; j < k; ++j) {
             std::uint64_t name = 0;
             if (!in.varint(name) || name >= names.size())
                 return fault{state_errc::invalid_value, span_where(i) + "/values/" + std::to_string(j),
                              "field-name index " + std::to_string(name) + " is not in the table of " +
                                  std::to_string(names.size())};
-            auto& value = sp.values.emplace_back(names[static_cast<std::size_t>(name)], false).second;
-            if (!read_bin_value(in, value, why))
+            if (!read_bin_value(in, names[static_cast<std::size_t>(name)], packed_bytes, why))
                 return fault{state_errc::invalid_value, span_where(i) + "/values/" + std::to_string(j), why};
         }
+        sp.values.assign_packed(packed_bytes, static_cast<std::size_t>(k));
         if (!in.varint(k) || k > in.left())
             return fault{state_errc::invalid_value, span_where(i) + "/follows_from", "unreadable count"};
         sp.follows_from.resize(static_cast<std::size_t>(k));
@@ -942,10 +979,17 @@ std::optional<fault> check_consistency(const persisted_metadata* metadata, const
         if (site->kind != model::callsite_kind::span)
             return fault{state_errc::inconsistent, span_where(i) + "/callsite",
                          "span " + dec(s.id) + ": call site " + hex_id(s.callsite_id) + " is an event call site"};
-        for (std::size_t j = 0; j < s.values.size(); ++j)
-            if (std::find(site->fields.begin(), site->fields.end(), s.values[j].first) == site->fields.end())
+        std::size_t j = 0;
+        const std::string_view vb = s.values.bytes();
+        packed::item item;
+        const auto& fields = site->fields;
+        for (const char* p = vb.data(); packed::next(p, vb.data() + vb.size(), item); ++j)
+            // Values usually come in the call site's field order: that one first.
+            if ((j >= fields.size() || fields[j] != item.name) &&
+                std::find(fields.begin(), fields.end(), item.name) == fields.end())
                 return fault{state_errc::inconsistent, span_where(i) + "/values/" + std::to_string(j),
-                             "span " + dec(s.id) + ": field \"" + s.values[j].first + "\" is not a field of call site " +
+                             "span " + dec(s.id) + ": field \"" + std::string(item.name) +
+                                 "\" is not a field of call site " +
                                  hex_id(s.callsite_id)};
         if (s.parent_id == s.id)
             return fault{state_errc::inconsistent, span_where(i) + "/parent", "span " + dec(s.id) + " is its own parent"};
@@ -1421,7 +1465,7 @@ std::string encode_spans_json(std::string_view lineage, const persisted_spans& s
         o["ref_count"] = dec(s.ref_count);
         o["start_ns"] =
             std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(s.start.time_since_epoch()).count());
-        o["values"] = values_json(s.values);
+        o["values"] = values_json(s.values.to_fields());
         json::array ff;
         for (auto c : s.follows_from)
             ff.emplace_back(dec(c));
@@ -1451,9 +1495,11 @@ std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
         r.fixed(static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(s.start.time_since_epoch()).count()));
         r.varint(s.values.size());
-        for (const auto& [name, value] : s.values) {
-            r.varint(names.index(name));
-            r.value(value);
+        const std::string_view vb = s.values.bytes();
+        packed::item item;
+        for (const char* p = vb.data(); packed::next(p, vb.data() + vb.size(), item);) {
+            r.varint(names.index(item.name));
+            r.packed_value(item);
         }
         r.varint(s.follows_from.size());
         for (auto c : s.follows_from)

@@ -1051,7 +1051,9 @@ TEST_CASE("the binary spans file stays small: tables for names and call sites")
         spans.spans.push_back({id,
                                request_site,
                                0,
-                               {{"user", std::string("hello world")}, {"n", std::int64_t(id)}, {"ratio", 0.25 * id}},
+                               model::field_values{{"user", std::string("hello world")},
+                                                   {"n", std::int64_t(id)},
+                                                   {"ratio", 0.25 * static_cast<double>(id)}},
                                1,
                                state::clock::now(),
                                {}});
@@ -1064,4 +1066,98 @@ TEST_CASE("the binary spans file stays small: tables for names and call sites")
     auto r = state::decode_lineage_state(state::encode_metadata("orders", sample_metadata()), bin, "orders");
     REQUIRE(r.status == load_status::loaded);
     CHECK(r.state.spans == spans);
+}
+
+TEST_CASE("the encoder writes format 2 byte for byte (tables in first-use order)")
+{
+    body_writer w;
+    w.str("orders").varint(9);
+    w.varint(2).str("user").str("sql");
+    w.varint(2).u64(request_site).u64(query_site);
+    w.varint(2);
+    w.varint(3).varint(0).varint(0).varint(2).u64(1000).varint(1).varint(0).byte(7).str("ann").varint(1).varint(1);
+    w.varint(5).varint(1).varint(3).varint(1).u64(static_cast<std::uint64_t>(-5));
+    w.varint(1).varint(1).byte(2).varint(5).varint(0);  // i64 -3, zigzag 5
+    CHECK(state::encode_spans("orders", hand_spans()) == bin_file(w.s));
+}
+
+TEST_CASE("packed_values: every kind, long strings, inline and heap, copies and moves")
+{
+    using state::packed_values;
+    const std::string long_text(300, 'x');  // a length past the 1-byte form
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const model::field_values all{{"b", true},
+                                  {"i", std::int64_t{-7}},
+                                  {"u", std::uint64_t{1} << 63},
+                                  {"i128", model::i128{-1} << 100},
+                                  {"u128", model::u128{3} << 120},
+                                  {"nan", nan},
+                                  {"neg0", -0.0},
+                                  {"s", long_text},
+                                  {std::string(260, 'n'), std::string("long name")},
+                                  {"d", model::debug_text{"Point { x: 1 }"}},
+                                  {"e", model::error_chain{{"outer", "inner", long_text}}}};
+    const packed_values p = all;
+    CHECK(p.size() == all.size());
+    CHECK(p == all);
+    CHECK(model::field_values(p.to_fields()).size() == all.size());
+    const auto back = p.to_fields();
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        CHECK(back[i].first == all[i].first);
+        CHECK(model::same_value(back[i].second, all[i].second));
+    }
+    std::size_t n = 0;
+    for (const auto& [name, v] : p) {
+        CHECK(name == all[n].first);
+        CHECK(model::same_value(v, all[n].second));
+        ++n;
+    }
+    CHECK(n == all.size());
+    // NaN equals itself bitwise; -0.0 is not 0.0.
+    CHECK(packed_values(model::field_values{{"x", nan}}) == packed_values(model::field_values{{"x", nan}}));
+    CHECK_FALSE(packed_values(model::field_values{{"x", -0.0}}) == packed_values(model::field_values{{"x", 0.0}}));
+    CHECK_FALSE(p == model::field_values(all.begin(), all.end() - 1));
+
+    // Small sets stay inline; copies and moves keep the values either way.
+    packed_values small{{"k", std::int64_t{1}}, {"w", 0.5}};
+    CHECK(small.bytes().size() <= packed_values::inline_bytes);
+    CHECK(p.bytes().size() > packed_values::inline_bytes);
+    for (const packed_values* src : std::initializer_list<const packed_values*>{&small, &p}) {
+        packed_values copy = *src;
+        CHECK(copy == *src);
+        packed_values moved = std::move(copy);
+        CHECK(moved == *src);
+        CHECK(copy.empty());
+        copy = moved;
+        CHECK(copy == moved);
+        moved = std::move(copy);
+        CHECK(moved == *src);
+    }
+    small.emplace_back("s", long_text);
+    CHECK(small.size() == 3);
+    CHECK(small == model::field_values{{"k", std::int64_t{1}}, {"w", 0.5}, {"s", long_text}});
+    small.clear();
+    CHECK(small.empty());
+    CHECK(small.begin() == small.end());
+
+    // Every kind through the binary spans file and back, and the JSON one.
+    state::persisted_spans spans;
+    spans.next_id = 2;
+    state::persisted_span s;
+    s.id = 1;
+    s.callsite_id = request_site;
+    s.values = p;
+    spans.spans.push_back(s);
+    model::callsite site = sample_metadata()[0];
+    site.id = request_site;
+    site.kind = model::callsite_kind::span;
+    site.fields.clear();
+    for (const auto& f : all)
+        site.fields.push_back(f.first);
+    const std::string meta = state::encode_metadata("orders", {site});
+    for (const std::string& text : {state::encode_spans("orders", spans), state::encode_spans_json("orders", spans)}) {
+        auto r = state::decode_lineage_state(meta, text, "orders");
+        REQUIRE(r.status == load_status::loaded);
+        CHECK(r.state.spans == spans);
+    }
 }

@@ -16,6 +16,13 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <iterator>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace tt::state {
@@ -23,19 +30,233 @@ namespace tt::state {
 // The clock of span start times (the host pipeline's clock).
 using clock = std::chrono::system_clock;
 
+// The byte form of packed_values, for code that converts without building
+// model::value (the receiver, the spans-file codec). Per value: a head byte
+// (the model::value variant index, | by_name when a name follows, else a
+// field index), the name (a length and bytes) or the index (a length), then
+// the payload: bool 1 byte; i64, u64, f64 8 bytes; i128, u128 16 bytes (host
+// byte order); string and debug text a length and bytes; an error chain a
+// count and that many strings. A length is 1 byte below 255, else 255 and 8
+// bytes. The receiver keeps span values in the same form with field indices.
+namespace packed {
+
+inline constexpr unsigned char by_name = 0x10;
+inline constexpr unsigned char type_mask = 0x0F;
+
+// One value as read: `head & type_mask` is its variant index.
+struct item {
+    unsigned char head = 0;
+    std::string_view name;      // when head & by_name
+    std::uint64_t index = 0;    // otherwise
+    std::string_view payload;   // the payload bytes as described above
+};
+
+// Reads a length at `p` (inline: every converted value reads a few).
+inline bool read_len(const char*& p, const char* end, std::uint64_t& n) noexcept
+{
+    if (p == end)
+        return false;
+    const auto c = static_cast<unsigned char>(*p++);
+    if (c < 255) {
+        n = c;
+        return true;
+    }
+    if (end - p < 8)
+        return false;
+    std::memcpy(&n, p, 8);
+    p += 8;
+    return true;
+}
+
+inline bool skip_str(const char*& p, const char* end, std::string_view& s) noexcept
+{
+    std::uint64_t n = 0;
+    if (!read_len(p, end, n) || n > static_cast<std::uint64_t>(end - p))
+        return false;
+    s = std::string_view(p, static_cast<std::size_t>(n));
+    p += n;
+    return true;
+}
+
+// Reads the value at `at` and moves `at` past it; false (at unchanged) when
+// the bytes end early or the type is unknown.
+inline bool next(const char*& at, const char* end, item& out) noexcept
+{
+    const char* p = at;
+    if (p == end)
+        return false;
+    out.head = static_cast<unsigned char>(*p++);
+    if ((out.head & by_name) != 0) {
+        if (!skip_str(p, end, out.name))
+            return false;
+    } else if (!read_len(p, end, out.index)) {
+        return false;
+    }
+    const char* start = p;
+    std::size_t fixed = 0;
+    std::string_view s;
+    switch (out.head & type_mask) {
+    case 0: fixed = 1; break;
+    case 1:
+    case 2:
+    case 5: fixed = 8; break;
+    case 3:
+    case 4: fixed = 16; break;
+    case 6:
+    case 7:
+        if (!skip_str(p, end, s))
+            return false;
+        break;
+    case 8: {
+        std::uint64_t n = 0;
+        if (!read_len(p, end, n))
+            return false;
+        for (std::uint64_t k = 0; k < n; ++k)
+            if (!skip_str(p, end, s))
+                return false;
+        break;
+    }
+    default: return false;
+    }
+    if (fixed != 0) {
+        if (static_cast<std::size_t>(end - p) < fixed)
+            return false;
+        p += fixed;
+    }
+    out.payload = std::string_view(start, static_cast<std::size_t>(p - start));
+    at = p;
+    return true;
+}
+
+// Writes a length at `p` (room for 9 bytes) and returns the end.
+inline char* put_len(char* p, std::uint64_t n) noexcept
+{
+    if (n < 255) {
+        *p++ = static_cast<char>(n);
+        return p;
+    }
+    *p++ = static_cast<char>(255);
+    std::memcpy(p, &n, 8);
+    return p + 8;
+}
+
+inline void put_len(std::string& out, std::uint64_t n)
+{
+    char b[9];
+    out.append(b, static_cast<std::size_t>(put_len(b, n) - b));
+}
+// Appends one value under `name`.
+void put(std::string& out, std::string_view name, const model::value& v);
+// The value of a payload (as `next` gives it) of variant index `type`.
+model::value value_of(unsigned char type, std::string_view payload);
+
+}  // namespace packed
+
+// A span's values in one buffer (inline up to 40 bytes: no allocation for a
+// few small fields), names included: 100k restored spans are 100k entries,
+// not 100k vectors of strings and variants. Assign a model::field_values,
+// iterate to read (the pairs are built on the fly), to_fields() for a copy.
+//
+//   ps.values = model::field_values{{"user", std::string("ann")}};
+//   for (const auto& [name, v] : ps.values) ...
+class packed_values {
+public:
+    static constexpr std::size_t inline_bytes = 40;
+
+    packed_values() noexcept {}
+    packed_values(const model::field_values& fv) { assign(fv); }  // NOLINT: a drop-in for field_values
+    packed_values(std::initializer_list<model::field_values::value_type> fv) { assign(fv); }
+    packed_values(const packed_values& o) { assign_packed(o.bytes(), o.count_); }
+    packed_values(packed_values&& o) noexcept { take(o); }
+    packed_values& operator=(const packed_values& o)
+    {
+        if (this != &o)
+            assign_packed(o.bytes(), o.count_);
+        return *this;
+    }
+    packed_values& operator=(packed_values&& o) noexcept
+    {
+        if (this != &o) {
+            release();
+            take(o);
+        }
+        return *this;
+    }
+    ~packed_values() { release(); }
+
+    std::size_t size() const noexcept { return count_; }
+    bool empty() const noexcept { return count_ == 0; }
+    void clear() noexcept
+    {
+        release();
+        size_ = count_ = 0;
+    }
+    void assign(std::span<const std::pair<std::string, model::value>> fv);
+    void emplace_back(std::string_view name, const model::value& v);
+    model::field_values to_fields() const;
+
+    // The packed bytes (see namespace packed), and their replacement by
+    // bytes already in that form with `count` values, all by name (not
+    // checked: the caller produced them).
+    std::string_view bytes() const noexcept { return {data(), size_}; }
+    void assign_packed(std::string_view b, std::size_t count);
+
+    // Reads the values in order as (name, value) pairs.
+    class iterator {
+    public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = std::pair<std::string_view, model::value>;
+        using difference_type = std::ptrdiff_t;
+        using pointer = void;
+        using reference = value_type;
+        iterator() = default;
+        iterator(const char* p, const char* end) noexcept : p_(p), end_(end) {}
+        value_type operator*() const;
+        iterator& operator++() noexcept;
+        void operator++(int) noexcept { ++*this; }
+        bool operator==(const iterator& o) const noexcept { return p_ == o.p_; }
+
+    private:
+        const char* p_ = nullptr;
+        const char* end_ = nullptr;
+    };
+    iterator begin() const noexcept { return {data(), data() + size_}; }
+    iterator end() const noexcept { return {data() + size_, data() + size_}; }
+
+    // Bitwise doubles (NaN == NaN), as model::same_value.
+    bool operator==(const packed_values& o) const noexcept { return count_ == o.count_ && bytes() == o.bytes(); }
+    bool operator==(const model::field_values& fv) const;
+
+private:
+    char* data() noexcept { return size_ > inline_bytes ? heap_ : inline_; }
+    const char* data() const noexcept { return size_ > inline_bytes ? heap_ : inline_; }
+    void release() noexcept
+    {
+        if (size_ > inline_bytes)
+            delete[] heap_;
+    }
+    void take(packed_values& o) noexcept;
+    union {
+        char inline_[inline_bytes];
+        char* heap_;
+    };
+    std::uint32_t size_ = 0;
+    std::uint32_t count_ = 0;
+};
+
 // One live span as persisted: everything needed to continue it after a reload
 // or a restart.
 struct persisted_span {
     std::uint64_t id = 0;
     std::uint64_t callsite_id = 0;
     std::uint64_t parent_id = 0;  // the plugin's span id of the parent, 0 = none
-    model::field_values values;   // creation values + records, first-recorded order
+    packed_values values;         // creation values + records, first-recorded order
     std::uint64_t ref_count = 1;
     clock::time_point start;
     std::vector<std::uint64_t> follows_from;  // causes by span id, kept even once closed
 
-    // Values compare with model::same_value (bitwise doubles: NaN == NaN).
-    bool operator==(const persisted_span& o) const noexcept;
+    // Values compare bitwise (doubles too: NaN == NaN), as model::same_value.
+    bool operator==(const persisted_span& o) const noexcept = default;
 };
 
 struct persisted_spans {
@@ -52,16 +273,5 @@ struct receiver_state {
     persisted_metadata metadata;
     persisted_spans spans;
 };
-
-inline bool persisted_span::operator==(const persisted_span& o) const noexcept
-{
-    if (id != o.id || callsite_id != o.callsite_id || parent_id != o.parent_id || ref_count != o.ref_count ||
-        start != o.start || follows_from != o.follows_from || values.size() != o.values.size())
-        return false;
-    for (std::size_t i = 0; i < values.size(); ++i)
-        if (values[i].first != o.values[i].first || !model::same_value(values[i].second, o.values[i].second))
-            return false;
-    return true;
-}
 
 }  // namespace tt::state
