@@ -241,15 +241,13 @@ struct event_scratch {
     bool busy = false;  // a layer that somehow re-enters gets the general path
 };
 thread_local event_scratch fast_scratch;
+// The same for NEW_SPAN (receive_span_fast): a span call site's values
+// would otherwise change the slots' types back and forth with the events'.
+thread_local event_scratch span_scratch;
 
 // Strings longer than this are not kept in the scratch between events.
 constexpr std::size_t scratch_keep_bytes = 4096;
 
-// Converts a plugin's values for `site` into the scratch (values and refs),
-// checking what the general path checks. False for anything unusual (an
-// error value, a bad index, length, pointer or UTF-8): the general path then
-// decides and words the error. `bytes` gets the span-quota size (field names
-// + string values), `big` whether a string is over scratch_keep_bytes.
 // True when n bytes at a and b are equal; short strings (the common case)
 // without a call.
 inline bool same_bytes(const char* a, const char* b, std::size_t n) noexcept
@@ -277,25 +275,79 @@ inline bool put_scalar(model::value& slot, T x) noexcept
     return false;
 }
 
+// A string or debug value's length and pointer: over the length quota (checked
+// before a byte is read) or a NULL pointer with a length both go to the
+// general path, which words the error.
+inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
+{
+    return s.len <= max_len && (s.len == 0 || s.ptr != nullptr);
+}
+
+// put_string's other text: checked once, then copied into the slot's reused
+// buffer (out of line, so that the common case stays small).
+[[gnu::noinline]] bool put_new_string(model::value& slot, const tt_str& str) noexcept
+{
+    const std::size_t len = str.len;
+    auto* s = std::get_if<std::string>(&slot);
+    if (s != nullptr && s->size() == len) {
+        if (!valid_utf8(std::string_view(str.ptr, len)))
+            return false;
+        std::memcpy(s->data(), str.ptr, len);
+        return true;
+    }
+    if (!valid_utf8(view(str)))
+        return false;
+    try {
+        if (s != nullptr)
+            s->assign(str.ptr, len);
+        else
+            slot.emplace<std::string>(view(str));
+    } catch (...) {
+        return false;  // out of memory: the general path decides
+    }
+    return true;
+}
+
+// A string value into its scratch slot. The same text as this slot's last
+// event (a constant string of the same call site, the common case) is
+// already checked and needs no copy: the scratch only ever holds valid UTF-8.
+inline bool put_string(model::value& slot, const tt_str& str) noexcept
+{
+    const auto* s = std::get_if<std::string>(&slot);
+    if (s != nullptr && s->size() == str.len && same_bytes(s->data(), str.ptr, str.len)) [[likely]]
+        return true;
+    return put_new_string(slot, str);
+}
+
+// Converts a plugin's values for `site` into the scratch (values and refs),
+// checking what the general path checks. False for anything unusual (an
+// error value, a bad index, length, pointer or UTF-8): the general path then
+// decides and words the error. With Quota, `bytes` gets the span-quota size
+// (field names + string values); `big` tells whether a string is over
+// scratch_keep_bytes. One pass, no allocation once the slots hold the call
+// site's types.
+template <bool Quota>
 bool fill_scratch(event_scratch& sc, const model::callsite& site, const tt_event& ev, const quotas& q, bool& big,
                   std::size_t& bytes)
 {
     const std::uint32_t n = ev.value_count;
-    if (sc.values.size() < n)
+    if (sc.values.size() < n) [[unlikely]] {
         sc.values.resize(n);
-    if (sc.refs.size() != n)
         sc.refs.resize(n);
-    model::value* vals = sc.values.data();
-    field_ref* refs = sc.refs.data();
-    const std::string* names = site.fields.data();
+    }
+    model::value* const vals = sc.values.data();
+    field_ref* const refs = sc.refs.data();
+    const std::string* const names = site.fields.data();
     const std::size_t field_count = site.fields.size();
-    big = false;
-    bytes = 0;
+    const std::size_t max_len = q.max_string_length;
+    const tt_field_value* const in = ev.values;
+    bool any_big = false;
+    std::size_t total = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
-        const tt_field_value& v = ev.values[i];
-        if (v.field >= field_count)
+        const tt_field_value& v = in[i];
+        const std::uint32_t f = v.field;
+        if (f >= field_count)
             return false;
-        std::size_t len = 0;
         model::value& slot = vals[i];
         bool done = false;
         switch (v.kind) {
@@ -303,37 +355,32 @@ bool fill_scratch(event_scratch& sc, const model::callsite& site, const tt_event
         case TT_VALUE_F64: done = put_scalar(slot, double{v.as.f64}); break;
         case TT_VALUE_U64: done = put_scalar(slot, std::uint64_t{v.as.u64}); break;
         case TT_VALUE_BOOL: done = put_scalar(slot, v.as.boolean != 0); break;
-        case TT_VALUE_ERROR: return false;
         case TT_VALUE_STR:
-        case TT_VALUE_DEBUG: {
-            // Lengths are checked before a byte is read (quotas::max_string_length).
-            if (v.as.str.len > q.max_string_length || !readable(v.as.str))
+            if (!plausible(v.as.str, max_len) || !put_string(slot, v.as.str))
                 return false;
-            len = v.as.str.len;
-            auto* s = v.kind == TT_VALUE_STR ? std::get_if<std::string>(&slot) : nullptr;
-            // The same text as this slot's last event (a constant string of
-            // the same call site, the common case): already checked, and
-            // nothing to copy. The scratch only ever holds valid UTF-8.
-            if (s != nullptr && s->size() == len && same_bytes(s->data(), v.as.str.ptr, len)) {
-                done = true;
-                break;
-            }
-            if (!valid_utf8(view(v.as.str)))
-                return false;
-            if (s != nullptr && s->size() == len) {
-                std::memcpy(s->data(), v.as.str.ptr, len);
-                done = true;
-            }
+            any_big = any_big || v.as.str.len > scratch_keep_bytes;
+            if constexpr (Quota)
+                total += v.as.str.len;
+            done = true;
             break;
-        }
+        case TT_VALUE_DEBUG:
+            if (!plausible(v.as.str, max_len) || !valid_utf8(view(v.as.str)))
+                return false;
+            any_big = any_big || v.as.str.len > scratch_keep_bytes;
+            if constexpr (Quota)
+                total += v.as.str.len;
+            break;
+        case TT_VALUE_ERROR: return false;
         default: break;
         }
-        if (!done && !assign_from_abi(slot, v))
+        if (!done && !assign_from_abi(slot, v)) [[unlikely]]
             return false;
-        big = big || len > scratch_keep_bytes;
-        bytes += names[v.field].size() + len;
-        refs[i] = field_ref{names[v.field], &slot};
+        if constexpr (Quota)
+            total += names[f].size();
+        refs[i] = field_ref{names[f], &slot};
     }
+    big = any_big;
+    bytes = total;
     return true;
 }
 
@@ -560,6 +607,27 @@ std::uint32_t status_of(receive_errc e) noexcept
 
 // ---------------------------------------------------------------------------
 // local spans
+
+void detail::spin_mutex::lock_slow() noexcept
+{
+    unsigned spins = 0;
+    for (;;) {
+        while (locked_.load(std::memory_order_relaxed)) {
+            // The holder may have been preempted (more threads than cores):
+            // spin a little, then give the core away.
+            if (spins < 64) {
+                ++spins;
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                std::this_thread::yield();
+            }
+        }
+        if (!locked_.exchange(true, std::memory_order_acquire))
+            return;
+    }
+}
 
 struct local_spans::table {
     detail::keyed_table<detail::local_rec> spans;
@@ -964,6 +1032,8 @@ std::uint64_t receiver::answer_of(receive_result&& r) noexcept
 std::uint64_t receiver::receive(const tt_event& ev) noexcept
 {
     try {
+        if (std::uint64_t answer = 0; receive_fast(ev, answer))
+            return answer;
         return answer_of(try_receive(ev));
     } catch (...) {
         error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
@@ -991,14 +1061,12 @@ receive_result receiver::try_receive(const tt_event& ev)
                                                  " is smaller than " + std::to_string(sizeof(tt_event)));
     if (ev.kind < TT_EVENT_NEW_CALLSITE || ev.kind > TT_EVENT_NEW_EVENT)
         return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
+    if (std::uint64_t answer = 0; receive_fast(ev, answer))
+        return answer;
     event_counts_[ev.kind - 1].fetch_add(1, std::memory_order_relaxed);
-    if (ev.kind == TT_EVENT_NEW_EVENT) {
-        if (auto r = receive_event_fast(ev))
-            return std::move(*r);
-    } else if (ev.kind == TT_EVENT_NEW_SPAN) {
+    if (ev.kind == TT_EVENT_NEW_SPAN)
         if (auto r = receive_span_fast(ev))
             return std::move(*r);
-    }
 
     op o;
     o.kind = ev.kind;
@@ -1007,8 +1075,8 @@ receive_result receiver::try_receive(const tt_event& ev)
     o.callsite_id = ev.callsite_id;
     o.parent = ev.parent;
 
-    model::callsite site;
     if (ev.kind == TT_EVENT_NEW_CALLSITE) {
+        model::callsite site;
         if (ev.callsite == nullptr)
             return fail(receive_errc::malformed, "new call site without a call site");
         const tt_callsite& cs = *ev.callsite;
@@ -1111,30 +1179,33 @@ receive_result receiver::try_receive(const tt_event& ev)
 // thread's scratch. Anything unusual (an explicit parent, which needs the
 // span table; a bad value, whose error message the general path words; a
 // re-entered call) goes to the general path, which decides it afresh.
-std::optional<receive_result> receiver::receive_event_fast(const tt_event& ev)
+// False: not decided, nothing changed; true: `answer` is the answer.
+bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
 {
     if (ev.parent >= TT_PARENT_EXPLICIT)  // explicit (needs the span table) or unknown
-        return std::nullopt;
+        return false;
     if (ev.value_count > limits_.max_values_per_event || (ev.value_count > 0 && ev.values == nullptr))
-        return std::nullopt;
+        return false;
     callsite_entry* entry = find_callsite_fast(ev.callsite_id);
     if (entry == nullptr || entry->site.kind != model::callsite_kind::event)
-        return std::nullopt;
+        return false;
     event_scratch& sc = fast_scratch;
     if (sc.busy)
-        return std::nullopt;
+        return false;
     const model::callsite& site = entry->site;
     bool big = false;
     std::size_t bytes = 0;
-    if (!fill_scratch(sc, site, ev, limits_, big, bytes))
-        return std::nullopt;
+    if (!fill_scratch<false>(sc, site, ev, limits_, big, bytes))
+        return false;
     scratch_release guard{sc, ev.value_count, big};
     sc.busy = true;
+    event_counts_[TT_EVENT_NEW_EVENT - 1].fetch_add(1, std::memory_order_relaxed);
 
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
-    if (cached == interest::never || (cached == interest::sometimes && !pipeline_->enabled(site))) {
+    if (cached != interest::always && (cached == interest::never || !pipeline_->enabled(site))) [[unlikely]] {
         filtered_.fetch_add(1, std::memory_order_relaxed);
-        return receive_result(std::uint64_t{TT_STATUS_FILTERED});
+        answer = TT_STATUS_FILTERED;
+        return true;
     }
     entry->hits.fetch_add(1, std::memory_order_relaxed);
     event_record rec;
@@ -1146,11 +1217,71 @@ std::optional<receive_result> receiver::receive_event_fast(const tt_event& ev)
         else
             rec.parent = pipeline_->current_span();
     }
-    rec.values = sc.refs;
+    rec.values = field_refs(sc.refs.data(), ev.value_count);
     rec.time = clock::now();
     rec.thread = std::this_thread::get_id();
     pipeline_->event(rec);
-    return receive_result(std::uint64_t{TT_STATUS_OK});
+    answer = TT_STATUS_OK;
+    return true;
+}
+
+// A group's common events without the general path's decoding (no op, no
+// owned call site, no receive_result): a typical event; enter and exit of a
+// span that has its pipeline span (the local table alone answers, under its
+// own lock, not the receiver's); the drop of a live span. Anything else, or
+// anything unusual, returns false having changed nothing, and the general
+// path decides and words any error.
+bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
+{
+    if (ev.struct_size < sizeof(tt_event)) [[unlikely]]
+        return false;
+    switch (ev.kind) {
+    case TT_EVENT_NEW_EVENT: return receive_event_fast(ev, answer);
+    case TT_EVENT_SPAN_ENTERED: {
+        const auto me = std::this_thread::get_id();
+        span_handle h = 0;
+        {
+            std::lock_guard llock(local_->mutex_);
+            auto* e = local_->table_->spans.find(ev.span_id);
+            if (e == nullptr || e->handle == 0)
+                return false;
+            e->entered.add(me);
+            dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
+            h = e->handle;
+        }
+        event_counts_[TT_EVENT_SPAN_ENTERED - 1].fetch_add(1, std::memory_order_relaxed);
+        pipeline_->enter(h);
+        answer = TT_STATUS_OK;
+        return true;
+    }
+    case TT_EVENT_SPAN_EXITED: {
+        const auto me = std::this_thread::get_id();
+        span_handle h = 0;
+        {
+            std::lock_guard llock(local_->mutex_);
+            auto* e = local_->table_->spans.find(ev.span_id);
+            // Not entered on this thread (another thread's, or none): the
+            // general path decides.
+            if (e == nullptr || !e->entered.has(me))
+                return false;
+            h = e->handle;
+            dirty_.store(true, std::memory_order_relaxed);
+            e->entered.remove(me);
+        }
+        event_counts_[TT_EVENT_SPAN_EXITED - 1].fetch_add(1, std::memory_order_relaxed);
+        if (h != 0)
+            pipeline_->exit(h);
+        answer = TT_STATUS_OK;
+        return true;
+    }
+    case TT_EVENT_SPAN_DROPPED:
+        if (!drop_span(ev.span_id))
+            return false;
+        event_counts_[TT_EVENT_SPAN_DROPPED - 1].fetch_add(1, std::memory_order_relaxed);
+        answer = TT_STATUS_OK;
+        return true;
+    default: return false;
+    }
 }
 
 // The general path's NEW_SPAN for the common case, with its checks and
@@ -1167,13 +1298,13 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     if (entry == nullptr || entry->site.kind != model::callsite_kind::span ||
         static_cast<interest>(entry->cached.load(std::memory_order_relaxed)) != interest::always)
         return std::nullopt;
-    event_scratch& sc = fast_scratch;
+    event_scratch& sc = span_scratch;
     if (sc.busy)
         return std::nullopt;
     const model::callsite& site = entry->site;
     bool big = false;
     std::size_t bytes = 0;
-    if (!fill_scratch(sc, site, ev, limits_, big, bytes))
+    if (!fill_scratch<true>(sc, site, ev, limits_, big, bytes))
         return std::nullopt;
     // A field given twice: the general path merges them.
     for (std::uint32_t i = 1; i < ev.value_count; ++i)
@@ -1236,7 +1367,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     attrs.site = &site;
     attrs.plugin = lineage_;
     attrs.parent = parent;
-    attrs.values = sc.refs;
+    attrs.values = field_refs(sc.refs.data(), ev.value_count);
     attrs.time = now;
     attrs.thread = std::this_thread::get_id();
     attrs.plugin_span_id = id;
@@ -1386,6 +1517,47 @@ span_handle receiver::resolve_parent(std::uint32_t mode, std::uint64_t explicit_
         *plugin_parent = local_->table_->id_of(current);
     }
     return current;
+}
+
+// One reference of a live span dropped; the last closes it (force-exiting
+// it where it is still entered). False, with nothing changed, for a span that
+// is not live.
+bool receiver::drop_span(std::uint64_t span_id)
+{
+    span_handle h = 0;
+    detail::entered_set still_entered;
+    {
+        std::lock_guard lock(mutex_);
+        auto* it = spans_->find(span_id);
+        if (it == nullptr)
+            return false;
+        dirty_.store(true, std::memory_order_relaxed);
+        if (--it->ref_count > 0)
+            return true;
+        string_bytes_ -= it->bytes;
+        spans_->erase(span_id);
+        // uncommitted_ may name spans that are gone (a rollback skips
+        // them); searching it here made every drop linear in the number
+        // of uncommitted spans. It is compacted when mostly dead instead.
+        if (uncommitted_.size() > 64 && uncommitted_.size() > 2 * spans_->size())
+            std::erase_if(uncommitted_, [&](std::uint64_t id) { return !spans_->has(id); });
+        std::lock_guard llock(local_->mutex_);
+        auto& lt = *local_->table_;
+        if (auto* e = lt.spans.find(span_id)) {
+            h = e->handle;
+            still_entered = std::move(e->entered);
+            lt.erase(span_id);
+            local_->remember_closed(span_id, h);
+        }
+    }
+    if (h != 0) {
+        still_entered.for_each([&](std::thread::id thread, std::uint32_t n) {
+            for (std::uint32_t k = 0; k < n; ++k)
+                pipeline_->force_exit(h, thread);
+        });
+        pipeline_->close(h);
+    }
+    return true;
 }
 
 receive_result receiver::apply(op& o)
@@ -1659,42 +1831,10 @@ receive_result receiver::apply(op& o)
         return std::uint64_t{TT_STATUS_OK};
     }
 
-    case TT_EVENT_SPAN_DROPPED: {
-        span_handle h = 0;
-        detail::entered_set still_entered;
-        {
-            std::lock_guard lock(mutex_);
-            auto* it = spans_->find(o.span_id);
-            if (it == nullptr)
-                return fail(receive_errc::unknown_span, "drop of unknown or closed span " + id_text(o.span_id));
-            dirty_.store(true, std::memory_order_relaxed);
-            if (--it->ref_count > 0)
-                return std::uint64_t{TT_STATUS_OK};
-            string_bytes_ -= it->bytes;
-            spans_->erase(o.span_id);
-            // uncommitted_ may name spans that are gone (a rollback skips
-            // them); searching it here made every drop linear in the number
-            // of uncommitted spans. It is compacted when mostly dead instead.
-            if (uncommitted_.size() > 64 && uncommitted_.size() > 2 * spans_->size())
-                std::erase_if(uncommitted_, [&](std::uint64_t id) { return !spans_->has(id); });
-            std::lock_guard llock(local_->mutex_);
-            auto& lt = *local_->table_;
-            if (auto* e = lt.spans.find(o.span_id)) {
-                h = e->handle;
-                still_entered = std::move(e->entered);
-                lt.erase(o.span_id);
-                local_->remember_closed(o.span_id, h);
-            }
-        }
-        if (h != 0) {
-            still_entered.for_each([&](std::thread::id thread, std::uint32_t n) {
-                for (std::uint32_t k = 0; k < n; ++k)
-                    pipeline_->force_exit(h, thread);
-            });
-            pipeline_->close(h);
-        }
+    case TT_EVENT_SPAN_DROPPED:
+        if (!drop_span(o.span_id))
+            return fail(receive_errc::unknown_span, "drop of unknown or closed span " + id_text(o.span_id));
         return std::uint64_t{TT_STATUS_OK};
-    }
 
     case TT_EVENT_VALUES_RECORDED: {
         span_handle h = 0;

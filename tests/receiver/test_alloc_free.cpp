@@ -119,6 +119,49 @@ TEST_CASE("a typical event inside an entered span allocates nothing once warm")
     ok(r, ev_span(TT_EVENT_SPAN_DROPPED, span));
 }
 
+TEST_CASE("a whole group (new span, enter, events, exit, drop) allocates nothing once warm")
+{
+    auto layer = std::make_shared<reading_layer>();
+    host::dispatcher d;
+    d.add_layer(layer);
+    host::receiver r("plugin", d);
+
+    abi_site group(TT_CALLSITE_SPAN, TT_LEVEL_INFO, "group", {"g"});
+    abi_site typical(TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event", {"message", "a", "b", "c"});
+    ok(r, ev_new_callsite(group.get()));
+    ok(r, ev_new_callsite(typical.get()));
+
+    std::vector<tt_field_value> span_values{fv_i64(0, 0)};
+    std::vector<tt_field_value> values{fv_str(0, "event message"), fv_i64(1, 0), fv_str(2, "hello world"),
+                                       fv_f64(3, 0.0)};
+    const tt_event ev = ev_new_event(typical.id(), values);
+    std::uint64_t answers_ok = 0;
+    auto run_group = [&](int g) {
+        span_values[0] = fv_i64(0, g);
+        const std::uint64_t span = r.receive(ev_new_span(group.id(), span_values));
+        answers_ok += span != 0 && !TT_STATUS_IS_ERROR(span) ? 1 : 0;
+        answers_ok += r.receive(ev_span(TT_EVENT_SPAN_ENTERED, span)) == TT_STATUS_OK ? 1 : 0;
+        for (int k = 0; k < 10; ++k) {
+            values[1] = fv_i64(1, g * 10 + k);
+            values[3] = fv_f64(3, (g * 10 + k) * 0.5);
+            answers_ok += r.receive(ev) == TT_STATUS_OK ? 1 : 0;
+        }
+        answers_ok += r.receive(ev_span(TT_EVENT_SPAN_EXITED, span)) == TT_STATUS_OK ? 1 : 0;
+        answers_ok += r.receive(ev_span(TT_EVENT_SPAN_DROPPED, span)) == TT_STATUS_OK ? 1 : 0;
+    };
+    // Warm: tables, the closed-span ring (1024 entries), the dispatcher's nodes.
+    for (int g = 0; g < 2000; ++g)
+        run_group(g);
+
+    counted c;
+    for (int g = 2000; g < 3000; ++g)
+        run_group(g);
+    CHECK(c.so_far() == 0);
+    CHECK(answers_ok == 3000 * 14);
+    CHECK(layer->events == 3000 * 10);
+    CHECK(r.stats().live_spans == 0);
+}
+
 TEST_CASE("a typical event through the console and JSON layers to a file allocates nothing once warm")
 {
     std::FILE* file = std::tmpfile();

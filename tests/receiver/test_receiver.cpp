@@ -811,3 +811,82 @@ TEST_CASE("four threads emit into one receiver")
     }
     CHECK(cap.anomalies().empty());
 }
+
+TEST_CASE("the fast paths (typical event, enter, exit, drop) answer and count like the general path")
+{
+    fixture f;
+    const auto id = f.span({fv_i64(0, 1)});
+    const auto h = f.recv.local()->handle_of(id);
+    // receive() takes the fast paths; try_receive() the same ones.
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, id)) == TT_STATUS_OK);
+    CHECK(ok(f.recv, ev_span(TT_EVENT_SPAN_ENTERED, id)) == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 1);
+    const std::vector<tt_field_value> values{fv_str(0, "hello"), fv_u64(1, 3)};
+    CHECK(f.recv.receive(ev_new_event(f.event_site.id(), values)) == TT_STATUS_OK);
+
+    // Exited on another thread, where it is not entered: refused, worded as before.
+    host::receive_result other = std::uint64_t{0};
+    std::thread([&] { other = f.recv.try_receive(ev_span(TT_EVENT_SPAN_EXITED, id)); }).join();
+    REQUIRE_FALSE(other);
+    CHECK(other.error().code == receive_errc::wrong_thread);
+    CHECK(other.error().message.find("on a thread where it is not entered") != std::string::npos);
+    CHECK(f.recv.local()->entered_count(id) == 1);
+
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, id)) == TT_STATUS_OK);
+    CHECK(ok(f.recv, ev_span(TT_EVENT_SPAN_EXITED, id)) == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 0);
+    // Not entered anywhere: accepted, and the pipeline sees no exit.
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, id)) == TT_STATUS_OK);
+    CHECK(f.cap.span(h)->entered == 2);
+    CHECK(f.cap.span(h)->exited == 2);
+
+    ok(f.recv, ev_span(TT_EVENT_SPAN_CLONED, id));
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_DROPPED, id)) == TT_STATUS_OK);
+    CHECK_FALSE(f.cap.span(h)->closed);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_DROPPED, id)) == TT_STATUS_OK);
+    CHECK(f.cap.span(h)->close_count == 1);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_DROPPED, id)) ==
+          (TT_STATUS_ERROR_BIT | host::status_of(receive_errc::unknown_span)));
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, id)) ==
+          (TT_STATUS_ERROR_BIT | host::status_of(receive_errc::unknown_span)));
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, id)) ==
+          (TT_STATUS_ERROR_BIT | host::status_of(receive_errc::unknown_span)));
+
+    const auto st = f.recv.stats();
+    CHECK(st.events[TT_EVENT_SPAN_ENTERED - 1] == 3);
+    CHECK(st.events[TT_EVENT_SPAN_EXITED - 1] == 5);
+    CHECK(st.events[TT_EVENT_SPAN_DROPPED - 1] == 3);
+    CHECK(st.events[TT_EVENT_NEW_EVENT - 1] == 1);
+    CHECK(st.errors[static_cast<std::size_t>(receive_errc::wrong_thread)] == 0);  // try_receive does not count
+    CHECK(st.errors[static_cast<std::size_t>(receive_errc::unknown_span)] == 3);
+    CHECK(st.live_spans == 0);
+    CHECK(f.cap.anomalies().empty());
+}
+
+TEST_CASE("string values: the per-thread scratch never keeps text it did not check")
+{
+    fixture f;
+    const std::string good = "hello world";
+    const std::string bad = "hello w\xffrld";  // same length, not UTF-8
+    const std::string longer = "hello, wide world";
+    auto send = [&](const std::string& text) {
+        const std::vector<tt_field_value> values{fv_str(1, text)};
+        return f.recv.try_receive(ev_new_event(f.event_site.id(), values));
+    };
+    for (int round = 0; round < 2; ++round) {
+        CHECK(send(good));
+        auto r = send(bad);  // the same length as the text the scratch holds
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == receive_errc::invalid_utf8);
+        CHECK_FALSE(send(bad));  // still refused: not taken as "the same text again"
+        CHECK(send(longer));
+        CHECK(send(good));
+    }
+    const auto evs = f.cap.events();
+    REQUIRE(evs.size() == 6);
+    const std::string expected[] = {good, longer, good};
+    for (std::size_t i = 0; i < evs.size(); ++i) {
+        REQUIRE(evs[i].fields.size() == 1);
+        CHECK(std::get<std::string>(evs[i].fields[0].second) == expected[i % 3]);
+    }
+}

@@ -94,6 +94,33 @@ struct quotas {
     std::size_t error_log_size = 16;  // receive() keeps the last N error messages
 };
 
+namespace detail {
+
+// The lock of local_spans, taken on every enter, exit and drop for a few
+// instructions of table work: a flag, so a free lock costs one atomic
+// exchange and no call into the C library; a held one is spun on briefly,
+// then yielded to. Lockable, for std::lock_guard.
+class spin_mutex {
+public:
+    void lock() noexcept
+    {
+        if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]]
+            return;
+        lock_slow();
+    }
+    bool try_lock() noexcept
+    {
+        return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    void lock_slow() noexcept;
+    std::atomic<bool> locked_{false};
+};
+
+}  // namespace detail
+
 // The persisted state lives in state/ (tracetunnel/persisted.hpp); these
 // names keep the receiver's spelling.
 using persisted_span = tt::state::persisted_span;
@@ -133,7 +160,7 @@ private:
     subscriber* pipeline_;
     // Guards the table; never held while calling the pipeline. Taken inside
     // the receiver's table mutex, never the other way round.
-    mutable std::mutex mutex_;
+    mutable detail::spin_mutex mutex_;
     std::unique_ptr<table> table_;
     // Handles of the last closed spans, so a follows-from to a closed cause
     // still reaches the pipeline (a bounded memory: oldest forgotten first).
@@ -238,8 +265,14 @@ private:
 
     receive_result apply(op& o);
     // NEW_EVENT from a plugin, the common case: no lock, no allocation once
-    // warm. Returns nullopt to hand the event to the general path.
-    std::optional<receive_result> receive_event_fast(const tt_event& ev);
+    // warm. False hands the event to the general path (nothing changed).
+    bool receive_event_fast(const tt_event& ev, std::uint64_t& answer);
+    // NEW_EVENT, SPAN_ENTERED / SPAN_EXITED of a span with a pipeline span,
+    // and SPAN_DROPPED of a live span, without the general path's decoding;
+    // false (nothing changed): the general path decides and words errors.
+    bool receive_fast(const tt_event& ev, std::uint64_t& answer);
+    // One reference dropped; the last closes the span. False: not live.
+    bool drop_span(std::uint64_t span_id);
     // NEW_SPAN from a plugin with a contextual or root parent: the values go
     // from the plugin's tt_field_values into the span entry and the pipeline
     // without an owned model::field_values. nullopt: the general path.
