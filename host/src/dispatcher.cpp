@@ -2,29 +2,42 @@
 // cache line that another emitting thread writes too:
 //
 // - Span nodes live in slabs owned by the dispatcher and are recycled through
-//   a free list; a recycled node keeps its strings' capacity, so a span
-//   allocates nothing once warm.
+//   a free list. A node is small (160 bytes): the call site and plugin name
+//   are pointers to interned copies, and the values are packed into bytes in
+//   the node (packed_values; larger ones in a buffer the node keeps), so a
+//   span allocates nothing once warm.
+// - Layers see a span as a span_ref over a model::field_values. Those are
+//   built when a layer is handed the span, into a per-thread cache of views
+//   keyed by handle (a span's values never change under its handle: record()
+//   publishes an immutable version with views of its own), and stay valid
+//   for the outermost read section that took them.
 // - Readers (event, enter, exit, the filter scope) run inside an epoch
 //   section: a per-thread slot that says "I may be reading nodes". A closed
 //   node, or a replaced field snapshot, is only recycled once every section
 //   that was open when it was retired has ended (epoch-based reclamation,
-//   as in RCU). Open spans are found through a table indexed by handle; a
-//   node is confirmed by its `live` handle, which is never reused.
+//   as in RCU). Open spans are found through a table indexed by handle whose
+//   slots hold short chains of nodes; a node is confirmed by its `live`
+//   handle, which is never reused.
 // - Counters are striped per thread, padded to a cache line each.
 // - Call sites are interned in a table that only grows and is read without a
-//   lock; static filter verdicts are cached per thread per call site, and a
-//   span's own filter level per span, both keyed by the filter generation.
+//   lock; static filter verdicts (and the interned copy) are cached per
+//   thread per call site, keyed so that a plugin cannot take over another
+//   call site's entry (site_memo), and a span's own filter level per span.
 #include <tracetunnel/host/dispatcher.hpp>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstring>
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <new>
 #include <optional>
-#include <unordered_map>
+#include <stdexcept>
+#include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace tt::host {
@@ -70,10 +83,11 @@ reader_slot* claim_slot()
     return s;
 }
 
-// Nodes and snapshots reached inside a section stay valid until it ends.
-// Sections nest. The slot is written with seq_cst (and the loads of what it
-// protects are seq_cst) so that a reclaimer either sees the slot or the
-// reader sees the object already unlinked.
+// Nodes and snapshots reached inside a section stay valid until it ends, and
+// so do the span views it hands out (view_of). Sections nest. The slot is
+// written with seq_cst (and the loads of what it protects are seq_cst) so
+// that a reclaimer either sees the slot or the reader sees the object already
+// unlinked.
 class read_section {
 public:
     read_section() noexcept;
@@ -105,6 +119,37 @@ std::uint64_t next_owner_id() noexcept
 
 struct span_version;
 
+// A span's values as the plugin gave them at creation, packed into bytes
+// (small spans fit in the node itself): per field a type byte (the
+// model::value alternative), a name byte (the field's index in the call
+// site, or 0xff and the name itself) and the value (fixed-width scalars,
+// u32-length-prefixed text). Layers get a model::field_values only when they
+// are handed the span, unpacked into a per-thread cache (view_cache).
+class packed_values {
+public:
+    static constexpr std::size_t inline_bytes = 40;
+
+    packed_values() noexcept = default;
+    packed_values(const packed_values&) = delete;
+    packed_values& operator=(const packed_values&) = delete;
+    ~packed_values() { delete[] heap_; }
+
+    // Keeps a heap buffer once grown, so a recycled node packs without
+    // allocating.
+    void assign(field_refs values, const model::callsite* site);
+    // Sets `into` to the values (a later duplicate name replaces an earlier
+    // one), assigning over what is there so its strings keep their capacity.
+    void unpack(const model::callsite* site, model::field_values& into) const;
+
+private:
+    // Values of up to inline_bytes live inline even when a heap buffer is kept.
+    const std::byte* data() const noexcept { return size_ > inline_bytes ? heap_ : inline_; }
+    std::byte* heap_ = nullptr;
+    std::uint32_t size_ = 0;
+    std::uint32_t cap_ = 0;  // of heap_
+    std::byte inline_[inline_bytes];
+};
+
 struct span_node {
     // The handle while the span is open; 0 once closed (or while free).
     // Handles are never reused, so `live == h` identifies span h.
@@ -115,24 +160,24 @@ struct span_node {
     std::atomic<std::uint32_t> version{0};
     // (filter generation << 32 | version << 8 | span level), 0 = none.
     std::atomic<std::uint64_t> level_cache{0};
-    // What layers see: `first` (over `initial`) until a record() or
-    // follows_from() publishes a new version; replaced versions are retired.
+    // What layers see after a record() or follows_from(); null until then
+    // (the view is then built from the node). Replaced versions are retired.
     std::atomic<const span_version*> version_ptr{nullptr};
+    // The next node in the same handle-table slot while linked (readers may
+    // walk it inside a read section); the next free node while free.
+    std::atomic<span_node*> chain{nullptr};
 
     // Set before the node is published, constant while it is in use.
     span_handle handle = 0;
     const model::callsite* site = nullptr;  // interned
-    std::string plugin;
-    span_handle parent = 0;               // nearest enabled ancestor
-    span_node* parent_node = nullptr;     // the same, referenced (refs)
+    const std::string* plugin = nullptr;    // interned
+    span_node* parent_node = nullptr;       // nearest enabled ancestor, referenced (refs)
     clock::time_point start;
     std::thread::id thread;
     std::uint64_t plugin_span_id = 0;
     bool resumed = false;
     bool enabled = false;
-    model::field_values initial;  // reused, strings and all, when the node is
-    span_ref first;               // the view over `initial`
-    span_node* next_free = nullptr;  // in a pool's free list
+    packed_values initial;
 };
 
 // A span's view after a record() or follows_from(): immutable once published.
@@ -142,43 +187,266 @@ struct span_version {
     std::vector<span_handle> follows;
 };
 
-// The current view of `n`: valid inside the read section that found `n`.
-const span_ref& view_of(const span_node& n) noexcept
+// Everything of a span's view but its fields and follows-from links.
+span_ref base_view(const span_node& n) noexcept
 {
-    const span_version* v = n.version_ptr.load();
-    return v != nullptr ? v->view : n.first;
+    span_ref v;
+    v.id = n.handle;
+    v.site = n.site;
+    v.plugin = n.plugin != nullptr ? std::string_view(*n.plugin) : std::string_view();
+    v.parent = n.parent_node != nullptr ? n.parent_node->handle : 0;
+    v.start = n.start;
+    v.thread = n.thread;
+    v.resumed = n.resumed;
+    v.plugin_span_id = n.plugin_span_id;
+    return v;
 }
 
-const model::field_values* fields_of(const span_node& n) noexcept
+// a == b for short texts (plugin and field names) without a call to memcmp.
+[[gnu::always_inline]] inline bool same_text(std::string_view a, std::string_view b) noexcept
 {
-    return view_of(n).fields;
+    const std::size_t n = a.size();
+    if (n != b.size())
+        return false;
+    const char* x = a.data();
+    const char* y = b.data();
+    if (n >= 8) {
+        std::uint64_t p, q, r, s;
+        std::memcpy(&p, x, 8);
+        std::memcpy(&q, y, 8);
+        std::memcpy(&r, x + n - 8, 8);
+        std::memcpy(&s, y + n - 8, 8);
+        return p == q && r == s && (n <= 16 || std::memcmp(x + 8, y + 8, n - 16) == 0);
+    }
+    if (n >= 4) {
+        std::uint32_t p, q, r, s;
+        std::memcpy(&p, x, 4);
+        std::memcpy(&q, y, 4);
+        std::memcpy(&r, x + n - 4, 4);
+        std::memcpy(&s, y + n - 4, 4);
+        return p == q && r == s;
+    }
+    for (std::size_t i = 0; i < n; ++i)
+        if (x[i] != y[i])
+            return false;
+    return true;
 }
 
-// Sets `into` to `values` (a later duplicate name replaces an earlier one),
-// assigning over the pairs already there so their strings keep their capacity.
-void assign_values(model::field_values& into, field_refs values)
+constexpr std::uint8_t name_inline = 0xff;
+
+template <class T>
+void put(std::byte*& out, const T& v) noexcept
 {
-    std::size_t n = 0;
+    std::memcpy(out, &v, sizeof(T));
+    out += sizeof(T);
+}
+
+template <class T>
+T get(const std::byte*& in) noexcept
+{
+    T v;
+    std::memcpy(&v, in, sizeof(T));
+    in += sizeof(T);
+    return v;
+}
+
+void put_text(std::byte*& out, std::string_view s) noexcept
+{
+    put(out, static_cast<std::uint32_t>(s.size()));
+    if (!s.empty())
+        std::memcpy(out, s.data(), s.size());
+    out += s.size();
+}
+
+std::string_view get_text(const std::byte*& in) noexcept
+{
+    const auto n = get<std::uint32_t>(in);
+    const std::string_view s(reinterpret_cast<const char*>(in), n);
+    in += n;
+    return s;
+}
+
+// The index of `name` among the call site's fields (tried at `guess` first:
+// values come in the call site's order), or name_inline.
+std::uint8_t name_index(const model::callsite* site, std::string_view name, std::size_t guess) noexcept
+{
+    if (site == nullptr)
+        return name_inline;
+    const auto& names = site->fields;
+    const std::size_t n = std::min<std::size_t>(names.size(), name_inline);
+    if (guess < n && same_text(names[guess], name))
+        return static_cast<std::uint8_t>(guess);
+    for (std::size_t i = 0; i < n; ++i)
+        if (same_text(names[i], name))
+            return static_cast<std::uint8_t>(i);
+    return name_inline;
+}
+
+std::size_t packed_size(const model::value& v) noexcept
+{
+    return std::visit(
+        [](const auto& x) -> std::size_t {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, bool>)
+                return 1;
+            else if constexpr (std::is_same_v<T, std::string>)
+                return 4 + x.size();
+            else if constexpr (std::is_same_v<T, model::debug_text>)
+                return 4 + x.text.size();
+            else if constexpr (std::is_same_v<T, model::error_chain>) {
+                std::size_t n = 4;
+                for (const auto& s : x.chain)
+                    n += 4 + s.size();
+                return n;
+            } else
+                return sizeof(T);
+        },
+        v);
+}
+
+void pack_value(std::byte*& out, const model::value& v) noexcept
+{
+    std::visit(
+        [&](const auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, bool>)
+                put(out, static_cast<std::uint8_t>(x ? 1 : 0));
+            else if constexpr (std::is_same_v<T, std::string>)
+                put_text(out, x);
+            else if constexpr (std::is_same_v<T, model::debug_text>)
+                put_text(out, x.text);
+            else if constexpr (std::is_same_v<T, model::error_chain>) {
+                put(out, static_cast<std::uint32_t>(x.chain.size()));
+                for (const auto& s : x.chain)
+                    put_text(out, s);
+            } else
+                put(out, x);
+        },
+        v);
+}
+
+void packed_values::assign(field_refs values, const model::callsite* site)
+{
+    static const model::value empty{std::string()};
+    // The name indexes of the first fields, found once.
+    constexpr std::size_t known = 16;
+    std::array<std::uint8_t, known> names{};
+    std::size_t need = 0;
+    std::size_t i = 0;
     for (const auto& f : values) {
-        const auto end = into.begin() + static_cast<std::ptrdiff_t>(n);
-        auto it = std::find_if(into.begin(), end, [&](const auto& p) { return p.first == f.name; });
-        if (it == end) {
+        need += 2 + packed_size(f.value != nullptr ? *f.value : empty);
+        const std::uint8_t name = name_index(site, f.name, i);
+        if (i < known)
+            names[i] = name;
+        if (name == name_inline)
+            need += 4 + f.name.size();
+        ++i;
+    }
+    if (need > std::numeric_limits<std::uint32_t>::max())
+        throw std::length_error("span values too large");
+    std::byte* out = inline_;
+    if (need > inline_bytes) {
+        if (need > cap_) {
+            const std::size_t cap = std::max<std::size_t>(need, std::size_t{cap_} * 2);
+            auto* fresh = new std::byte[cap];
+            delete[] heap_;
+            heap_ = fresh;
+            cap_ = static_cast<std::uint32_t>(std::min<std::size_t>(cap, std::numeric_limits<std::uint32_t>::max()));
+        }
+        out = heap_;
+    }
+    size_ = static_cast<std::uint32_t>(need);
+    i = 0;
+    for (const auto& f : values) {
+        const model::value& v = f.value != nullptr ? *f.value : empty;
+        put(out, static_cast<std::uint8_t>(v.index()));
+        const std::uint8_t name = i < known ? names[i] : name_index(site, f.name, i);
+        ++i;
+        put(out, name);
+        if (name == name_inline)
+            put_text(out, f.name);
+        pack_value(out, v);
+    }
+}
+
+// Sets `slot` to the packed value at `in`, reusing its string's capacity.
+void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
+{
+    switch (type) {
+    case 0:
+        slot = get<std::uint8_t>(in) != 0;
+        break;
+    case 1:
+        slot = get<std::int64_t>(in);
+        break;
+    case 2:
+        slot = get<std::uint64_t>(in);
+        break;
+    case 3:
+        slot = get<model::i128>(in);
+        break;
+    case 4:
+        slot = get<model::u128>(in);
+        break;
+    case 5:
+        slot = get<double>(in);
+        break;
+    case 6: {
+        const std::string_view s = get_text(in);
+        if (auto* t = std::get_if<std::string>(&slot))
+            t->assign(s);
+        else
+            slot.emplace<std::string>(s);
+        break;
+    }
+    case 7: {
+        const std::string_view s = get_text(in);
+        if (auto* t = std::get_if<model::debug_text>(&slot))
+            t->text.assign(s);
+        else
+            slot.emplace<model::debug_text>(model::debug_text{std::string(s)});
+        break;
+    }
+    default: {
+        auto* chain = std::get_if<model::error_chain>(&slot);
+        if (chain == nullptr)
+            chain = &slot.emplace<model::error_chain>();
+        const auto n = get<std::uint32_t>(in);
+        chain->chain.resize(n);
+        for (auto& s : chain->chain)
+            s.assign(get_text(in));
+        break;
+    }
+    }
+}
+
+void packed_values::unpack(const model::callsite* site, model::field_values& into) const
+{
+    const std::byte* in = data();
+    const std::byte* const end = in + size_;
+    std::size_t n = 0;
+    while (in < end) {
+        const auto type = get<std::uint8_t>(in);
+        const auto index = get<std::uint8_t>(in);
+        const std::string_view name = index == name_inline ? get_text(in) : std::string_view(site->fields[index]);
+        const auto stop = into.begin() + static_cast<std::ptrdiff_t>(n);
+        auto it = std::find_if(into.begin(), stop, [&](const auto& p) { return same_text(p.first, name); });
+        if (it == stop) {
             if (n < into.size()) {
-                it = end;
-                it->first.assign(f.name);
+                it = stop;
+                if (!same_text(it->first, name))
+                    it->first.assign(name);
             } else {
-                into.emplace_back(std::string(f.name), model::value());
+                into.emplace_back(std::string(name), model::value());
                 it = into.end() - 1;
             }
             ++n;
         }
-        if (f.value)
-            it->second = *f.value;
-        else
-            it->second = std::string();
+        unpack_value(in, type, it->second);
     }
     into.erase(into.begin() + static_cast<std::ptrdiff_t>(n), into.end());
 }
+
 
 void merge(model::field_values& into, field_refs values)
 {
@@ -190,6 +458,15 @@ void merge(model::field_values& into, field_refs values)
         else
             into.emplace_back(std::string(f.name), std::move(v));
     }
+}
+
+// The values a new version of `n` starts from (under record_mutex).
+void current_fields(const span_node& n, const span_version* old, model::field_values& into)
+{
+    if (old != nullptr)
+        into = old->fields;
+    else
+        n.initial.unpack(n.site, into);
 }
 
 bool try_ref(span_node* n) noexcept
@@ -225,30 +502,61 @@ struct enabled_cache {
     bool answer = false;
 };
 
-// The filter's static interest in a recently seen call site. Keyed by
-// call-site address and id (the id is the hash of the call site's data, and a
-// receiver refuses a second, different call site under one id) and the
-// filter generation, so set_filter invalidates it.
-struct interest_memo {
+// What the dispatcher learnt about a recently seen call site: the filter's
+// static interest and, for spans, its interned copy. A call site is a
+// receiver's object, whose address may be reused (a plugin unloaded, another
+// loaded) and whose id a plugin chooses. So the key is not only address and
+// id: also the sending plugin's name (compared by content with an interned
+// copy: one plugin cannot take another's answer at a reused address), the
+// dispatcher's count of call-site registrations (interest_in: a new call
+// site at a reused address is registered before it is used) and the filter
+// generation (set_filter).
+struct site_memo {
     std::uint64_t owner = 0;
     const model::callsite* site = nullptr;
     std::uint64_t id = 0;
     std::uint64_t generation = 0;
+    std::uint64_t registrations = 0;
+    const std::string* plugin = nullptr;        // interned; null: not checked (enabled())
+    const model::callsite* interned = nullptr;  // null until a span needs it
     std::uint32_t answer = 0;
 };
-constexpr std::size_t interest_memo_size = 16;  // the top 4 bits of a 64-bit hash pick one
+constexpr std::size_t site_memo_size = 16;  // the top 4 bits of a 64-bit hash pick one
 static_assert(sizeof(std::uintptr_t) == 8);
+
+// Views of spans without a version (view_of): the span_ref and its unpacked
+// values, per thread, by (dispatcher, handle). A view stays valid for the
+// outermost read section it was taken in: an entry used in the current
+// section is not overwritten (a second span that wants its place goes to
+// `spill`). A span's values never change under its handle (record() makes a
+// version instead), so an entry is never stale.
+struct view_entry {
+    std::uint64_t owner = 0;
+    span_handle handle = 0;
+    std::uint64_t session = 0;  // the last session that handed it out
+    span_ref view;
+    model::field_values fields;
+};
+constexpr unsigned view_cache_bits = 6;
+struct view_cache {
+    std::array<view_entry, std::size_t{1} << view_cache_bits> entries;
+    std::vector<std::unique_ptr<view_entry>> spill;
+    std::size_t spill_used = 0;      // in read section `spill_session`
+    std::uint64_t spill_session = 0;
+};
 
 struct thread_state {
     reader_slot* slot = nullptr;
-    unsigned depth = 0;   // nested read sections
-    unsigned stripe = 0;  // counter stripe + 1, 0 = not yet chosen
-    bool gone = false;    // cleanup ran: no more per-thread vectors
+    unsigned depth = 0;          // nested read sections
+    unsigned stripe = 0;         // counter stripe + 1, 0 = not yet chosen
+    bool gone = false;           // cleanup ran: no more per-thread vectors
     bool views_busy = false;
+    std::uint64_t session = 0;     // counts outermost read sections: views handed out in one stay
     std::vector<frame>* frames = nullptr;
     std::vector<span_ref>* views = nullptr;
+    view_cache* cache = nullptr;
     enabled_cache last_enabled;
-    std::array<interest_memo, interest_memo_size> memos;
+    std::array<site_memo, site_memo_size> memos;
 };
 constinit thread_local thread_state tls;
 
@@ -264,6 +572,10 @@ struct thread_cleanup {
         tls.frames = nullptr;
         delete tls.views;
         tls.views = nullptr;
+        if (tls.depth == 0) {
+            delete tls.cache;
+            tls.cache = nullptr;
+        }
         tls.gone = true;
     }
 };
@@ -278,12 +590,13 @@ void arm_cleanup() noexcept
 read_section::read_section() noexcept
 {
     if (tls.depth++ == 0) {
-        if (tls.slot == nullptr) {
+        if (tls.slot == nullptr) [[unlikely]] {
             if (!tls.gone)
                 arm_cleanup();
             tls.slot = claim_slot();
         }
         tls.slot->epoch.exchange(domain.epoch.load(std::memory_order_relaxed), std::memory_order_seq_cst);
+        ++tls.session;
     }
 }
 
@@ -293,9 +606,9 @@ read_section::~read_section()
         tls.slot->epoch.store(0, std::memory_order_release);
 }
 
-unsigned thread_stripe() noexcept
+inline unsigned thread_stripe() noexcept
 {
-    if (tls.stripe == 0) {
+    if (tls.stripe == 0) [[unlikely]] {
         static std::atomic<unsigned> counter{0};
         tls.stripe = counter.fetch_add(1, std::memory_order_relaxed) % 1024 + 1;
     }
@@ -304,13 +617,83 @@ unsigned thread_stripe() noexcept
 
 // This thread's entered spans; null when it has none yet and `create` is
 // false, or after the thread's cleanup.
-std::vector<frame>* thread_frames(bool create = false) noexcept
+inline std::vector<frame>* thread_frames() noexcept
 {
-    if (tls.frames == nullptr && create && !tls.gone) {
+    return tls.frames;
+}
+
+std::vector<frame>* thread_frames_create() noexcept
+{
+    if (tls.frames == nullptr && !tls.gone) {
         arm_cleanup();
         tls.frames = new (std::nothrow) std::vector<frame>;
     }
     return tls.frames;
+}
+
+// Throws bad_alloc (the caller counts an anomaly and skips the layers). A
+// thread whose cleanup already ran (a static dispatcher suspending its spans
+// at exit) gets one that is never freed.
+view_cache* make_view_cache()
+{
+    if (tls.cache == nullptr) {
+        if (!tls.gone)
+            arm_cleanup();
+        tls.cache = new view_cache;
+    }
+    return tls.cache;
+}
+
+const span_ref& fill_view(view_entry& e, std::uint64_t owner, const span_node& n)
+{
+    e.owner = 0;  // not a valid entry until filled
+    n.initial.unpack(n.site, e.fields);
+    e.view = base_view(n);
+    e.view.fields = &e.fields;
+    e.owner = owner;
+    e.handle = n.handle;
+    e.session = tls.session;
+    return e.view;
+}
+
+inline std::size_t view_slot(span_handle h) noexcept
+{
+    return (h * 0x9E3779B97F4A7C15ULL) >> (64 - view_cache_bits);
+}
+
+// The view of a span without a version, unpacked into this thread's cache.
+// An entry handed out in this read section is not overwritten: a second span
+// that wants its place gets a spare.
+[[gnu::noinline]] const span_ref& view_miss(std::uint64_t owner, const span_node& n)
+{
+    view_cache* c = make_view_cache();
+    view_entry* into = &c->entries[view_slot(n.handle)];
+    if (into->session == tls.session && into->owner != 0) {
+        if (c->spill_session != tls.session) {
+            c->spill_session = tls.session;
+            c->spill_used = 0;
+        }
+        if (c->spill_used == c->spill.size())
+            c->spill.push_back(std::make_unique<view_entry>());
+        into = c->spill[c->spill_used++].get();
+    }
+    return fill_view(*into, owner, n);
+}
+
+// The current view of `n`: valid inside the (outermost) read section that
+// found `n`.
+[[gnu::always_inline]] inline const span_ref& view_of(std::uint64_t owner, const span_node& n)
+{
+    if (const span_version* v = n.version_ptr.load()) [[unlikely]]
+        return v->view;
+    if (view_cache* c = tls.cache) [[likely]] {
+        view_entry& e = c->entries[view_slot(n.handle)];
+        if (e.owner == owner && e.handle == n.handle) [[likely]] {
+            e.session = tls.session;
+            return e.view;
+        }
+    }
+    return view_miss(owner, n);
 }
 
 // A per-thread vector of span views that keeps its capacity; a nested use
@@ -343,10 +726,10 @@ public:
     view_scratch& operator=(const view_scratch&) = delete;
 
     // `leaf` and its enabled ancestors, root first.
-    std::vector<span_ref>& chain(const span_node* leaf)
+    std::vector<span_ref>& chain(std::uint64_t owner, const span_node* leaf)
     {
         for (const span_node* n = leaf; n != nullptr; n = n->parent_node)
-            v_->push_back(view_of(*n));
+            v_->push_back(view_of(owner, *n));
         std::reverse(v_->begin(), v_->end());
         return *v_;
     }
@@ -359,13 +742,14 @@ private:
 
 // `leaf` and its enabled ancestors, root first. A span without any is handed
 // as its own view, uncopied; a chain is copied into `scratch`.
-span_context context_of(const span_node* leaf, std::optional<view_scratch>& scratch)
+[[gnu::always_inline]] inline span_context context_of(std::uint64_t owner, const span_node* leaf,
+                                                     std::optional<view_scratch>& scratch)
 {
     if (leaf == nullptr)
         return {};
     if (leaf->parent_node == nullptr)
-        return span_context(&view_of(*leaf), 1);
-    return scratch.emplace().chain(leaf);
+        return span_context(&view_of(owner, *leaf), 1);
+    return scratch.emplace().chain(owner, leaf);
 }
 
 std::uint64_t fnv(std::uint64_t h, std::string_view s) noexcept
@@ -378,6 +762,12 @@ std::uint64_t fnv(std::uint64_t h, std::string_view s) noexcept
     h *= 0x100000001b3ULL;
     return h;
 }
+
+// An interned plugin name: a list that only grows, read without a lock.
+struct interned_name {
+    std::string name;
+    const interned_name* next = nullptr;  // immutable once published
+};
 
 struct interned_site {
     model::callsite site;
@@ -410,9 +800,15 @@ struct dispatcher::impl {
     std::atomic<const config*> cfg{nullptr};
     std::atomic<const layer_list*> layers{nullptr};
 
-    // Open spans by handle: slot h % table_size, or the overflow map when
-    // that slot is taken by a span still open (one that outlived the
-    // table_size spans created after it).
+    // Call sites registered (interest_in): keys the per-thread memos.
+    std::atomic<std::uint64_t> registrations{1};
+
+    // Open spans by handle: slot h % table_size holds a chain of nodes
+    // (span_node::chain), newest first; usually one. Readers walk it inside a
+    // read section without a lock; a node is pushed with a CAS and unlinked
+    // under the slot's stripe of `unlink_mutexes` (an unlinked node keeps its
+    // link, so a reader standing on it goes on; it is recycled only once no
+    // reader can stand on it).
     static constexpr unsigned table_bits = 14;
     static constexpr std::size_t table_size = std::size_t{1} << table_bits;
     // Consecutive handles (likely made by different threads) go to different
@@ -423,9 +819,8 @@ struct dispatcher::impl {
         return (i >> 3) | ((i & 7) << (table_bits - 3));
     }
     std::unique_ptr<std::atomic<span_node*>[]> table = std::make_unique<std::atomic<span_node*>[]>(table_size);
-    mutable std::mutex overflow_mutex;
-    std::unordered_map<span_handle, span_node*> overflow;
-    std::atomic<std::size_t> overflow_size{0};
+    static constexpr std::size_t unlink_stripes = 64;
+    std::array<std::mutex, unlink_stripes> unlink_mutexes;
 
     // Node slabs, the free list and the retired list.
     struct retired {
@@ -457,6 +852,9 @@ struct dispatcher::impl {
     std::vector<std::unique_ptr<const interned_site>> interned;
     std::unique_ptr<std::atomic<const interned_site*>[]> buckets =
         std::make_unique<std::atomic<const interned_site*>[]>(bucket_count);
+    // Interned plugin names (few): one list, read without a lock.
+    std::vector<std::unique_ptr<const interned_name>> names;
+    std::atomic<const interned_name*> names_head{nullptr};
 
     std::atomic<span_handle> next_handle{1};
 
@@ -514,42 +912,76 @@ struct dispatcher::impl {
         return &p->site;
     }
 
+    // The dispatcher's copy of a plugin name. Known names: no lock.
+    const std::string* intern_name(std::string_view name)
+    {
+        for (const interned_name* p = names_head.load(std::memory_order_acquire); p != nullptr; p = p->next)
+            if (p->name == name)
+                return &p->name;
+        std::lock_guard lock(intern_mutex);
+        for (const interned_name* p = names_head.load(std::memory_order_acquire); p != nullptr; p = p->next)
+            if (p->name == name)
+                return &p->name;
+        names.reserve(names.size() + 1);
+        auto fresh = std::make_unique<interned_name>();
+        fresh->name = std::string(name);
+        fresh->next = names_head.load(std::memory_order_relaxed);
+        const interned_name* p = fresh.get();
+        names.push_back(std::move(fresh));
+        names_head.store(p, std::memory_order_release);
+        return &p->name;
+    }
+
     // --- the handle table (lookups inside a read section) ---
 
     span_node* lookup(span_handle h) const noexcept
     {
         if (h == 0)
             return nullptr;
-        span_node* n = table[slot_of(h)].load();
-        if (n != nullptr && n->live.load() == h)
-            return n;
-        if (overflow_size.load() == 0)
-            return nullptr;
-        std::lock_guard lock(overflow_mutex);
-        auto it = overflow.find(h);
-        if (it == overflow.end() || it->second->live.load() != h)
-            return nullptr;
-        return it->second;
+        for (span_node* n = table[slot_of(h)].load(); n != nullptr; n = n->chain.load())
+            if (n->live.load() == h)
+                return n;
+        return nullptr;
     }
 
-    void insert(span_handle h, span_node* n)
+    // `n` is not yet published: nobody else reads its link.
+    void insert(span_handle h, span_node* n) noexcept
     {
-        span_node* empty = nullptr;
-        if (table[slot_of(h)].compare_exchange_strong(empty, n))
-            return;
-        std::lock_guard lock(overflow_mutex);
-        overflow.emplace(h, n);
-        overflow_size.fetch_add(1);
+        auto& head = table[slot_of(h)];
+        span_node* first = head.load();
+        do {
+            n->chain.store(first, std::memory_order_relaxed);
+        } while (!head.compare_exchange_weak(first, n));
     }
 
+    // Only the closer of `n` unlinks it. Pushes may race (they only change the
+    // head); other unlinks in the slot wait for the stripe's mutex.
     void unlink(span_handle h, span_node* n) noexcept
     {
+        const std::size_t slot = slot_of(h);
+        auto& head = table[slot];
         span_node* expected = n;
-        if (table[slot_of(h)].compare_exchange_strong(expected, nullptr))
+        // Alone in the slot: no successor that another unlink could change.
+        if (n->chain.load() == nullptr && head.compare_exchange_strong(expected, nullptr))
             return;
-        std::lock_guard lock(overflow_mutex);
-        if (overflow.erase(h) != 0)
-            overflow_size.fetch_sub(1);
+        std::lock_guard lock(unlink_mutexes[slot % unlink_stripes]);
+        for (;;) {
+            expected = n;
+            if (head.compare_exchange_strong(expected, n->chain.load()))
+                return;
+            // Not the head (any more): a push came first, or n is further down.
+            span_node* prev = head.load();
+            while (prev != nullptr && prev->chain.load() != n)
+                prev = prev->chain.load();
+            if (prev != nullptr) {
+                prev->chain.store(n->chain.load());
+                return;
+            }
+            // n became the head again between the CAS and the walk? It
+            // cannot (only pushes race); a node not in the chain is a bug.
+            if (head.load() != n)
+                return;
+        }
     }
 
     // --- nodes ---
@@ -565,13 +997,13 @@ struct dispatcher::impl {
             pool.slabs.push_back(std::make_unique<span_node[]>(slab_nodes));
             for (std::size_t i = slab_nodes; i-- > 0;) {
                 span_node* n = &pool.slabs.back()[i];
-                n->next_free = pool.free_list;
+                n->chain.store(pool.free_list, std::memory_order_relaxed);
                 pool.free_list = n;
             }
         }
         span_node* n = pool.free_list;
-        pool.free_list = n->next_free;
-        n->next_free = nullptr;
+        pool.free_list = n->chain.load(std::memory_order_relaxed);
+        n->chain.store(nullptr, std::memory_order_relaxed);
         return n;
     }
 
@@ -593,7 +1025,7 @@ struct dispatcher::impl {
     // Under record_mutex: `next` becomes what layers see of `n`.
     static void publish_version(span_node& n, std::unique_ptr<span_version> next) noexcept
     {
-        next->view = n.first;
+        next->view = base_view(n);
         next->view.fields = &next->fields;
         next->view.follows_from = std::span<const span_handle>(next->follows);
         n.version_ptr.store(next.release());
@@ -625,7 +1057,7 @@ struct dispatcher::impl {
             if (span_node* n = r.node) {
                 delete n->version_ptr.exchange(nullptr);
                 span_node* p = std::exchange(n->parent_node, nullptr);
-                n->next_free = pool.free_list;
+                n->chain.store(pool.free_list, std::memory_order_relaxed);
                 pool.free_list = n;
                 if (p != nullptr && p->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
                     limbo[keep++] = retired{now, p, nullptr};
@@ -669,21 +1101,21 @@ struct dispatcher::impl {
 
     // The filter level a span opens for what is inside it, cached per span
     // for (filter generation, values version).
-    static level_filter span_level(span_node& n, const config& c) noexcept
+    level_filter span_level(span_node& n, const config& c) const
     {
         const std::uint64_t key = ((c.generation & 0xffffffffULL) << 32) |
                                   ((static_cast<std::uint64_t>(n.version.load()) & 0xffffffULL) << 8);
         const std::uint64_t cached = n.level_cache.load(std::memory_order_relaxed);
         if (cached != 0 && (cached & ~std::uint64_t{0xff}) == key)
             return static_cast<level_filter>(cached & 0xff);
-        const level_filter l = c.f.span_level(*n.site, fields_of(n));
+        const level_filter l = c.f.span_level(*n.site, view_of(owner, n).fields);
         n.level_cache.store(key | static_cast<std::uint64_t>(l), std::memory_order_relaxed);
         return l;
     }
 
     // The most verbose level the enabled open spans entered on this thread
     // open (what filter::enabled_at takes as the scope).
-    level_filter scope_level(const config& c) const noexcept
+    level_filter scope_level(const config& c) const
     {
         level_filter best = level_filter::off;
         const auto* fr = thread_frames();
@@ -695,28 +1127,50 @@ struct dispatcher::impl {
         return best;
     }
 
-    // The static interest of `site`, cached per thread.
-    std::uint32_t static_interest(const config& c, const model::callsite& site) const noexcept
+    // The memo of `site` as sent by `plugin` (null: by whom is not known,
+    // enabled()), filled on a miss.
+    [[gnu::always_inline]] site_memo& memo(const config& c, const model::callsite& site, std::string_view* plugin)
     {
         const auto addr = reinterpret_cast<std::uintptr_t>(&site);
-        interest_memo& m = tls.memos[(addr * 0x9E3779B97F4A7C15ULL) >> 60];
-        if (m.owner == owner && m.site == &site && m.id == site.id && m.generation == c.generation)
-            return m.answer;
-        const std::uint32_t i = c.f.interest(site);
-        m = interest_memo{owner, &site, site.id, c.generation, i};
-        return i;
+        site_memo& m = tls.memos[(addr * 0x9E3779B97F4A7C15ULL) >> 60];
+        if (m.owner == owner && m.site == &site && m.id == site.id && m.generation == c.generation &&
+            m.registrations == registrations.load(std::memory_order_acquire) &&
+            (plugin == nullptr || (m.plugin != nullptr && same_text(*m.plugin, *plugin)))) [[likely]]
+            return m;
+        return memo_miss(m, c, site, plugin);
+    }
+
+    [[gnu::noinline]] site_memo& memo_miss(site_memo& m, const config& c, const model::callsite& site,
+                                           std::string_view* plugin)
+    {
+        const std::uint64_t reg = registrations.load(std::memory_order_acquire);
+        const std::string* name = plugin != nullptr ? intern_name(*plugin) : nullptr;
+        m = site_memo{owner, &site, site.id, c.generation, reg, name, nullptr, c.f.interest(site)};
+        return m;
+    }
+
+    // The static interest of `site`, cached per thread; never throws (a
+    // memo that cannot be made is not made).
+    [[gnu::always_inline]] std::uint32_t static_interest(const config& c, const model::callsite& site,
+                                                         std::string_view* plugin) noexcept
+    {
+        try {
+            return memo(c, site, plugin).answer;
+        } catch (...) {
+            return c.f.interest(site);
+        }
     }
 
     // enter/exit: hands span `span` (found inside the caller's section) to every layer.
     template <class Call>
-    void to_layers_one(const span_node* node, Call call) noexcept
+    void to_layers_one(const span_node* node, Call call)
     {
         if (!node->enabled)
             return;
         const auto* list = load_layers();
         if (list->empty())
             return;
-        const span_ref& view = view_of(*node);
+        const span_ref& view = view_of(owner, *node);
         for (const auto& l : *list)
             call(*l, view);
     }
@@ -778,22 +1232,28 @@ void dispatcher::add_layer(std::shared_ptr<layer> l)
 
 interest dispatcher::interest_in(const model::callsite& site) noexcept
 {
+    // A registration: what the memos know of a call site at this address may
+    // be about an earlier one.
+    impl_->registrations.fetch_add(1, std::memory_order_acq_rel);
     return static_cast<interest>(impl_->load_config()->f.interest(site));
 }
 
 bool dispatcher::enabled(const model::callsite& site) noexcept
 {
     const auto cfg = impl_->load_config();
-    const std::uint32_t i = impl_->static_interest(*cfg, site);
+    const std::uint32_t i = impl_->static_interest(*cfg, site, nullptr);
     if (i == TT_INTEREST_NEVER)
         return false;
     // A span may enable itself by its own values: new_span decides.
     if (i == TT_INTEREST_ALWAYS || site.kind == model::callsite_kind::span)
         return true;
     bool answer = false;
-    {
+    try {
         read_section rs;
         answer = cfg->f.enabled_at(site, impl_->scope_level(*cfg));
+    } catch (...) {
+        impl_->anomaly();
+        return false;
     }
     tls.last_enabled = enabled_cache{impl_->owner, &site, cfg->generation, answer};
     return answer;
@@ -807,57 +1267,56 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
     span_node* node = nullptr;
     bool published = false;
     try {
-        const model::callsite* site = attrs.site ? impl_->intern(*attrs.site) : nullptr;
-        if (site == nullptr)
+        const auto* cfg = impl_->load_config();
+        const auto* layers = impl_->load_layers();
+        const model::callsite* site = nullptr;
+        const std::string* plugin = nullptr;
+        std::uint32_t interest = TT_INTEREST_NEVER;
+        if (attrs.site != nullptr) {
+            std::string_view name = attrs.plugin;
+            site_memo& m = impl_->memo(*cfg, *attrs.site, &name);
+            if (m.interned == nullptr)
+                m.interned = impl_->intern(*attrs.site);
+            site = m.interned;
+            plugin = m.plugin;
+            interest = m.answer;
+        } else {
             impl_->anomaly();
+            plugin = impl_->intern_name(attrs.plugin);
+        }
         node = impl_->alloc_node();
         // The node is ours alone until it is published (live, then the table).
         node->handle = h;
         node->site = site;
-        node->plugin.assign(attrs.plugin);
-        node->parent = 0;
+        node->plugin = plugin;
         node->parent_node = nullptr;
         node->start = attrs.time;
         node->thread = attrs.thread;
         node->plugin_span_id = attrs.plugin_span_id;
         node->resumed = attrs.resumed;
         node->enabled = false;
-        assign_values(node->initial, attrs.values);
+        node->initial.assign(attrs.values, site);
         node->version_ptr.store(nullptr, std::memory_order_relaxed);
         node->version.store(0, std::memory_order_relaxed);
         node->level_cache.store(0, std::memory_order_relaxed);
         node->refs.store(1, std::memory_order_relaxed);
 
-        const auto cfg = impl_->load_config();
-        const auto layers = impl_->load_layers();
         read_section rs;
         if (attrs.parent != 0) {
             span_node* p = impl_->lookup(attrs.parent);
             span_node* visible = p == nullptr ? nullptr : p->enabled ? p : p->parent_node;
-            if (p == nullptr || (visible != nullptr && !try_ref(visible))) {
+            if (p == nullptr || (visible != nullptr && !try_ref(visible)))
                 impl_->anomaly();  // a parent we do not know (or closed meanwhile): the span becomes a root
-            } else if (visible != nullptr) {
+            else
                 node->parent_node = visible;
-                node->parent = visible->handle;
-            }
         }
         if (site != nullptr) {
-            if (impl_->static_interest(*cfg, *site) == TT_INTEREST_ALWAYS)
+            if (interest == TT_INTEREST_ALWAYS)
                 node->enabled = true;
-            else
-                node->enabled = cfg->f.enabled_at(*site, impl_->scope_level(*cfg), &node->initial);
+            else if (interest == TT_INTEREST_SOMETIMES)
+                node->enabled = cfg->f.enabled_at(*site, impl_->scope_level(*cfg),
+                                                  view_of(impl_->owner, *node).fields);
         }
-        span_ref& first = node->first;
-        first = span_ref{};
-        first.id = h;
-        first.site = site;
-        first.plugin = node->plugin;
-        first.parent = node->parent;
-        first.fields = &node->initial;
-        first.start = node->start;
-        first.thread = node->thread;
-        first.resumed = node->resumed;
-        first.plugin_span_id = node->plugin_span_id;
         node->live.store(h);
         impl_->insert(h, node);
         published = true;
@@ -868,7 +1327,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         }
         if (!layers->empty()) {
             std::optional<view_scratch> views;
-            const span_context chain = context_of(node, views);
+            const span_context chain = context_of(impl_->owner, node, views);
             for (const auto& l : *layers)
                 l->on_new_span(chain);
         }
@@ -897,7 +1356,7 @@ void dispatcher::record(span_handle span, field_refs values) noexcept
             std::lock_guard lock(impl_->record_mutex);
             old = node->version_ptr.load();
             auto next = std::make_unique<span_version>();
-            next->fields = *fields_of(*node);
+            current_fields(*node, old, next->fields);
             merge(next->fields, values);
             if (old != nullptr)
                 next->follows = old->follows;
@@ -909,7 +1368,7 @@ void dispatcher::record(span_handle span, field_refs values) noexcept
         if (!node->enabled || layers->empty())
             return;
         std::optional<view_scratch> views;
-        const span_context chain = context_of(node, views);
+        const span_context chain = context_of(impl_->owner, node, views);
         for (const auto& l : *layers)
             l->on_record(chain, values);
     } catch (...) {
@@ -931,12 +1390,12 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
         {
             std::lock_guard lock(impl_->record_mutex);
             old = node->version_ptr.load();
-            const auto& links = view_of(*node).follows_from;
-            if (std::find(links.begin(), links.end(), cause) != links.end())
+            if (old != nullptr && std::find(old->follows.begin(), old->follows.end(), cause) != old->follows.end())
                 return;
             auto next = std::make_unique<span_version>();
-            next->fields = *fields_of(*node);
-            next->follows.assign(links.begin(), links.end());
+            current_fields(*node, old, next->fields);
+            if (old != nullptr)
+                next->follows = old->follows;
             next->follows.push_back(cause);
             impl_->publish_version(*node, std::move(next));
         }
@@ -944,7 +1403,7 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
             impl_->retire(impl::retired{0, nullptr, old});
         if (!node->enabled || layers->empty())
             return;
-        const span_ref& view = view_of(*node);
+        const span_ref& view = view_of(impl_->owner, *node);
         for (const auto& l : *layers)
             l->on_follows_from(view, cause);
     } catch (...) {
@@ -961,7 +1420,7 @@ void dispatcher::enter(span_handle span) noexcept
             impl_->anomaly();
             return;
         }
-        if (auto* fr = thread_frames(true))
+        if (auto* fr = thread_frames_create())
             fr->push_back(frame{impl_->owner, span, node});
         impl_->to_layers_one(node, [](layer& l, const span_ref& view) { l.on_enter(view); });
     } catch (...) {
@@ -991,13 +1450,17 @@ void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
 
 void dispatcher::exit_to_layers(span_handle span) noexcept
 {
-    read_section rs;
-    const span_node* node = impl_->lookup(span);
-    if (node == nullptr) {
+    try {
+        read_section rs;
+        const span_node* node = impl_->lookup(span);
+        if (node == nullptr) {
+            impl_->anomaly();
+            return;
+        }
+        impl_->to_layers_one(node, [](layer& l, const span_ref& view) { l.on_exit(view); });
+    } catch (...) {
         impl_->anomaly();
-        return;
     }
-    impl_->to_layers_one(node, [](layer& l, const span_ref& view) { l.on_exit(view); });
 }
 
 void dispatcher::close(span_handle span) noexcept
@@ -1028,7 +1491,7 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
         const auto layers = impl_->load_layers();
         if (node->enabled && !layers->empty()) {
             std::optional<view_scratch> views;
-            const span_context chain = context_of(node, views);
+            const span_context chain = context_of(impl_->owner, node, views);
             for (const auto& l : *layers)
                 if (suspended)
                     l->on_suspend(chain);
@@ -1046,7 +1509,7 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
 // Layers must not call back into the dispatcher (layers.hpp says so).
 void dispatcher::event(const event_record& ev) noexcept
 {
-    if (!ev.site) {
+    if (!ev.site) [[unlikely]] {
         impl_->anomaly();
         return;
     }
@@ -1054,16 +1517,16 @@ void dispatcher::event(const event_record& ev) noexcept
         const auto* cfg = impl_->load_config();
         const auto* layers = impl_->load_layers();
         read_section rs;
-        bool pass = false;
-        const enabled_cache c = tls.last_enabled;
-        tls.last_enabled.site = nullptr;
-        if (c.owner == impl_->owner && c.site == ev.site && c.generation == cfg->generation) {
-            pass = c.answer;
-        } else {
-            const std::uint32_t i = impl_->static_interest(*cfg, *ev.site);
-            if (i == TT_INTEREST_ALWAYS)
-                pass = true;
-            else if (i == TT_INTEREST_SOMETIMES)
+        std::string_view plugin = ev.plugin;
+        const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &plugin);
+        // What enabled() just answered counts for the one event that follows it.
+        const model::callsite* asked = std::exchange(tls.last_enabled.site, nullptr);
+        bool pass = i == TT_INTEREST_ALWAYS;
+        if (i == TT_INTEREST_SOMETIMES) [[unlikely]] {
+            const enabled_cache& c = tls.last_enabled;
+            if (asked == ev.site && c.owner == impl_->owner && c.generation == cfg->generation)
+                pass = c.answer;
+            else
                 pass = cfg->f.enabled_at(*ev.site, impl_->scope_level(*cfg));
         }
         if (!pass) {
@@ -1089,8 +1552,15 @@ void dispatcher::event(const event_record& ev) noexcept
         v.values = ev.values;
         v.time = ev.time;
         v.thread = ev.thread;
-        std::optional<view_scratch> views;
-        v.spans = context_of(leaf, views);
+        if (leaf == nullptr || leaf->parent_node == nullptr) [[likely]] {
+            if (leaf != nullptr)
+                v.spans = span_context(&view_of(impl_->owner, *leaf), 1);
+            for (const auto& l : *layers)
+                l->on_event(v);
+            return;
+        }
+        view_scratch views;
+        v.spans = views.chain(impl_->owner, leaf);
         for (const auto& l : *layers)
             l->on_event(v);
     } catch (...) {
@@ -1160,7 +1630,7 @@ void dispatcher::host_event(model::level lvl, std::string_view target, std::stri
                                                     loc.line(), names);
         if (!site)
             return;
-        if (interest_in(*site) == interest::never)
+        if (impl_->load_config()->f.interest(*site) == TT_INTEREST_NEVER)
             return;
         const model::value msg{std::string(message)};
         std::vector<field_ref> refs;
@@ -1191,7 +1661,7 @@ host_span_guard dispatcher::enter_host_span(model::level lvl, std::string_view t
             names.push_back(f.name);
         const model::callsite* site =
             host_callsite(model::callsite_kind::span, lvl, name, target, loc.file_name(), loc.line(), names);
-        if (!site || interest_in(*site) == interest::never)
+        if (!site || impl_->load_config()->f.interest(*site) == TT_INTEREST_NEVER)
             return {};
         std::vector<field_ref> refs;
         refs.reserve(fields.size());

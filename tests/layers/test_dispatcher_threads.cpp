@@ -13,6 +13,7 @@
 #include <tracetunnel/host/layers.hpp>
 
 #include <atomic>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -283,4 +284,133 @@ TEST_CASE("set_filter while threads emit: every event is either delivered or cou
     CHECK(st.events == layer->events.load());
     CHECK(st.spans_live == 0);
     CHECK(st.anomalies == 0);
+}
+
+TEST_CASE("more open spans than table slots, on several threads: every handle is found until it is closed")
+{
+    // 3 x 12,000 open at once against a 16,384-slot table: slots hold chains
+    // that several threads push onto and unlink from at once.
+    th::dispatcher d(must_parse("trace"));
+    auto layer = std::make_shared<checking_layer>();
+    d.add_layer(layer);
+    const sites s;
+    constexpr int threads = 3;
+    constexpr int per_thread = 12000;
+    auto worker = [&](int t) {
+        std::vector<th::span_handle> open;
+        open.reserve(per_thread);
+        for (int i = 0; i < per_thread; ++i)
+            open.push_back(make_span(d, s.outer, "outer-" + std::to_string(t * per_thread + i), 0));
+        // Every one is still found: a child names it as parent, and it is entered.
+        for (int i = 0; i < per_thread; i += 97) {
+            const th::span_handle child = make_span(d, s.inner, "inner-" + std::to_string(i), open[i], i);
+            d.enter(child);
+            emit(d, s.event, "inner");
+            d.exit(child);
+            d.close(child);
+        }
+        // Closed in an order unlike the order of creation (odd ones first).
+        for (int i = 1; i < per_thread; i += 2)
+            d.close(open[i]);
+        for (int i = 0; i < per_thread; i += 2)
+            d.close(open[i]);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back(worker, t);
+    for (auto& th : pool)
+        th.join();
+    const auto st = d.statistics();
+    CHECK(layer->wrong.load() == 0);
+    CHECK(layer->closes.load() == layer->spans.load());
+    CHECK(st.spans_live == 0);
+    CHECK(st.anomalies == 0);
+    CHECK(st.events == static_cast<std::uint64_t>(threads) * ((per_thread + 96) / 97));
+}
+
+TEST_CASE("a chain of spans deeper than the per-thread view cache: every span of every context is right")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto layer = std::make_shared<checking_layer>();
+    d.add_layer(layer);
+    const sites s;
+    std::vector<th::span_handle> chain;
+    th::span_handle parent = 0;
+    for (int i = 0; i < 300; ++i) {
+        parent = make_span(d, s.inner, "inner-" + std::to_string(i), parent, i);
+        chain.push_back(parent);
+        d.enter(parent);
+    }
+    emit(d, s.event, "inner");
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        d.exit(*it);
+        d.close(*it);
+    }
+    CHECK(layer->events.load() == 1);
+    CHECK(layer->spans.load() == 300);
+    CHECK(layer->closes.load() == 300);
+    CHECK(layer->wrong.load() == 0);
+    CHECK(d.statistics().anomalies == 0);
+}
+
+namespace {
+
+class counting_layer final : public th::layer {
+public:
+    void on_event(const th::event_view&) noexcept override { events.fetch_add(1); }
+    std::atomic<std::uint64_t> events{0};
+};
+
+}  // namespace
+
+// A plugin's call site is the receiver's object: once a plugin is unloaded,
+// another call site may be made at the same address, with an id of the new
+// plugin's choosing. The dispatcher's per-thread memo of filter answers must
+// not hand the old call site's answer to the new one.
+TEST_CASE("a call site at a reused address does not get the cached filter answer of the one before")
+{
+    th::dispatcher d(must_parse("warn,orders=trace"));
+    auto layer = std::make_shared<counting_layer>();
+    d.add_layer(layer);
+    alignas(model::callsite) unsigned char storage[sizeof(model::callsite)];
+    auto make = [&](std::string target) {
+        auto* cs = new (storage) model::callsite(site(0x4242, model::callsite_kind::event, "ev", {"message"},
+                                                      model::level::trace));
+        cs->target = std::move(target);
+        return cs;
+    };
+    const model::value msg{std::string("hello")};
+    const th::field_ref values[] = {{"message", &msg}};
+    th::event_record ev;
+    ev.values = values;
+
+    model::callsite* orders = make("orders");
+    CHECK(d.interest_in(*orders) == th::interest::always);  // its registration
+    ev.site = orders;
+    ev.plugin = "orders";
+    d.event(ev);
+    d.event(ev);
+    CHECK(layer->events.load() == 2);  // a trace event of target "orders" passes
+    orders->~callsite();
+
+    SUBCASE("another plugin fakes the id at the same address, before its registration is seen")
+    {
+        model::callsite* evil = make("evil");
+        ev.site = evil;
+        ev.plugin = "evil";
+        d.event(ev);
+        CHECK(layer->events.load() == 2);
+        CHECK(d.statistics().events_filtered == 1);
+        evil->~callsite();
+    }
+    SUBCASE("the same plugin registers another call site under that id at the same address")
+    {
+        model::callsite* quiet = make("quiet");
+        CHECK(d.interest_in(*quiet) == th::interest::never);
+        ev.site = quiet;
+        d.event(ev);
+        CHECK(layer->events.load() == 2);
+        CHECK(d.statistics().events_filtered == 1);
+        quiet->~callsite();
+    }
 }

@@ -47,9 +47,16 @@
 // still be reading it (epoch-based reclamation), so what a layer is handed
 // stays valid for the call.
 //
-// Memory: every call site a span was created from stays interned (one copy
-// per distinct call site) until the dispatcher dies, so that spans outlive the
-// receiver that sent them; span nodes are recycled, not freed.
+// Memory: every call site a span was created from, and every plugin name,
+// stays interned (one copy each) until the dispatcher dies, so that spans
+// outlive the receiver that sent them; span nodes (160 bytes, values packed
+// inside) are recycled, not freed. Each thread that hands spans to layers
+// keeps a small cache of unpacked views (64 spans).
+//
+// Call sites are the receivers' objects: filter answers cached per thread are
+// keyed by the call site's address and id, the sending plugin's name and a
+// count of registrations (interest_in), so a call site made later at a reused
+// address never inherits another's answer.
 #pragma once
 
 #include <tracetunnel/host/filter.hpp>
