@@ -19,6 +19,10 @@
 #include <memory>
 #include <string_view>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace tt::host::detail {
 
 class text_buffer {
@@ -50,6 +54,15 @@ public:
         *reserve(1) = c;
         ++size_;
     }
+    // `open`, `s`, `close` with one capacity check: a quoted string.
+    [[gnu::always_inline]] void put_between(char open, std::string_view s, char close)
+    {
+        char* p = reserve(s.size() + 2);
+        p[0] = open;
+        copy(p + 1, s.data(), s.size());
+        p[s.size() + 1] = close;
+        size_ += s.size() + 2;
+    }
     template <class Int>
     void put_int(Int v)
     {
@@ -57,7 +70,6 @@ public:
         put(std::string_view(d.data(), d.size()));
     }
 
-private:
     // Most pieces are a few bytes: two overlapping fixed-size copies stay
     // inline where a call to memcpy would cost more than the copy.
     [[gnu::always_inline]] static void copy(char* to, const char* from, std::size_t n) noexcept
@@ -76,6 +88,7 @@ private:
         }
     }
 
+private:
     [[gnu::noinline]] void grow(std::size_t n)
     {
         const std::size_t cap = std::max<std::size_t>({cap_ * 2, size_ + n, 512});
@@ -121,6 +134,37 @@ inline bool has_special(std::string_view s, unsigned char a, unsigned char b, un
         std::memcpy(&w, q, 4);
         return std::uint64_t{w};
     };
+#if defined(__SSE2__)
+    // Sixteen bytes a test (x86-64 always has SSE2): a short string is one
+    // test of a register built from two overlapping loads, never read past
+    // its end.
+    auto test = [&](__m128i x) {
+        const __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
+        const __m128i hit =
+            _mm_or_si128(_mm_or_si128(control, _mm_cmpeq_epi8(x, _mm_set1_epi8(static_cast<char>(a)))),
+                         _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(static_cast<char>(b))),
+                                      _mm_cmpeq_epi8(x, _mm_set1_epi8(static_cast<char>(c)))));
+        return _mm_movemask_epi8(hit) != 0;
+    };
+    if (n >= 16) {
+        for (std::size_t i = 0; i + 16 <= n; i += 16)
+            if (test(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i))))
+                return true;
+        return n % 16 != 0 && test(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + n - 16)));
+    }
+    constexpr std::uint64_t plain = 0x7878787878787878ull;  // 'x' in the unused bytes
+    if (n >= 8)
+        return test(_mm_set_epi64x(static_cast<long long>(load8(p + n - 8)), static_cast<long long>(load8(p))));
+    if (n >= 4)
+        return test(_mm_set_epi64x(static_cast<long long>(plain),
+                                   static_cast<long long>(load4(p) | load4(p + n - 4) << 32)));
+    if (n == 0)
+        return false;
+    const std::uint64_t w = 0x7878787878000000ull | std::uint64_t{static_cast<unsigned char>(p[0])} |
+                            std::uint64_t{static_cast<unsigned char>(p[n / 2])} << 8 |
+                            std::uint64_t{static_cast<unsigned char>(p[n - 1])} << 16;
+    return test(_mm_set_epi64x(static_cast<long long>(plain), static_cast<long long>(w)));
+#else
     if (n >= 8) {
         for (std::size_t i = 0; i + 8 <= n; i += 8)
             if (word_has_special(load8(p + i), a, b, c))
@@ -136,6 +180,7 @@ inline bool has_special(std::string_view s, unsigned char a, unsigned char b, un
                             std::uint64_t{static_cast<unsigned char>(p[n / 2])} << 8 |
                             std::uint64_t{static_cast<unsigned char>(p[n - 1])} << 16;
     return word_has_special(w, a, b, c);
+#endif
 }
 
 // "2026-11-23T12:00:00.123456Z" (console_layer.cpp; the date part cached per

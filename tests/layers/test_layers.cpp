@@ -756,3 +756,109 @@ TEST_CASE("a buffered writer is flushed periodically while its layer lives")
     std::fclose(f);  // the layer, which flushes f as it goes, is gone
     std::remove(path);
 }
+
+// The JSON layer keeps each span's object and each call site's keys and
+// target between lines: what it writes must follow every change of them.
+TEST_CASE("JSON lines follow records, closes, and a call site's names and target changing")
+{
+    std::ostringstream out;
+    th::dispatcher d(must_parse("trace"));
+    th::json_options jo;
+    jo.fixed_time = "2026-11-23T12:00:00.000000Z";
+    jo.with_thread_ids = false;
+    d.add_layer(std::make_shared<th::json_layer>(th::line_writer(out), jo));
+    scenario_sites s;
+    auto site = make_site(K::event, L::info, "event src/orders.cpp:7", "orders", 7, {"message", "a", "b"});
+    driver dr{d};
+    const std::string head = R"({"timestamp":"2026-11-23T12:00:00.000000Z","level":"INFO","fields":{)";
+    auto next_line = [&] {
+        std::string all = out.str();
+        out.str("");
+        REQUIRE(!all.empty());
+        CHECK(all.back() == '\n');
+        all.pop_back();
+        CHECK(all.find('\n') == std::string::npos);  // one line
+        return all;
+    };
+
+    const auto order = dr.span(s.order, {{"id", std::int64_t{1}}});
+    d.enter(order);
+    dr.event(site, {{"message", std::string("one")}, {"a", std::int64_t{1}}});
+    CHECK(next_line() == head + R"("message":"one","a":1},"target":"orders","plugin":"orders",)" +
+                             R"("span":{"name":"order","id":1},"spans":[{"name":"order","id":1}]})");
+    dr.event(site, {{"message", std::string("two")}, {"a", std::int64_t{2}}});
+    CHECK(next_line() == head + R"("message":"two","a":2},"target":"orders","plugin":"orders",)" +
+                             R"("span":{"name":"order","id":1},"spans":[{"name":"order","id":1}]})");
+
+    // A record changes the span's object in the next line.
+    dr.record(order, {{"id", std::int64_t{2}}});
+    dr.event(site, {{"message", std::string("three")}});
+    CHECK(next_line() == head + R"("message":"three"},"target":"orders","plugin":"orders",)" +
+                             R"("span":{"name":"order","id":2},"spans":[{"name":"order","id":2}]})");
+
+    // The same call site object with other names, a repeated name, an
+    // absent value, another target and another plugin.
+    dr.event(site, {{"message", std::string("four")}, {"b\"", std::int64_t{4}}});
+    CHECK(next_line().find(R"({"message":"four","b\"":4},)") != std::string::npos);
+    dr.event(site, {{"a", std::int64_t{5}}, {"b", true}, {"a", std::int64_t{6}}});
+    CHECK(next_line().find(R"({"a":6,"b":true},)") != std::string::npos);
+    {
+        const model::value v{std::int64_t{7}};
+        const std::vector<th::field_ref> refs{{"message", nullptr}, {"a", &v}, {"b", nullptr}};
+        th::event_record r;
+        r.site = &site;
+        r.plugin = "orders";
+        r.parent = d.current_span();
+        r.values = refs;
+        r.time = fixed_instant();
+        r.thread = std::this_thread::get_id();
+        d.event(r);
+        CHECK(next_line().find(R"({"a":7},"target":"orders",)") != std::string::npos);
+    }
+    site.target = "orders::other";
+    dr.plugin = "payments";
+    dr.event(site, {{"message", std::string("five")}, {"a", std::int64_t{8}}});
+    CHECK(next_line().find(R"({"message":"five","a":8},"target":"orders::other","plugin":"payments",)") !=
+          std::string::npos);
+
+    // A new span after the first closed: its own object.
+    d.exit(order);
+    d.close(order);
+    const auto charge = dr.span(s.charge, {{"amount", 1.5}, {"currency", std::string("EUR")}});
+    d.enter(charge);
+    dr.event(site, {{"message", std::string("six")}});
+    CHECK(next_line().find(R"("span":{"name":"charge","amount":1.5E0,"currency":"EUR"},)"
+                           R"("spans":[{"name":"charge","amount":1.5E0,"currency":"EUR"}]})") != std::string::npos);
+    d.exit(charge);
+    d.close(charge);
+}
+
+TEST_CASE("an unbuffered line writer keeps order with other output to its FILE*, and reports failures")
+{
+    std::FILE* f = std::tmpfile();
+    REQUIRE(f != nullptr);
+    th::line_writer w(f);
+    std::fputs("before\n", f);  // still in stdio's buffer
+    CHECK(w.write("line\n"));
+    std::fputs("after\n", f);
+    CHECK(w.write("last\n"));
+    std::rewind(f);
+    char buf[64] = {};
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    CHECK(std::string(buf, n) == "before\nline\nafter\nlast\n");
+    std::fclose(f);
+
+    // Not writable: the write fails and says so.
+    std::FILE* ro = std::fopen("/dev/null", "r");
+    REQUIRE(ro != nullptr);
+    CHECK_FALSE(th::line_writer(ro).write("x\n"));
+    std::fclose(ro);
+
+    // A FILE* with no descriptor (fmemopen) still gets its lines.
+    char mem[32] = {};
+    std::FILE* m = fmemopen(mem, sizeof mem, "w");
+    REQUIRE(m != nullptr);
+    CHECK(th::line_writer(m).write("in memory\n"));
+    CHECK(std::string(mem) == "in memory\n");
+    std::fclose(m);
+}

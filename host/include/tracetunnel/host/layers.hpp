@@ -138,6 +138,8 @@ public:
     std::chrono::milliseconds flush_every() const noexcept { return flush_every_; }
 
 private:
+    bool write_direct(int fd, std::string_view text) noexcept;  // unbuffered, FILE* with a descriptor
+
     std::FILE* file_ = nullptr;
     std::ostream* os_ = nullptr;
     std::chrono::milliseconds flush_every_{0};  // 0: flush every write
@@ -256,6 +258,7 @@ public:
     ~json_layer() override;
 
     void on_new_span(span_context scope) noexcept override;
+    void on_record(span_context scope, field_refs values) noexcept override;
     void on_close(span_context scope) noexcept override;
     void on_suspend(span_context scope) noexcept override;
     void on_event(const event_view& ev) noexcept override;
@@ -268,7 +271,9 @@ private:
     struct impl;
     void write_line(const event_view& ev) noexcept;
     void write_span_event(span_context scope, const char* what) noexcept;
-    std::string_view build_locked(const event_view& ev);  // into impl_->line
+    void forget_span(span_context scope) noexcept;  // its cached text (impl_)
+    // Into impl_->line; `cached`: with the kept span and call-site texts of impl_.
+    std::string_view build_locked(const event_view& ev, bool cached);
 
     line_writer out_;
     json_options opts_;
