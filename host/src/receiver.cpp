@@ -509,18 +509,9 @@ std::string_view from_persisted(std::string& scratch, const model::callsite* sit
         if (type >= 6) {  // strings, debug text, error chains: their bytes without the lengths
             const char* q = it.payload.data();
             const char* end = q + it.payload.size();
-            auto length = [&] {
-                const auto c = static_cast<unsigned char>(*q++);
-                std::uint64_t v = c;
-                if (c == 255) {
-                    std::memcpy(&v, q, 8);
-                    q += 8;
-                }
-                return v;
-            };
-            const std::uint64_t count = type == 8 ? length() : 1;
+            const std::uint64_t count = type == 8 ? pk::take_len(q) : 1;
             for (std::uint64_t k = 0; k < count && q < end; ++k) {
-                const std::uint64_t m = length();
+                const std::uint64_t m = pk::take_len(q);
                 bytes += m;
                 q += m;
             }

@@ -570,22 +570,13 @@ struct bin_out {
         default: {
             // Strings and error chains: lengths become varints, bytes stay.
             const char* end = p + it.payload.size();
-            auto len = [&] {
-                const auto c = static_cast<unsigned char>(*p++);
-                std::uint64_t n = c;
-                if (c == 255) {
-                    std::memcpy(&n, p, 8);
-                    p += 8;
-                }
-                return n;
-            };
             auto one = [&] {
-                const std::uint64_t n = len();
+                const std::uint64_t n = packed::take_len(p);
                 str(std::string_view(p, static_cast<std::size_t>(n)));
                 p += n;
             };
             if (type == 8) {
-                const std::uint64_t n = len();
+                const std::uint64_t n = packed::take_len(p);
                 varint(n);
                 for (std::uint64_t k = 0; k < n && p < end; ++k)
                     one();

@@ -14,10 +14,12 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <memory>
 #include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <string_view>
+#include <vector>
 
 // The replacements below pair malloc with free on purpose; GCC sees the pairs
 // through inlining and warns about the standard ones it replaces.
@@ -81,26 +83,33 @@ struct counted {
     std::uint64_t so_far() const { return allocations - before; }
 };
 
+// A receiver over a dispatcher (filter "info") whose one layer reads every
+// event, with the bench's "group" span and typical event registered.
+struct group_pipeline {
+    std::shared_ptr<reading_layer> layer = std::make_shared<reading_layer>();
+    host::dispatcher d;
+    host::receiver r{"plugin", d};
+    abi_site group{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "group", {"g"}};
+    abi_site typical{TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event", {"message", "a", "b", "c"}};
+    std::vector<tt_field_value> values{fv_str(0, "event message"), fv_i64(1, 0), fv_str(2, "hello world"),
+                                       fv_f64(3, 0.0)};
+
+    group_pipeline()
+    {
+        d.add_layer(layer);
+        ok(r, ev_new_callsite(group.get()));
+        ok(r, ev_new_callsite(typical.get()));
+    }
+};
+
 }  // namespace
 
-TEST_CASE("a typical event inside an entered span allocates nothing once warm")
+TEST_CASE_FIXTURE(group_pipeline, "a typical event inside an entered span allocates nothing once warm")
 {
-    auto layer = std::make_shared<reading_layer>();
-    host::dispatcher d;  // filter "info"
-    d.add_layer(layer);
-    host::receiver r("plugin", d);
-
-    abi_site group(TT_CALLSITE_SPAN, TT_LEVEL_INFO, "group", {"g"});
-    abi_site typical(TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event", {"message", "a", "b", "c"});
-    ok(r, ev_new_callsite(group.get()));
-    ok(r, ev_new_callsite(typical.get()));
-
     const std::vector<tt_field_value> span_values{fv_i64(0, 7)};
     const std::uint64_t span = ok(r, ev_new_span(group.id(), span_values));
     ok(r, ev_span(TT_EVENT_SPAN_ENTERED, span));
 
-    std::vector<tt_field_value> values{fv_str(0, "event message"), fv_i64(1, 0), fv_str(2, "hello world"),
-                                       fv_f64(3, 0.0)};
     const tt_event ev = ev_new_event(typical.id(), values);
     ok(r, ev);  // warm: per-thread buffers get their capacity here
 
@@ -119,21 +128,9 @@ TEST_CASE("a typical event inside an entered span allocates nothing once warm")
     ok(r, ev_span(TT_EVENT_SPAN_DROPPED, span));
 }
 
-TEST_CASE("a whole group (new span, enter, events, exit, drop) allocates nothing once warm")
+TEST_CASE_FIXTURE(group_pipeline, "a whole group (new span, enter, events, exit, drop) allocates nothing once warm")
 {
-    auto layer = std::make_shared<reading_layer>();
-    host::dispatcher d;
-    d.add_layer(layer);
-    host::receiver r("plugin", d);
-
-    abi_site group(TT_CALLSITE_SPAN, TT_LEVEL_INFO, "group", {"g"});
-    abi_site typical(TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event", {"message", "a", "b", "c"});
-    ok(r, ev_new_callsite(group.get()));
-    ok(r, ev_new_callsite(typical.get()));
-
     std::vector<tt_field_value> span_values{fv_i64(0, 0)};
-    std::vector<tt_field_value> values{fv_str(0, "event message"), fv_i64(1, 0), fv_str(2, "hello world"),
-                                       fv_f64(3, 0.0)};
     const tt_event ev = ev_new_event(typical.id(), values);
     std::uint64_t answers_ok = 0;
     auto run_group = [&](int g) {

@@ -68,6 +68,19 @@ inline bool read_len(const char*& p, const char* end, std::uint64_t& n) noexcept
     return true;
 }
 
+// Reads a length inside a payload that `next` has already checked, so
+// without bounds: only for the payload bytes of an item it returned.
+inline std::uint64_t take_len(const char*& p) noexcept
+{
+    const auto c = static_cast<unsigned char>(*p++);
+    std::uint64_t n = c;
+    if (c == 255) {
+        std::memcpy(&n, p, 8);
+        p += 8;
+    }
+    return n;
+}
+
 inline bool skip_str(const char*& p, const char* end, std::string_view& s) noexcept
 {
     std::uint64_t n = 0;
