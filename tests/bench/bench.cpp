@@ -81,7 +81,16 @@ std::uint64_t rss_bytes()
     return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-std::uint64_t heap_in_use() { return mallinfo2().uordblks; }
+// Bytes malloc has handed out and not got back: chunks inside the arenas
+// plus big chunks malloc maps on their own (hblkhd). Leaving out the mapped
+// ones made S11 depend on what ran before it (glibc raises its mmap
+// threshold after freeing a big mapped chunk, so the same tables moved
+// between the two counts).
+std::uint64_t heap_in_use()
+{
+    const auto mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
 
 // Seconds per item, as Google Benchmark computes a rate and inverts it.
 benchmark::Counter per_item(double items_per_iteration)
