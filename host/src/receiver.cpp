@@ -1279,6 +1279,37 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
 // error messages, in one pass under the locks. Only for call sites the
 // pipeline always wants: a filtered span's order of checks (quotas before
 // the filter) stays the general path's.
+std::optional<receive_result> receiver::reserve_span_locked(std::size_t quota_bytes, std::size_t span_bytes,
+                                                            std::uint64_t plugin_parent, std::uint64_t proposed,
+                                                            std::uint64_t& id, std::uint32_t& depth)
+{
+    if (spans_->size() >= limits_.max_live_spans)
+        return fail(receive_errc::quota_exceeded,
+                    "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
+    if (string_bytes_ + quota_bytes > limits_.max_string_bytes || span_bytes > max_span_bytes)
+        return fail(receive_errc::quota_exceeded,
+                    "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+    depth = 1;
+    if (plugin_parent != 0)
+        if (const auto* p = spans_->find(plugin_parent))
+            depth = p->depth + 1;
+    if (depth > limits_.max_span_depth)
+        return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
+                                                      std::to_string(limits_.max_span_depth) + " reached (parent " +
+                                                      id_text(plugin_parent) + ")");
+    if (proposed != 0 && (proposed & top_bit) == 0 && !spans_->has(proposed)) {
+        id = proposed;
+    } else {
+        while (spans_->has(next_id_))
+            next_id_ = (next_id_ + 1) & ~top_bit;
+        id = next_id_;
+    }
+    next_id_ = std::max(next_id_, id + 1) & ~top_bit;
+    if (next_id_ == 0)
+        next_id_ = 1;
+    return std::nullopt;
+}
+
 std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
 {
     if (ev.parent >= TT_PARENT_EXPLICIT)
@@ -1317,30 +1348,13 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     std::uint64_t id = 0;
     {
         std::lock_guard lock(mutex_);
-        if (spans_->size() >= limits_.max_live_spans)
-            return fail(receive_errc::quota_exceeded,
-                        "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-        if (string_bytes_ + bytes > limits_.max_string_bytes || bytes > max_span_bytes)
-            return fail(receive_errc::quota_exceeded,
-                        "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
         if (parent != 0) {
             std::lock_guard llock(local_->mutex_);
             plugin_parent = local_->table_->id_of(parent);
         }
         std::uint32_t depth = 1;
-        if (plugin_parent != 0)
-            if (const auto* p = spans_->find(plugin_parent))
-                depth = p->depth + 1;
-        if (depth > limits_.max_span_depth)
-            return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
-                                                          std::to_string(limits_.max_span_depth) +
-                                                          " reached (parent " + id_text(plugin_parent) + ")");
-        while (spans_->has(next_id_))
-            next_id_ = (next_id_ + 1) & ~top_bit;
-        id = next_id_;
-        next_id_ = (id + 1) & ~top_bit;
-        if (next_id_ == 0)
-            next_id_ = 1;
+        if (auto refused = reserve_span_locked(bytes, bytes, plugin_parent, 0, id, depth))
+            return refused;
         detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
         e->callsite_id = ev.callsite_id;
         e->parent_id = plugin_parent;
@@ -1653,34 +1667,14 @@ receive_result receiver::apply(op& o)
             // Re-check what another thread may have changed meanwhile.
             if (o.parent == TT_PARENT_EXPLICIT && !spans_->has(o.related))
                 return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
-            if (spans_->size() >= limits_.max_live_spans)
-                return fail(receive_errc::quota_exceeded,
-                            "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
             model::field_values merged;
             merged.reserve(o.values.size());
             merge_values(merged, o.values);
             const std::size_t bytes = fields_bytes(merged);
-            if (string_bytes_ + fields_bytes(o.values) > limits_.max_string_bytes || bytes > max_span_bytes)
-                return fail(receive_errc::quota_exceeded,
-                            "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
             std::uint32_t depth = 1;
-            if (plugin_parent != 0)
-                if (const auto* p = spans_->find(plugin_parent))
-                    depth = p->depth + 1;
-            if (depth > limits_.max_span_depth)
-                return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
-                                                              std::to_string(limits_.max_span_depth) +
-                                                              " reached (parent " + id_text(plugin_parent) + ")");
-            if (o.propose_id && o.span_id != 0 && (o.span_id & top_bit) == 0 && !spans_->has(o.span_id)) {
-                id = o.span_id;
-            } else {
-                while (spans_->has(next_id_))
-                    next_id_ = (next_id_ + 1) & ~top_bit;
-                id = next_id_;
-            }
-            next_id_ = std::max(next_id_, id + 1) & ~top_bit;
-            if (next_id_ == 0)
-                next_id_ = 1;
+            if (auto refused = reserve_span_locked(fields_bytes(o.values), bytes, plugin_parent,
+                                                   o.propose_id ? o.span_id : 0, id, depth))
+                return *refused;
             detail::value_blob values;
             values.assign(pack(blob_scratch, site, merged));
             detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);

@@ -277,6 +277,13 @@ private:
     // from the plugin's tt_field_values into the span entry and the pipeline
     // without an owned model::field_values. nullopt: the general path.
     std::optional<receive_result> receive_span_fast(const tt_event& ev);
+    // Under mutex_, for both new-span paths: the quotas (live spans, string
+    // bytes, nesting depth, in that order), then the span's id: `proposed`
+    // when it is free (a replayed stream's own id; 0 = none), else the next
+    // free one. A refusal changes nothing.
+    std::optional<receive_result> reserve_span_locked(std::size_t quota_bytes, std::size_t span_bytes,
+                                                      std::uint64_t plugin_parent, std::uint64_t proposed,
+                                                      std::uint64_t& id, std::uint32_t& depth);
     callsite_entry* find_callsite_fast(std::uint64_t id) const noexcept;
     void index_callsite_locked(callsite_entry& entry);
     receive_result fail(receive_errc code, std::string message);
