@@ -181,6 +181,18 @@ std::vector<double> many_doubles(std::size_t n)
     return out;
 }
 
+// A console line with only level, message and fields: what the value
+// encodings are checked against.
+th::console_options bare_console()
+{
+    th::console_options co;
+    co.color = th::color_mode::never;
+    co.show_time = false;
+    co.show_thread_ids = false;
+    co.show_target = false;
+    return co;
+}
+
 }  // namespace
 
 TEST_CASE("JSON lines are byte for byte what Boost.JSON serialized, and parse back")
@@ -304,12 +316,7 @@ TEST_CASE("JSON doubles: Boost.JSON's bytes for every exponent and many mantissa
 
 TEST_CASE("Console floats are fmt's shortest form, with .0 when that has no point or exponent")
 {
-    th::console_options co;
-    co.color = th::color_mode::never;
-    co.show_time = false;
-    co.show_thread_ids = false;
-    co.show_target = false;
-    th::console_layer layer(th::line_writer(stdout), co);
+    th::console_layer layer(th::line_writer(stdout), bare_console());
     auto doubles = many_doubles(60000);
     doubles.insert(doubles.end(), {0.0, -0.0, 1e16, 1e15, 123456789012345678.0, 1e-4, 1e-5, 0.00012, 5e-324,
                                    std::numeric_limits<double>::max(), std::nan(""),
@@ -337,12 +344,7 @@ TEST_CASE("Console floats are fmt's shortest form, with .0 when that has no poin
 
 TEST_CASE("Console strings escape as Rust's Debug: every control character")
 {
-    th::console_options co;
-    co.color = th::color_mode::never;
-    co.show_time = false;
-    co.show_thread_ids = false;
-    co.show_target = false;
-    th::console_layer layer(th::line_writer(stdout), co);
+    th::console_layer layer(th::line_writer(stdout), bare_console());
     event_fixture fx;
     fx.values = {{"message", std::string("m")}, {"s", std::string("\x01\x1b\x1f\x7f\t\n\r\0 \"\\ \xc3\xa9", 14)}};
     CHECK(layer.format_event(fx.view()) == " INFO m s=\"\\u{1}\\u{1b}\\u{1f}\\u{7f}\\t\\n\\r\\0 \\\"\\\\ \xc3\xa9\"\n");
@@ -368,12 +370,7 @@ TEST_CASE("Escapes are found at every place of strings of every length up to 25 
     const auto ev = fx.view();
     CHECK(json.format_event(ev) == reference_line(ev, opts));
 
-    th::console_options co;
-    co.color = th::color_mode::never;
-    co.show_time = false;
-    co.show_thread_ids = false;
-    co.show_target = false;
-    th::console_layer console(th::line_writer(stdout), co);
+    th::console_layer console(th::line_writer(stdout), bare_console());
     for (const auto& t : texts) {
         std::string expected = " INFO m v=\"";
         for (const char ch : t) {
