@@ -42,6 +42,13 @@
 
 #include <tracetunnel/abi.h>
 
+// The sender relies on GNU attributes (sections for the call-site list,
+// noinline/always_inline to keep the disabled path one compare): say so
+// plainly rather than fail somewhere deep in a template.
+#if !defined(__GNUC__)
+#error "tracetunnel/trace.hpp needs GCC or Clang (GNU attributes)"
+#endif
+
 #include <array>
 #include <atomic>
 #include <cstddef>
