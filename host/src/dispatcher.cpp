@@ -2,10 +2,10 @@
 // cache line that another emitting thread writes too:
 //
 // - Span nodes live in slabs owned by the dispatcher and are recycled through
-//   a free list. A node is small (160 bytes): the call site and plugin name
-//   are pointers to interned copies, and the values are packed into bytes in
-//   the node (packed_values; larger ones in a buffer the node keeps), so a
-//   span allocates nothing once warm.
+//   a free list. A node is small (112 bytes): one pointer to the interned
+//   (call site, plugin name) pair, and the values packed into bytes in the
+//   node (packed_values; larger ones in a buffer the node keeps), so a span
+//   allocates nothing once warm.
 // - Layers see a span as a span_ref over a model::field_values. Those are
 //   built when a layer is handed the span, into a per-thread cache of views
 //   keyed by handle (a span's values never change under its handle: record()
@@ -16,8 +16,8 @@
 //   node, or a replaced field snapshot, is only recycled once every section
 //   that was open when it was retired has ended (epoch-based reclamation,
 //   as in RCU). Open spans are found through a table indexed by handle whose
-//   slots hold short chains of nodes; a node is confirmed by its `live`
-//   handle, which is never reused.
+//   slots hold short chains of nodes; a node is confirmed by its tag (the
+//   handle while open), and handles are never reused.
 // - Counters are striped per thread, padded to a cache line each.
 // - Call sites are interned in a table that only grows and is read without a
 //   lock; static filter verdicts (and the interned copy) are cached per
@@ -114,46 +114,84 @@ std::uint64_t next_owner_id() noexcept
     return counter.fetch_add(1, std::memory_order_relaxed);
 }
 
+// An interned plugin name: a list that only grows, read without a lock.
+struct interned_name {
+    std::string name;
+    const interned_name* next = nullptr;  // immutable once published
+};
+
+// Where spans come from: a call site as one plugin sent it (a span node keeps
+// one pointer for both). `known` is false for the placeholder of a plugin
+// that sent a span without a call site.
+struct interned_site {
+    model::callsite site;
+    const std::string* plugin = nullptr;  // interned
+    bool known = true;
+    const interned_site* next = nullptr;  // same bucket; immutable once published
+};
+
 // ---------------------------------------------------------------------------
 // Span nodes
 
 struct span_version;
 
 // A span's values as the plugin gave them at creation, packed into bytes
-// (small spans fit in the node itself): per field a type byte (the
-// model::value alternative), a name byte (the field's index in the call
-// site, or 0xff and the name itself) and the value (fixed-width scalars,
-// u32-length-prefixed text). Layers get a model::field_values only when they
-// are handed the span, unpacked into a per-thread cache (view_cache).
+// (the common span fits in the node itself): per field one header byte (the
+// model::value alternative << 4 | the field's index in the call site, or
+// name_inline and the name itself) and the value (fixed-width scalars,
+// varint-length-prefixed text). Layers get a model::field_values only when
+// they are handed the span, unpacked into a per-thread cache (view_cache).
+// Byte-aligned so that it fills the end of span_node.
 class packed_values {
 public:
-    static constexpr std::size_t inline_bytes = 40;
+    // Sized so that span_node is 112 bytes: a span of three small fields
+    // (an integer, a short text and a double) fits.
+    static constexpr std::size_t inline_bytes = 29;
 
     packed_values() noexcept = default;
     packed_values(const packed_values&) = delete;
     packed_values& operator=(const packed_values&) = delete;
-    ~packed_values() { delete[] heap_; }
+    ~packed_values()
+    {
+        if (len_ == on_heap)
+            delete[] heap().data;
+    }
 
-    // Keeps a heap buffer once grown, so a recycled node packs without
-    // allocating.
+    // Keeps a heap buffer once grown (and then uses it for every size), so a
+    // recycled node packs without allocating.
     void assign(field_refs values, const model::callsite* site);
     // Sets `into` to the values (a later duplicate name replaces an earlier
     // one), assigning over what is there so its strings keep their capacity.
     void unpack(const model::callsite* site, model::field_values& into) const;
 
 private:
-    // Values of up to inline_bytes live inline even when a heap buffer is kept.
-    const std::byte* data() const noexcept { return size_ > inline_bytes ? heap_ : inline_; }
-    std::byte* heap_ = nullptr;
-    std::uint32_t size_ = 0;
-    std::uint32_t cap_ = 0;  // of heap_
-    std::byte inline_[inline_bytes];
+    // The heap buffer, kept in the inline bytes while len_ == on_heap.
+    struct heap_ref {
+        std::byte* data;
+        std::uint32_t size;
+        std::uint32_t cap;
+    };
+    static_assert(sizeof(heap_ref) <= inline_bytes);
+    static constexpr std::uint8_t on_heap = 0xff;
+    static_assert(inline_bytes < on_heap);
+
+    heap_ref heap() const noexcept
+    {
+        heap_ref h;
+        std::memcpy(&h, bytes_, sizeof h);
+        return h;
+    }
+    void set_heap(const heap_ref& h) noexcept { std::memcpy(bytes_, &h, sizeof h); }
+
+    std::uint8_t len_ = 0;  // bytes used inline, or on_heap
+    std::byte bytes_[inline_bytes];
 };
 
 struct span_node {
-    // The handle while the span is open; 0 once closed (or while free).
-    // Handles are never reused, so `live == h` identifies span h.
-    std::atomic<span_handle> live{0};
+    // The handle while the span is open; with closed_bit set once closed
+    // (and while free). Handles are never reused, so `tag == h` identifies
+    // open span h, and the handle stays readable after the close.
+    std::atomic<std::uint64_t> tag{0};
     // 1 while open, plus 1 per child whose parent_node this is.
     std::atomic<std::uint32_t> refs{0};
     // Bumped by record(): keys the cached filter level.
@@ -168,9 +206,7 @@ struct span_node {
     std::atomic<span_node*> chain{nullptr};
 
     // Set before the node is published, constant while it is in use.
-    span_handle handle = 0;
-    const model::callsite* site = nullptr;  // interned
-    const std::string* plugin = nullptr;    // interned
+    const interned_site* origin = nullptr;  // call site and plugin name
     span_node* parent_node = nullptr;       // nearest enabled ancestor, referenced (refs)
     clock::time_point start;
     std::thread::id thread;
@@ -178,7 +214,16 @@ struct span_node {
     bool resumed = false;
     bool enabled = false;
     packed_values initial;
+
+    // Handles count from 1 and never get near 2^63.
+    static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+    // Readable while the node is reachable (a read section), open or closed.
+    span_handle handle() const noexcept { return tag.load(std::memory_order_relaxed) & ~closed_bit; }
+    bool is(span_handle h) const noexcept { return tag.load() == h; }
+    const model::callsite* site() const noexcept { return origin->known ? &origin->site : nullptr; }
 };
+// The dispatcher's memory per live span (S11): keep it from growing unnoticed.
+static_assert(sizeof(span_node) == 112);
 
 // A span's view after a record() or follows_from(): immutable once published.
 struct span_version {
@@ -191,10 +236,10 @@ struct span_version {
 span_ref base_view(const span_node& n) noexcept
 {
     span_ref v;
-    v.id = n.handle;
-    v.site = n.site;
-    v.plugin = n.plugin != nullptr ? std::string_view(*n.plugin) : std::string_view();
-    v.parent = n.parent_node != nullptr ? n.parent_node->handle : 0;
+    v.id = n.handle();
+    v.site = n.site();
+    v.plugin = *n.origin->plugin;
+    v.parent = n.parent_node != nullptr ? n.parent_node->handle() : 0;
     v.start = n.start;
     v.thread = n.thread;
     v.resumed = n.resumed;
@@ -232,7 +277,9 @@ span_ref base_view(const span_node& n) noexcept
     return true;
 }
 
-constexpr std::uint8_t name_inline = 0xff;
+// The low nibble of a field's header byte: its index among the call site's
+// fields, or name_inline (the name follows, as text).
+constexpr std::uint8_t name_inline = 0x0f;
 
 template <class T>
 void put(std::byte*& out, const T& v) noexcept
@@ -250,9 +297,45 @@ T get(const std::byte*& in) noexcept
     return v;
 }
 
+// Lengths are LEB128 varints: short texts (the common case) take one byte.
+constexpr std::size_t varint_size(std::size_t n) noexcept
+{
+    std::size_t k = 1;
+    while (n >= 0x80) {
+        n >>= 7;
+        ++k;
+    }
+    return k;
+}
+
+void put_varint(std::byte*& out, std::size_t n) noexcept
+{
+    while (n >= 0x80) {
+        *out++ = static_cast<std::byte>((n & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    *out++ = static_cast<std::byte>(n);
+}
+
+std::size_t get_varint(const std::byte*& in) noexcept
+{
+    std::size_t n = 0;
+    for (unsigned shift = 0;; shift += 7) {
+        const auto b = static_cast<std::uint8_t>(*in++);
+        n |= std::size_t{b & 0x7fu} << shift;
+        if (b < 0x80)
+            return n;
+    }
+}
+
+constexpr std::size_t text_size(std::size_t n) noexcept
+{
+    return varint_size(n) + n;
+}
+
 void put_text(std::byte*& out, std::string_view s) noexcept
 {
-    put(out, static_cast<std::uint32_t>(s.size()));
+    put_varint(out, s.size());
     if (!s.empty())
         std::memcpy(out, s.data(), s.size());
     out += s.size();
@@ -260,7 +343,7 @@ void put_text(std::byte*& out, std::string_view s) noexcept
 
 std::string_view get_text(const std::byte*& in) noexcept
 {
-    const auto n = get<std::uint32_t>(in);
+    const std::size_t n = get_varint(in);
     const std::string_view s(reinterpret_cast<const char*>(in), n);
     in += n;
     return s;
@@ -290,13 +373,13 @@ std::size_t packed_size(const model::value& v) noexcept
             if constexpr (std::is_same_v<T, bool>)
                 return 1;
             else if constexpr (std::is_same_v<T, std::string>)
-                return 4 + x.size();
+                return text_size(x.size());
             else if constexpr (std::is_same_v<T, model::debug_text>)
-                return 4 + x.text.size();
+                return text_size(x.text.size());
             else if constexpr (std::is_same_v<T, model::error_chain>) {
-                std::size_t n = 4;
+                std::size_t n = varint_size(x.chain.size());
                 for (const auto& s : x.chain)
-                    n += 4 + s.size();
+                    n += text_size(s.size());
                 return n;
             } else
                 return sizeof(T);
@@ -316,7 +399,7 @@ void pack_value(std::byte*& out, const model::value& v) noexcept
             else if constexpr (std::is_same_v<T, model::debug_text>)
                 put_text(out, x.text);
             else if constexpr (std::is_same_v<T, model::error_chain>) {
-                put(out, static_cast<std::uint32_t>(x.chain.size()));
+                put_varint(out, x.chain.size());
                 for (const auto& s : x.chain)
                     put_text(out, s);
             } else
@@ -324,6 +407,8 @@ void pack_value(std::byte*& out, const model::value& v) noexcept
         },
         v);
 }
+
+static_assert(std::variant_size_v<model::value> <= 16, "a value's alternative must fit a nibble");
 
 void packed_values::assign(field_refs values, const model::callsite* site)
 {
@@ -334,35 +419,39 @@ void packed_values::assign(field_refs values, const model::callsite* site)
     std::size_t need = 0;
     std::size_t i = 0;
     for (const auto& f : values) {
-        need += 2 + packed_size(f.value != nullptr ? *f.value : empty);
+        need += 1 + packed_size(f.value != nullptr ? *f.value : empty);
         const std::uint8_t name = name_index(site, f.name, i);
         if (i < known)
             names[i] = name;
         if (name == name_inline)
-            need += 4 + f.name.size();
+            need += text_size(f.name.size());
         ++i;
     }
     if (need > std::numeric_limits<std::uint32_t>::max())
         throw std::length_error("span values too large");
-    std::byte* out = inline_;
-    if (need > inline_bytes) {
-        if (need > cap_) {
-            const std::size_t cap = std::max<std::size_t>(need, std::size_t{cap_} * 2);
+    std::byte* out = bytes_;
+    if (len_ == on_heap || need > inline_bytes) {
+        heap_ref h = len_ == on_heap ? heap() : heap_ref{nullptr, 0, 0};
+        if (need > h.cap) {
+            const std::size_t cap = std::max<std::size_t>(need, std::size_t{h.cap} * 2);
             auto* fresh = new std::byte[cap];
-            delete[] heap_;
-            heap_ = fresh;
-            cap_ = static_cast<std::uint32_t>(std::min<std::size_t>(cap, std::numeric_limits<std::uint32_t>::max()));
+            delete[] h.data;
+            h.data = fresh;
+            h.cap = static_cast<std::uint32_t>(std::min<std::size_t>(cap, std::numeric_limits<std::uint32_t>::max()));
         }
-        out = heap_;
+        h.size = static_cast<std::uint32_t>(need);
+        set_heap(h);
+        len_ = on_heap;
+        out = h.data;
+    } else {
+        len_ = static_cast<std::uint8_t>(need);
     }
-    size_ = static_cast<std::uint32_t>(need);
     i = 0;
     for (const auto& f : values) {
         const model::value& v = f.value != nullptr ? *f.value : empty;
-        put(out, static_cast<std::uint8_t>(v.index()));
         const std::uint8_t name = i < known ? names[i] : name_index(site, f.name, i);
         ++i;
-        put(out, name);
+        put(out, static_cast<std::uint8_t>(v.index() << 4 | name));
         if (name == name_inline)
             put_text(out, f.name);
         pack_value(out, v);
@@ -411,8 +500,7 @@ void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
         auto* chain = std::get_if<model::error_chain>(&slot);
         if (chain == nullptr)
             chain = &slot.emplace<model::error_chain>();
-        const auto n = get<std::uint32_t>(in);
-        chain->chain.resize(n);
+        chain->chain.resize(get_varint(in));
         for (auto& s : chain->chain)
             s.assign(get_text(in));
         break;
@@ -422,12 +510,19 @@ void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
 
 void packed_values::unpack(const model::callsite* site, model::field_values& into) const
 {
-    const std::byte* in = data();
-    const std::byte* const end = in + size_;
+    const std::byte* in = bytes_;
+    std::size_t size = len_;
+    if (len_ == on_heap) {
+        const heap_ref h = heap();
+        in = h.data;
+        size = h.size;
+    }
+    const std::byte* const end = in + size;
     std::size_t n = 0;
     while (in < end) {
-        const auto type = get<std::uint8_t>(in);
-        const auto index = get<std::uint8_t>(in);
+        const auto header = get<std::uint8_t>(in);
+        const auto type = static_cast<std::uint8_t>(header >> 4);
+        const auto index = static_cast<std::uint8_t>(header & 0x0f);
         const std::string_view name = index == name_inline ? get_text(in) : std::string_view(site->fields[index]);
         const auto stop = into.begin() + static_cast<std::ptrdiff_t>(n);
         auto it = std::find_if(into.begin(), stop, [&](const auto& p) { return same_text(p.first, name); });
@@ -466,7 +561,7 @@ void current_fields(const span_node& n, const span_version* old, model::field_va
     if (old != nullptr)
         into = old->fields;
     else
-        n.initial.unpack(n.site, into);
+        n.initial.unpack(n.site(), into);
 }
 
 bool try_ref(span_node* n) noexcept
@@ -485,7 +580,7 @@ bool try_ref(span_node* n) noexcept
 // dispatcher may still be used (spans suspended) during static destruction.
 
 // One entered span of the calling thread, for any dispatcher (owner: its id,
-// never reused). The node is only followed after `live` confirms it still is
+// never reused). The node is only followed after its tag confirms it still is
 // that span.
 struct frame {
     std::uint64_t owner;
@@ -518,7 +613,7 @@ struct site_memo {
     std::uint64_t generation = 0;
     std::uint64_t registrations = 0;
     const std::string* plugin = nullptr;        // interned; null: not checked (enabled())
-    const model::callsite* interned = nullptr;  // null until a span needs it
+    const interned_site* interned = nullptr;  // with `plugin`; null until a span needs it
     std::uint32_t answer = 0;
 };
 constexpr std::size_t site_memo_size = 16;  // the top 4 bits of a 64-bit hash pick one
@@ -647,18 +742,20 @@ view_cache* make_view_cache()
 const span_ref& fill_view(view_entry& e, std::uint64_t owner, const span_node& n)
 {
     e.owner = 0;  // not a valid entry until filled
-    n.initial.unpack(n.site, e.fields);
+    n.initial.unpack(n.site(), e.fields);
     e.view = base_view(n);
     e.view.fields = &e.fields;
     e.owner = owner;
-    e.handle = n.handle;
+    e.handle = n.handle();
     e.session = tls.session;
     return e.view;
 }
 
-inline std::size_t view_slot(span_handle h) noexcept
+// By a node's tag: the doubled multiplier drops the closed bit, so an open
+// and a closed span hash alike without masking it.
+inline std::size_t view_slot(std::uint64_t tag) noexcept
 {
-    return (h * 0x9E3779B97F4A7C15ULL) >> (64 - view_cache_bits);
+    return (tag * (0x9E3779B97F4A7C15ULL << 1)) >> (64 - view_cache_bits);
 }
 
 // The view of a span without a version, unpacked into this thread's cache.
@@ -667,7 +764,7 @@ inline std::size_t view_slot(span_handle h) noexcept
 [[gnu::noinline]] const span_ref& view_miss(std::uint64_t owner, const span_node& n)
 {
     view_cache* c = make_view_cache();
-    view_entry* into = &c->entries[view_slot(n.handle)];
+    view_entry* into = &c->entries[view_slot(n.tag.load(std::memory_order_relaxed))];
     if (into->session == tls.session && into->owner != 0) {
         if (c->spill_session != tls.session) {
             c->spill_session = tls.session;
@@ -687,8 +784,9 @@ inline std::size_t view_slot(span_handle h) noexcept
     if (const span_version* v = n.version_ptr.load()) [[unlikely]]
         return v->view;
     if (view_cache* c = tls.cache) [[likely]] {
-        view_entry& e = c->entries[view_slot(n.handle)];
-        if (e.owner == owner && e.handle == n.handle) [[likely]] {
+        const std::uint64_t tag = n.tag.load(std::memory_order_relaxed);
+        view_entry& e = c->entries[view_slot(tag)];
+        if (e.owner == owner && e.handle == (tag & ~span_node::closed_bit)) [[likely]] {
             e.session = tls.session;
             return e.view;
         }
@@ -762,17 +860,6 @@ std::uint64_t fnv(std::uint64_t h, std::string_view s) noexcept
     h *= 0x100000001b3ULL;
     return h;
 }
-
-// An interned plugin name: a list that only grows, read without a lock.
-struct interned_name {
-    std::string name;
-    const interned_name* next = nullptr;  // immutable once published
-};
-
-struct interned_site {
-    model::callsite site;
-    const interned_site* next = nullptr;  // same bucket; immutable once published
-};
 
 }  // namespace
 
@@ -890,26 +977,36 @@ struct dispatcher::impl {
         layers.store(layer_lists.back().get(), std::memory_order_release);
     }
 
-    // A copy of `s` that lives as long as the dispatcher (spans outlive the
-    // receiver whose call site they came from). Known call sites: no lock.
-    const model::callsite* intern(const model::callsite& s)
+    // A copy of `s` as sent by `plugin` (interned) that lives as long as the
+    // dispatcher (spans outlive the receiver whose call site they came
+    // from). Known pairs: no lock. A null `s`: the plugin's placeholder for
+    // spans without a call site.
+    const interned_site* intern(const model::callsite* s, const std::string* plugin)
     {
-        auto& bucket = buckets[s.id % bucket_count];
+        static const model::callsite none{};
+        const model::callsite& site = s != nullptr ? *s : none;
+        const bool known = s != nullptr;
+        auto same = [&](const interned_site* p) {
+            return p->plugin == plugin && p->known == known && (&p->site == &site || p->site == site);
+        };
+        auto& bucket = buckets[site.id % bucket_count];
         for (const interned_site* p = bucket.load(std::memory_order_acquire); p != nullptr; p = p->next)
-            if (&p->site == &s || p->site == s)
-                return &p->site;
+            if (same(p))
+                return p;
         std::lock_guard lock(intern_mutex);
         for (const interned_site* p = bucket.load(std::memory_order_acquire); p != nullptr; p = p->next)
-            if (p->site == s)
-                return &p->site;
+            if (same(p))
+                return p;
         interned.reserve(interned.size() + 1);
         auto fresh = std::make_unique<interned_site>();
-        fresh->site = s;
+        fresh->site = site;
+        fresh->plugin = plugin;
+        fresh->known = known;
         fresh->next = bucket.load(std::memory_order_relaxed);
         const interned_site* p = fresh.get();
         interned.push_back(std::move(fresh));
         bucket.store(p, std::memory_order_release);
-        return &p->site;
+        return p;
     }
 
     // The dispatcher's copy of a plugin name. Known names: no lock.
@@ -939,7 +1036,7 @@ struct dispatcher::impl {
         if (h == 0)
             return nullptr;
         for (span_node* n = table[slot_of(h)].load(); n != nullptr; n = n->chain.load())
-            if (n->live.load() == h)
+            if (n->is(h))
                 return n;
         return nullptr;
     }
@@ -1094,7 +1191,7 @@ struct dispatcher::impl {
             return nullptr;
         const auto& fr = *frp;
         for (auto it = fr.rbegin(); it != fr.rend(); ++it)
-            if (it->owner == owner && it->node->live.load() == it->span && it->node->enabled)
+            if (it->owner == owner && it->node->is(it->span) && it->node->enabled)
                 return it->node;
         return nullptr;
     }
@@ -1108,7 +1205,7 @@ struct dispatcher::impl {
         const std::uint64_t cached = n.level_cache.load(std::memory_order_relaxed);
         if (cached != 0 && (cached & ~std::uint64_t{0xff}) == key)
             return static_cast<level_filter>(cached & 0xff);
-        const level_filter l = c.f.span_level(*n.site, view_of(owner, n).fields);
+        const level_filter l = c.f.span_level(*n.site(), view_of(owner, n).fields);
         n.level_cache.store(key | static_cast<std::uint64_t>(l), std::memory_order_relaxed);
         return l;
     }
@@ -1122,7 +1219,7 @@ struct dispatcher::impl {
         if (fr == nullptr)
             return best;
         for (const frame& f : *fr)
-            if (f.owner == owner && f.node->live.load() == f.span && f.node->enabled && f.node->site != nullptr)
+            if (f.owner == owner && f.node->is(f.span) && f.node->enabled && f.node->origin->known)
                 best = std::max(best, span_level(*f.node, c));
         return best;
     }
@@ -1269,26 +1366,25 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
     try {
         const auto* cfg = impl_->load_config();
         const auto* layers = impl_->load_layers();
-        const model::callsite* site = nullptr;
-        const std::string* plugin = nullptr;
+        const interned_site* origin = nullptr;
         std::uint32_t interest = TT_INTEREST_NEVER;
         if (attrs.site != nullptr) {
             std::string_view name = attrs.plugin;
             site_memo& m = impl_->memo(*cfg, *attrs.site, &name);
             if (m.interned == nullptr)
-                m.interned = impl_->intern(*attrs.site);
-            site = m.interned;
-            plugin = m.plugin;
+                m.interned = impl_->intern(attrs.site, m.plugin);
+            origin = m.interned;
             interest = m.answer;
         } else {
             impl_->anomaly();
-            plugin = impl_->intern_name(attrs.plugin);
+            origin = impl_->intern(nullptr, impl_->intern_name(attrs.plugin));
         }
+        const model::callsite* site = origin->known ? &origin->site : nullptr;
         node = impl_->alloc_node();
-        // The node is ours alone until it is published (live, then the table).
-        node->handle = h;
-        node->site = site;
-        node->plugin = plugin;
+        // The node is ours alone until it is published (tag open, then the
+        // table); its handle is readable (closed tag) for the view below.
+        node->tag.store(h | span_node::closed_bit, std::memory_order_relaxed);
+        node->origin = origin;
         node->parent_node = nullptr;
         node->start = attrs.time;
         node->thread = attrs.thread;
@@ -1317,7 +1413,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
                 node->enabled = cfg->f.enabled_at(*site, impl_->scope_level(*cfg),
                                                   view_of(impl_->owner, *node).fields);
         }
-        node->live.store(h);
+        node->tag.store(h);
         impl_->insert(h, node);
         published = true;
         st.spans_opened.fetch_add(1, std::memory_order_relaxed);
@@ -1334,7 +1430,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
     } catch (...) {
         impl_->anomaly();
         if (node != nullptr && !published) {
-            node->live.store(0);
+            node->tag.store(h | span_node::closed_bit);
             impl_->retire(impl::retired{0, node, nullptr});  // back to the free list, its parent let go
         }
     }
@@ -1477,8 +1573,8 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
 {
     read_section rs;
     span_node* node = impl_->lookup(span);
-    span_handle expected = span;
-    if (node == nullptr || !node->live.compare_exchange_strong(expected, 0)) {
+    std::uint64_t expected = span;
+    if (node == nullptr || !node->tag.compare_exchange_strong(expected, span | span_node::closed_bit)) {
         impl_->anomaly();  // unknown, or closed already: close once
         return;
     }
@@ -1572,7 +1668,7 @@ span_handle dispatcher::current_span() const noexcept
 {
     read_section rs;
     const span_node* n = impl_->current_node();
-    return n != nullptr ? n->handle : 0;
+    return n != nullptr ? n->handle() : 0;
 }
 
 const model::callsite* dispatcher::host_callsite(model::callsite_kind kind, model::level lvl, std::string_view name,
@@ -1600,7 +1696,7 @@ const model::callsite* dispatcher::host_callsite(model::callsite_kind kind, mode
         for (const auto& f : cs.fields)
             h = fnv(h, f);
         cs.id = h == 0 ? 1 : h;
-        return impl_->intern(cs);
+        return &impl_->intern(&cs, impl_->intern_name(host_plugin))->site;
     } catch (...) {
         impl_->anomaly();
         return nullptr;

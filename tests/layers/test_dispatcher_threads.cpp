@@ -414,3 +414,127 @@ TEST_CASE("a call site at a reused address does not get the cached filter answer
         quiet->~callsite();
     }
 }
+
+namespace {
+
+// Keeps a copy of every new span's values, as the layers see them.
+class copying_layer final : public th::layer {
+public:
+    void on_new_span(th::span_context scope) noexcept override
+    {
+        seen.push_back(*scope.back().fields);
+        plugins.emplace_back(scope.back().plugin);
+    }
+    void on_event(const th::event_view&) noexcept override {}
+    std::vector<model::field_values> seen;
+    std::vector<std::string> plugins;
+};
+
+}  // namespace
+
+// The dispatcher keeps a span's values packed in its node (a small span fits
+// inline, a larger one in a buffer the node keeps when it is recycled).
+// Every kind of value, names beyond the call site's first fifteen or not in
+// it at all, texts whose length takes one, two and three bytes, a missing
+// value and a repeated name: each comes back as the plugin sent it, in fresh
+// nodes and in recycled ones that held something bigger or smaller before.
+TEST_CASE("span values of every kind and size come back as sent, in fresh and recycled nodes")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto layer = std::make_shared<copying_layer>();
+    d.add_layer(layer);
+
+    std::vector<std::string> names;
+    for (int i = 0; i < 20; ++i)
+        names.push_back("f" + std::to_string(i));
+    const model::callsite wide = site(0x2001, model::callsite_kind::span, "wide", names);
+    const model::callsite small = site(0x2002, model::callsite_kind::span, "small", {"k"});
+
+    std::vector<model::value> values = {
+        model::value(true),
+        model::value(std::int64_t{-5}),
+        model::value(std::uint64_t{1} << 63),
+        model::value(static_cast<model::i128>(-1) << 100),
+        model::value(static_cast<model::u128>(1) << 127),
+        model::value(-0.0),
+        model::value(std::string()),
+        model::value(std::string(127, 'a')),
+        model::value(std::string(128, 'b')),
+        model::value(model::debug_text{std::string(300, 'c')}),
+        model::value(model::error_chain{{"outer", std::string(70000, 'd'), ""}}),
+        model::value(std::string("x")),
+        model::value(std::uint64_t{7}),
+        model::value(false),
+        model::value(std::string("fifteenth")),
+        model::value(std::string("beyond the nibble")),
+        model::value(std::int64_t{16}),
+        model::value(1.5),
+    };
+    std::vector<th::field_ref> refs;
+    for (std::size_t i = 0; i < values.size(); ++i)
+        refs.push_back({names[i], &values[i]});
+    const model::value extra{std::string("not declared")};
+    const model::value first{std::int64_t{1}};
+    const model::value again{std::int64_t{2}};
+    refs.push_back({"undeclared", &extra});
+    refs.push_back({"f19", nullptr});  // no value: an empty text
+    refs.push_back({"f18", &first});
+    refs.push_back({"f18", &again});  // a later duplicate replaces the earlier
+
+    model::field_values expected;
+    for (std::size_t i = 0; i < values.size(); ++i)
+        expected.emplace_back(names[i], values[i]);
+    expected.emplace_back("undeclared", extra);
+    expected.emplace_back("f19", model::value(std::string()));
+    expected.emplace_back("f18", again);
+
+    const model::value k{std::int64_t{42}};
+    const th::field_ref small_refs[] = {{"k", &k}};
+    const model::field_values small_expected = {{"k", k}};
+
+    auto open = [&](const model::callsite* cs, th::field_refs v) {
+        th::span_attrs a;
+        a.site = cs;
+        a.plugin = "worker";
+        a.values = v;
+        return d.new_span(a);
+    };
+    auto same = [](const model::field_values& a, const model::field_values& b) {
+        if (a.size() != b.size())
+            return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (a[i].first != b[i].first || !model::same_value(a[i].second, b[i].second))
+                return false;
+        return true;
+    };
+
+    // Enough spans that later rounds reuse the nodes of earlier ones, big
+    // after small and small after big.
+    constexpr int per_round = 600;
+    for (int round = 0; round < 4; ++round) {
+        const bool big = round % 2 == 0;
+        layer->seen.clear();
+        std::vector<th::span_handle> open_spans;
+        for (int i = 0; i < per_round; ++i)
+            open_spans.push_back(big ? open(&wide, refs) : open(&small, small_refs));
+        REQUIRE(layer->seen.size() == per_round);
+        int wrong = 0;
+        for (const auto& f : layer->seen)
+            if (!same(f, big ? expected : small_expected))
+                ++wrong;
+        CHECK(wrong == 0);
+        for (auto h : open_spans)
+            d.close(h);
+    }
+    CHECK(layer->plugins.back() == "worker");
+
+    // A span without a call site still gets a handle (and is counted as an
+    // anomaly); nothing is handed to layers.
+    const std::size_t before = layer->seen.size();
+    const auto h = open(nullptr, small_refs);
+    CHECK(h != 0);
+    CHECK(layer->seen.size() == before);
+    d.close(h);
+    CHECK(d.statistics().anomalies == 1);
+    CHECK(d.statistics().spans_created == 4 * per_round + 1);
+}

@@ -43,13 +43,13 @@
 // Layers are called without the dispatcher's locks held, in the order added;
 // each layer serialises itself. event, enter, exit and current_span take no
 // lock and allocate nothing once warm; new_span and close take a per-thread
-// pool's mutex only. A closed span's memory is recycled once no thread can
+// pool's lock only. A closed span's memory is recycled once no thread can
 // still be reading it (epoch-based reclamation), so what a layer is handed
 // stays valid for the call.
 //
 // Memory: every call site a span was created from, and every plugin name,
 // stays interned (one copy each) until the dispatcher dies, so that spans
-// outlive the receiver that sent them; span nodes (160 bytes, values packed
+// outlive the receiver that sent them; span nodes (112 bytes, values packed
 // inside) are recycled, not freed. Each thread that hands spans to layers
 // keeps a small cache of unpacked views (64 spans).
 //
