@@ -524,6 +524,8 @@ thread_local std::string persist_scratch;
 
 // A span's string bytes are kept in 32 bits (span_rec::bytes).
 constexpr std::size_t max_span_bytes = 0xFFFFFFFFu;
+// So is its handle count (span_rec::ref_count).
+constexpr std::uint32_t max_ref_count = 0xFFFFFFFFu;
 
 std::string id_text(std::uint64_t id)
 {
@@ -830,15 +832,27 @@ struct receiver::span_table {
     detail::keyed_table<detail::span_rec> spans;
     // Follows-from causes by span id: few spans have any.
     std::unordered_map<std::uint64_t, std::vector<std::uint64_t>> follows;
+    // Call-site ids of restored spans whose call site is not known (their
+    // site is null): rare, so not a member of every entry.
+    std::unordered_map<std::uint64_t, std::uint64_t> unknown_sites;
 
     detail::span_rec* find(std::uint64_t id) noexcept { return spans.find(id); }
     bool has(std::uint64_t id) const noexcept { return spans.find(id) != nullptr; }
     std::size_t size() const noexcept { return spans.size(); }
+    std::uint64_t callsite_of(const detail::span_rec& e) const noexcept
+    {
+        if (e.site != nullptr)
+            return e.site->id;
+        const auto it = unknown_sites.find(e.key);
+        return it == unknown_sites.end() ? 0 : it->second;
+    }
     void erase(std::uint64_t id) noexcept
     {
         spans.erase(id);
         if (!follows.empty())
             follows.erase(id);
+        if (!unknown_sites.empty())
+            unknown_sites.erase(id);
     }
 };
 
@@ -869,20 +883,22 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
     spans_->spans.reserve(restored.spans.spans.size());
     const model::callsite* site = nullptr;  // the last span's: spans of one call site often come together
     for (auto& ps : restored.spans.spans) {
-        if (ps.id == 0 || (ps.id & top_bit) != 0 || spans_->has(ps.id))
+        if (ps.id == 0 || (ps.id & top_bit) != 0)
+            continue;
+        detail::span_rec* const e = spans_->spans.add_new(ps.id);
+        if (e == nullptr)  // the first of an id wins
             continue;
         if (site == nullptr || site->id != ps.callsite_id) {
             auto cit = callsites_.find(ps.callsite_id);
             site = cit == callsites_.end() ? nullptr : &cit->second.site;
         }
         std::size_t bytes = 0;
-        detail::value_blob values;
-        values.assign(from_persisted(persist_scratch, site, ps.values, bytes));
-        auto* e = spans_->spans.add(ps.id).first;
-        e->callsite_id = ps.callsite_id;
+        e->values.assign(from_persisted(persist_scratch, site, ps.values, bytes));
+        if (site == nullptr)
+            spans_->unknown_sites[ps.id] = ps.callsite_id;
         e->parent_id = ps.parent_id;
-        e->values = std::move(values);
-        e->ref_count = std::max<std::uint64_t>(ps.ref_count, 1);
+        // Kept in 32 bits: a file's bigger count (2^32 handles) is not a real one.
+        e->ref_count = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(ps.ref_count, 1, max_ref_count));
         e->start = ps.start;
         e->bytes = static_cast<std::uint32_t>(std::min(bytes, max_span_bytes));
         e->site = site;
@@ -1133,7 +1149,7 @@ receive_result receiver::try_receive(const tt_event& ev)
                 cs = it->site;
                 if (cs == nullptr)
                     return fail(receive_errc::unknown_callsite, "span " + id_text(ev.span_id) +
-                                                                    " has call site " + id_text(it->callsite_id) +
+                                                                    " has call site " + id_text(spans_->callsite_of(*it)) +
                                                                     ", which is not known");
             } else {
                 auto it = callsites_.find(ev.callsite_id);
@@ -1356,7 +1372,6 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
         if (auto refused = reserve_span_locked(bytes, bytes, plugin_parent, 0, id, depth))
             return refused;
         detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
-        e->callsite_id = ev.callsite_id;
         e->parent_id = plugin_parent;
         e->site = &site;
         e->start = now;
@@ -1678,7 +1693,6 @@ receive_result receiver::apply(op& o)
             detail::value_blob values;
             values.assign(pack(blob_scratch, site, merged));
             detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
-            e->callsite_id = o.callsite_id;
             e->parent_id = plugin_parent;
             e->values = std::move(values);
             e->ref_count = 1;
@@ -1811,6 +1825,9 @@ receive_result receiver::apply(op& o)
         auto* it = spans_->find(o.span_id);
         if (it == nullptr)
             return fail(receive_errc::unknown_span, "clone of unknown span " + id_text(o.span_id));
+        if (it->ref_count == max_ref_count)
+            return fail(receive_errc::quota_exceeded, "span " + id_text(o.span_id) + " already has " +
+                                                          std::to_string(max_ref_count) + " handles");
         ++it->ref_count;
         dirty_.store(true, std::memory_order_relaxed);
         return std::uint64_t{TT_STATUS_OK};
@@ -1830,7 +1847,7 @@ receive_result receiver::apply(op& o)
                 return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(o.span_id));
             if (it->site == nullptr)
                 return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has call site " +
-                                                                id_text(it->callsite_id) + ", which is not known");
+                                                                id_text(spans_->callsite_of(*it)) + ", which is not known");
             if (const std::string* bad = undeclared_field(*it->site, o.values))
                 return fail(receive_errc::unknown_field, "value for field '" + *bad + "', which call site '" +
                                                              it->site->name + "' does not declare");
@@ -1883,27 +1900,39 @@ persisted_metadata receiver::persist_metadata() const
 void receiver::fill_snapshot(persisted_spans& out) const
 {
     out.next_id = next_id_;
-    // The order by id comes from sorting (id, slot) pairs, not the spans:
-    // slots are mostly in id order already, and a span is ~100 bytes to move.
-    std::vector<std::pair<std::uint64_t, std::uint32_t>> order;
-    order.reserve(spans_->size());
-    spans_->spans.for_each([&](detail::span_rec& e, std::uint32_t slot) { order.emplace_back(e.key, slot); });
-    if (!std::is_sorted(order.begin(), order.end()))
-        std::sort(order.begin(), order.end());
-    out.spans.reserve(out.spans.size() + order.size());
-    for (const auto& [id, slot] : order) {
-        const detail::span_rec& e = std::as_const(spans_->spans).at(slot);
+    out.spans.reserve(out.spans.size() + spans_->size());
+    auto put = [&](const detail::span_rec& e) {
         auto& ps = out.spans.emplace_back();
-        ps.id = id;
-        ps.callsite_id = e.callsite_id;
+        ps.id = e.key;
+        ps.callsite_id = spans_->callsite_of(e);
         ps.parent_id = e.parent_id;
         to_persisted(e, persist_scratch, ps.values);
         ps.ref_count = e.ref_count;
         ps.start = e.start;
         if (!spans_->follows.empty())
-            if (auto ff = spans_->follows.find(id); ff != spans_->follows.end())
+            if (auto ff = spans_->follows.find(e.key); ff != spans_->follows.end())
                 ps.follows_from = ff->second;
+    };
+    const auto& table = std::as_const(spans_->spans);
+    // Slots are usually in id order already (ids ascend, freed slots are
+    // reused): then the spans go out in slot order, without an order vector.
+    bool sorted = true;
+    std::uint64_t last = 0;
+    table.for_each([&](const detail::span_rec& e) {
+        sorted = sorted && e.key > last;
+        last = e.key;
+    });
+    if (sorted) {
+        table.for_each(put);
+        return;
     }
+    // Otherwise sort (id, slot) pairs, not the spans (80 bytes each).
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> order;
+    order.reserve(spans_->size());
+    spans_->spans.for_each([&](detail::span_rec& e, std::uint32_t slot) { order.emplace_back(e.key, slot); });
+    std::sort(order.begin(), order.end());
+    for (const auto& [id, slot] : order)
+        put(table.at(slot));
 }
 
 persisted_spans receiver::persist()

@@ -2,7 +2,7 @@
 // that never move, a dropped span's slot is reused by the next span, and a
 // key finds its slot through an open-addressing index of 8-byte slots. No
 // heap node per span, so a new span allocates nothing once the tables are
-// warm, and a live span costs its entry plus about 12 bytes of index.
+// warm, and a live span costs its entry plus 9 to 18 bytes of index.
 //
 // Span values are kept packed (value_blob): a field is its index in the call
 // site (the name is the call site's), a scalar its 8 or 16 bytes, a string
@@ -77,6 +77,7 @@ public:
         }
         return used_++;
     }
+    void reserve(std::size_t n) { chunks_.reserve((n + chunk_size - 1) / chunk_size); }
     // The entry must already be reset (key 0).
     void release(std::uint32_t i) { free_.push_back(i); }
     void clear() noexcept
@@ -130,7 +131,7 @@ public:
     template <class KeyOf>
     void put(std::uint64_t key, std::uint32_t at, const KeyOf& key_of)
     {
-        if ((size_ + 1) * 4 > capacity() * 3)
+        if ((size_ + 1) * 8 > capacity() * max_load_eighths)
             grow(key_of);
         const std::uint64_t h = mix64(key);
         const auto tag = static_cast<std::uint32_t>(h >> 32);
@@ -145,6 +146,26 @@ public:
                 s.ref = at + 1;
                 return;
             }
+        }
+    }
+    // Maps key to `at` unless the key is there already (false: unchanged);
+    // one probe where find + put take two.
+    template <class KeyOf>
+    bool put_new(std::uint64_t key, std::uint32_t at, const KeyOf& key_of)
+    {
+        if ((size_ + 1) * 8 > capacity() * max_load_eighths)
+            grow(key_of);
+        const std::uint64_t h = mix64(key);
+        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+            slot& s = slots_[i];
+            if (s.ref == 0) {
+                s = slot{tag, at + 1};
+                ++size_;
+                return true;
+            }
+            if (s.tag == tag && key_of(s.ref - 1) == key)
+                return false;
         }
     }
     // Removes the key if it maps to `at` (or to anything when at is no_slot).
@@ -186,7 +207,7 @@ public:
     template <class KeyOf>
     void reserve(std::size_t n, const KeyOf& key_of)
     {
-        while (n * 4 > capacity() * 3)
+        while (n * 8 > capacity() * max_load_eighths)
             grow(key_of);
     }
     void clear() noexcept
@@ -197,6 +218,10 @@ public:
     }
 
 private:
+    // Filled up to 7/8 before doubling: 100k live spans fit 2^17 slots, not
+    // 2^18. Runs get longer near the top, but a probe compares the 32-bit tag
+    // in the slot and reads an entry's key only on a tag match.
+    static constexpr std::size_t max_load_eighths = 7;
     struct slot {
         std::uint32_t tag = 0;
         std::uint32_t ref = 0;  // slab slot + 1; 0 = empty
@@ -231,6 +256,9 @@ private:
 // else 255 and 8 bytes.
 class value_blob {
 public:
+    // The bench's spans (3 small fields) take 32 bytes packed. The heap
+    // pointer of a bigger set is kept in the same bytes (memcpy), so the
+    // blob is 36 bytes aligned to 4 and packs with span_rec's counters.
     static constexpr std::size_t inline_bytes = 32;
 
     value_blob() noexcept = default;
@@ -252,7 +280,7 @@ public:
     void reset() noexcept
     {
         if (size_ > inline_bytes)
-            delete[] heap_;
+            delete[] heap();
         size_ = 0;
     }
     // A copy of `b`; on an allocation failure the old bytes stay.
@@ -263,7 +291,7 @@ public:
         char* dst = b.size() > inline_bytes ? new char[b.size()] : nullptr;
         reset();
         if (dst != nullptr)
-            heap_ = dst;
+            std::memcpy(buf_, &dst, sizeof dst);
         size_ = static_cast<std::uint32_t>(b.size());
         if (!b.empty())
             std::memcpy(data(), b.data(), b.size());
@@ -273,20 +301,22 @@ private:
     void take(value_blob& o) noexcept
     {
         size_ = o.size_;
-        if (size_ > inline_bytes)
-            heap_ = o.heap_;
-        else if (size_ != 0)
-            std::memcpy(inline_, o.inline_, size_);
+        if (size_ != 0)
+            std::memcpy(buf_, o.buf_, size_ > inline_bytes ? sizeof(char*) : size_);
         o.size_ = 0;
     }
-    char* data() noexcept { return size_ > inline_bytes ? heap_ : inline_; }
-    const char* data() const noexcept { return size_ > inline_bytes ? heap_ : inline_; }
-    union {
-        char inline_[inline_bytes];
-        char* heap_;
-    };
+    char* heap() const noexcept
+    {
+        char* p;
+        std::memcpy(&p, buf_, sizeof p);
+        return p;
+    }
+    char* data() noexcept { return size_ > inline_bytes ? heap() : buf_; }
+    const char* data() const noexcept { return size_ > inline_bytes ? heap() : buf_; }
+    alignas(4) char buf_[inline_bytes];
     std::uint32_t size_ = 0;
 };
+static_assert(sizeof(value_blob) == value_blob::inline_bytes + 4);
 
 // Builds a packed value set in a buffer that keeps its capacity.
 class blob_writer {
@@ -412,93 +442,140 @@ void read_blob(std::string_view b, const std::vector<std::string>* fields, Fn&& 
     }
 }
 
-// A span as the receiver keeps it.
+// A span as the receiver keeps it: 80 bytes. Its call site's id is
+// site->id; a restored span whose call site is not known (site null) keeps
+// the id in span_table's side map instead of 8 bytes in every entry.
 struct span_rec {
     std::uint64_t key = 0;  // the span id; 0 = a free slot
-    std::uint64_t callsite_id = 0;
     std::uint64_t parent_id = 0;
     const model::callsite* site = nullptr;  // into the receiver's call sites (stable)
     clock::time_point start{};
-    std::uint64_t ref_count = 1;
+    std::uint32_t ref_count = 1;  // a clone beyond 2^32 - 1 handles is refused
     std::uint32_t depth = 1;      // 1 + the parent's, within this lineage
     std::uint32_t bytes = 0;      // names + string values, for the string quota
     value_blob values;            // creation values + records, first-recorded order
 };
+static_assert(sizeof(span_rec) <= 80);
 
-// On which threads a span is entered, how often: the first thread inline
-// (one thread is the common case), others aside.
-struct entered_set {
-    std::thread::id first{};
-    std::uint32_t first_n = 0;
-    std::unique_ptr<std::vector<std::pair<std::thread::id, std::uint32_t>>> rest;
+// On which threads a span is entered, how often, in 16 bytes: one thread
+// inline (the common case), or, once a second thread enters, all of them in
+// a vector aside (`n_ == many`).
+class entered_set {
+public:
+    entered_set() noexcept : one_{} {}
+    entered_set(const entered_set&) = delete;
+    entered_set& operator=(const entered_set&) = delete;
+    entered_set(entered_set&& o) noexcept : one_{} { take(o); }
+    entered_set& operator=(entered_set&& o) noexcept
+    {
+        if (this != &o) {
+            clear();
+            take(o);
+        }
+        return *this;
+    }
+    ~entered_set() { clear(); }
 
-    bool empty() const noexcept { return first_n == 0 && (!rest || rest->empty()); }
+    bool empty() const noexcept { return n_ == 0; }  // a vector is never left empty
     std::uint32_t threads() const noexcept
     {
-        return (first_n != 0 ? 1u : 0u) + (rest ? static_cast<std::uint32_t>(rest->size()) : 0u);
+        return n_ == many ? static_cast<std::uint32_t>(many_->size()) : (n_ != 0 ? 1u : 0u);
     }
     void add(std::thread::id t)
     {
-        if (first_n != 0 && first == t) {
-            ++first_n;
+        if (n_ == 0) {
+            one_ = t;
+            n_ = 1;
             return;
         }
-        if (rest)
-            for (auto& [th, n] : *rest)
-                if (th == t) {
-                    ++n;
-                    return;
-                }
-        if (first_n == 0) {
-            first = t;
-            first_n = 1;
+        if (n_ != many) {
+            if (one_ == t) {
+                n_ += n_ + 1 != many ? 1 : 0;  // saturates below the marker (2^32 - 2 enters)
+                return;
+            }
+            auto v = std::make_unique<list>();
+            v->reserve(2);
+            v->emplace_back(one_, n_);
+            v->emplace_back(t, 1);
+            many_ = v.release();
+            n_ = many;
             return;
         }
-        if (!rest)
-            rest = std::make_unique<std::vector<std::pair<std::thread::id, std::uint32_t>>>();
-        rest->emplace_back(t, 1);
+        for (auto& [th, k] : *many_)
+            if (th == t) {
+                k += k + 1 != many ? 1 : 0;
+                return;
+            }
+        many_->emplace_back(t, 1);
     }
     bool has(std::thread::id t) const noexcept
     {
-        if (first_n != 0 && first == t)
-            return true;
-        if (rest)
-            for (const auto& [th, n] : *rest)
-                if (th == t)
-                    return true;
+        if (n_ != many)
+            return n_ != 0 && one_ == t;
+        for (const auto& [th, k] : *many_)
+            if (th == t)
+                return true;
         return false;
     }
     // One exit on thread t; the caller checked has(t).
     void remove(std::thread::id t) noexcept
     {
-        if (first_n != 0 && first == t) {
-            if (--first_n == 0)
-                first = std::thread::id{};
+        if (n_ != many) {
+            if (n_ != 0 && one_ == t && --n_ == 0)
+                one_ = std::thread::id{};
             return;
         }
-        if (rest)
-            for (auto it = rest->begin(); it != rest->end(); ++it)
-                if (it->first == t) {
-                    if (--it->second == 0)
-                        rest->erase(it);
-                    return;
-                }
+        for (auto it = many_->begin(); it != many_->end(); ++it)
+            if (it->first == t) {
+                if (--it->second == 0)
+                    many_->erase(it);
+                break;
+            }
+        if (many_->size() <= 1) {  // back inline
+            const std::pair<std::thread::id, std::uint32_t> last =
+                many_->empty() ? std::pair<std::thread::id, std::uint32_t>{} : many_->front();
+            delete many_;
+            one_ = last.first;
+            n_ = last.second;
+        }
     }
     template <class Fn>
     void for_each(Fn&& fn) const
     {
-        if (first_n != 0)
-            fn(first, first_n);
-        if (rest)
-            for (const auto& [th, n] : *rest)
-                fn(th, n);
+        if (n_ != many) {
+            if (n_ != 0)
+                fn(one_, n_);
+            return;
+        }
+        for (const auto& [th, k] : *many_)
+            fn(th, k);
     }
     void clear() noexcept
     {
-        first = std::thread::id{};
-        first_n = 0;
-        rest.reset();
+        if (n_ == many)
+            delete many_;
+        one_ = std::thread::id{};
+        n_ = 0;
     }
+
+private:
+    using list = std::vector<std::pair<std::thread::id, std::uint32_t>>;
+    static constexpr std::uint32_t many = 0xFFFFFFFFu;
+    void take(entered_set& o) noexcept
+    {
+        n_ = o.n_;
+        if (n_ == many)
+            many_ = o.many_;
+        else
+            one_ = o.one_;
+        o.one_ = std::thread::id{};
+        o.n_ = 0;
+    }
+    union {
+        std::thread::id one_;
+        list* many_;
+    };
+    std::uint32_t n_ = 0;
 };
 
 // A plugin span id's pipeline handle and entered threads (local_spans).
@@ -507,6 +584,7 @@ struct local_rec {
     span_handle handle = 0;
     entered_set entered;
 };
+static_assert(sizeof(local_rec) <= 32);
 
 // A slab plus an index by key.
 template <class T>
@@ -539,6 +617,25 @@ public:
         }
         return {&slab_[i], i};
     }
+    // A fresh entry for a key, or null when the key is there already.
+    T* add_new(std::uint64_t key)
+    {
+        const std::uint32_t i = slab_.acquire();
+        bool added = false;
+        try {
+            slab_[i].key = key;
+            added = index_.put_new(key, i, key_of());
+        } catch (...) {
+            slab_[i] = T{};
+            slab_.release(i);
+            throw;
+        }
+        if (added)
+            return &slab_[i];
+        slab_[i] = T{};
+        slab_.release(i);
+        return nullptr;
+    }
     void erase(std::uint64_t key) noexcept
     {
         const std::uint32_t i = index_.find(key, key_of());
@@ -553,8 +650,12 @@ public:
         }
     }
     std::size_t size() const noexcept { return index_.size(); }
-    // Room for n keys in the index (the slab grows by chunks anyway).
-    void reserve(std::size_t n) { index_.reserve(n, key_of()); }
+    // Room for n keys in the index, and for the slab's chunk list.
+    void reserve(std::size_t n)
+    {
+        index_.reserve(n, key_of());
+        slab_.reserve(n);
+    }
     template <class Fn>
     void for_each(Fn&& fn)
     {

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <thread>
 
 using namespace tt;
@@ -462,6 +463,33 @@ TEST_CASE("persist and restore with local spans continues exactly (a reload)")
     }
 }
 
+TEST_CASE("a restored span whose call site is not in the metadata keeps its call-site id")
+{
+    host::receiver_state state;
+    state.spans.next_id = 10;
+    state.spans.spans.resize(2);
+    state.spans.spans[0].id = 3;
+    state.spans.spans[0].callsite_id = 0xABCDEF;  // not in state.metadata (empty)
+    state.spans.spans[0].ref_count = 2;
+    state.spans.spans[1].id = 4;
+    state.spans.spans[1].callsite_id = 0x123456;
+    state.spans.spans[1].parent_id = 3;
+    host::capture_layer cap;
+    host::receiver r("demo", cap, state);
+    CHECK(r.snapshot() == state.spans);
+    const auto rec = r.try_receive(model::event{model::values_recorded{3, {{"x", std::int64_t{1}}}}});
+    REQUIRE_FALSE(rec);
+    CHECK(rec.error().code == receive_errc::unknown_callsite);
+    CHECK(rec.error().message.find(std::to_string(0xABCDEF)) != std::string::npos);
+    // Dropped (both handles): its id goes from the side table too.
+    CHECK(ok(r, ev_span(TT_EVENT_SPAN_DROPPED, 3)) == TT_STATUS_OK);
+    CHECK(ok(r, ev_span(TT_EVENT_SPAN_DROPPED, 3)) == TT_STATUS_OK);
+    const auto after = r.snapshot();
+    REQUIRE(after.spans.size() == 1);
+    CHECK(after.spans[0].id == 4);
+    CHECK(after.spans[0].callsite_id == 0x123456);
+}
+
 TEST_CASE("persist and restore without local spans (a restart): spans continue lazily")
 {
     for (int cut = 2; cut < scripted::steps; ++cut) {
@@ -861,6 +889,68 @@ TEST_CASE("the fast paths (typical event, enter, exit, drop) answer and count li
     CHECK(st.errors[static_cast<std::size_t>(receive_errc::unknown_span)] == 3);
     CHECK(st.live_spans == 0);
     CHECK(f.cap.anomalies().empty());
+}
+
+TEST_CASE("a span entered on several threads: counted per thread, and a drop exits it on each")
+{
+    fixture f;
+    const auto id = f.span({fv_i64(0, 1)});
+    const auto h = f.recv.local()->handle_of(id);
+    auto ev = [&](std::uint32_t kind) { return f.recv.receive(ev_span(kind, id)); };
+    CHECK(ev(TT_EVENT_SPAN_ENTERED) == TT_STATUS_OK);
+    CHECK(ev(TT_EVENT_SPAN_ENTERED) == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 1);
+    // Thread b stays alive while c runs, so the three thread ids differ.
+    std::promise<void> b_entered, b_may_exit;
+    std::uint64_t b_enter = 0, b_exit = 0;
+    std::thread b([&] {
+        b_enter = ev(TT_EVENT_SPAN_ENTERED);
+        b_entered.set_value();
+        b_may_exit.get_future().wait();
+        b_exit = ev(TT_EVENT_SPAN_EXITED);
+    });
+    b_entered.get_future().wait();
+    CHECK(b_enter == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 2);
+    std::uint64_t c_enter = 0;
+    std::thread([&] { c_enter = ev(TT_EVENT_SPAN_ENTERED); }).join();  // and stays entered there
+    CHECK(c_enter == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 3);
+    // This thread's two enters are one entry: the first exit leaves it.
+    CHECK(ev(TT_EVENT_SPAN_EXITED) == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 3);
+    CHECK(ev(TT_EVENT_SPAN_EXITED) == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 2);
+    b_may_exit.set_value();
+    b.join();
+    CHECK(b_exit == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 1);  // c's alone
+    CHECK(ev(TT_EVENT_SPAN_ENTERED) == TT_STATUS_OK);
+    CHECK(f.recv.local()->entered_count(id) == 2);
+    // The last handle goes: one forced exit for c, one for this thread.
+    CHECK(ev(TT_EVENT_SPAN_DROPPED) == TT_STATUS_OK);
+    REQUIRE(f.cap.span(h).has_value());
+    CHECK(f.cap.span(h)->closed);
+    CHECK(f.cap.span(h)->entered == 5);
+    CHECK(f.cap.span(h)->force_exited == 2);
+    CHECK(f.cap.span(h)->exited == 5);
+}
+
+TEST_CASE("clones and drops balance the span's handle count (kept in 32 bits)")
+{
+    fixture f;
+    const auto id = f.span({fv_i64(0, 1)});
+    const auto h = f.recv.local()->handle_of(id);
+    for (int i = 0; i < 1000; ++i)
+        CHECK(ok(f.recv, ev_span(TT_EVENT_SPAN_CLONED, id)) == TT_STATUS_OK);
+    const auto snap = f.recv.snapshot();
+    REQUIRE(snap.spans.size() == 1);
+    CHECK(snap.spans[0].ref_count == 1001);
+    for (int i = 0; i < 1000; ++i)
+        CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_DROPPED, id)) == TT_STATUS_OK);
+    CHECK_FALSE(f.cap.span(h)->closed);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_DROPPED, id)) == TT_STATUS_OK);
+    CHECK(f.cap.span(h)->closed);
 }
 
 TEST_CASE("string values: the per-thread scratch never keeps text it did not check")
