@@ -505,6 +505,10 @@ std::uint32_t crc32c(const unsigned char* p, std::size_t n) noexcept
 
 void put_le(char* at, std::uint64_t v, int bytes) noexcept
 {
+    if (std::endian::native == std::endian::little && bytes == 8) {  // start times, doubles: one move
+        std::memcpy(at, &v, 8);
+        return;
+    }
     for (int i = 0; i < bytes; ++i)
         at[i] = static_cast<char>(v >> (8 * i));
 }
@@ -512,6 +516,10 @@ void put_le(char* at, std::uint64_t v, int bytes) noexcept
 std::uint64_t get_le(const unsigned char* at, int bytes) noexcept
 {
     std::uint64_t v = 0;
+    if (std::endian::native == std::endian::little && bytes == 8) {
+        std::memcpy(&v, at, 8);
+        return v;
+    }
     for (int i = 0; i < bytes; ++i)
         v |= std::uint64_t{at[i]} << (8 * i);
     return v;
@@ -599,6 +607,10 @@ public:
     {
         if (last_ < list_.size() && list_[last_] == k)
             return last_;
+        // Field names come in the call site's order, over and over: the one
+        // after the last, or the first again.
+        if (const std::size_t next = last_ + 1 < list_.size() ? last_ + 1 : 0; next < list_.size() && list_[next] == k)
+            return last_ = next;
         if (map_.empty()) {
             for (std::size_t i = 0; i < list_.size(); ++i)
                 if (list_[i] == k)
@@ -686,11 +698,27 @@ struct bin_in {
 
 std::string span_where(std::size_t i) { return "/spans/" + std::to_string(i); }
 
+// One span's values in the packed form, built in a buffer that keeps its
+// size: each write asks for room once, then writes through a pointer (a
+// string's append per piece was most of the decoder's cost per value).
+struct packed_out {
+    std::string buf;
+    std::size_t len = 0;
+    char* room(std::size_t n)
+    {
+        if (buf.size() - len < n)
+            buf.resize(std::max(buf.size() * 2, len + n));
+        return buf.data() + len;
+    }
+    void done(const char* w) noexcept { len = static_cast<std::size_t>(w - buf.data()); }
+    std::string_view bytes() const noexcept { return {buf.data(), len}; }
+};
+
 // One value's tag and payload, appended to `out` in the packed form (head
 // byte, name, payload; tracetunnel/persisted.hpp); false with `why` set when
 // it cannot be read (the caller names where: a path is built only for a bad
 // file).
-bool read_bin_value(bin_in& in, std::string_view name, std::string& out, std::string& why)
+bool read_bin_value(bin_in& in, std::string_view name, packed_out& out, std::string& why)
 {
     const char* what = "the value runs past the end of the body or is unreadable";
     if (in.left() == 0) {
@@ -698,81 +726,83 @@ bool read_bin_value(bin_in& in, std::string_view name, std::string& out, std::st
         return false;
     }
     const unsigned char tag = *in.p++;
-    // The model::value variant index of a file tag (1-9) is tag - 1.
-    auto head = [&] {
-        out.push_back(static_cast<char>((tag - 1) | packed::by_name));
-        packed::put_len(out, name.size());
-        out.append(name);
+    // The model::value variant index of a file tag (1-9) is tag - 1. Room
+    // for the head and `payload` more bytes; returns where the payload goes.
+    auto head = [&](std::size_t payload) {
+        char* w = out.room(1 + 9 + name.size() + payload);
+        *w++ = static_cast<char>((tag - 1) | packed::by_name);
+        w = packed::put_len(w, name.size());
+        std::memcpy(w, name.data(), name.size());
+        return w + name.size();
     };
     auto raw = [&](std::uint64_t x) {
-        char b[8];
-        std::memcpy(b, &x, 8);
-        out.append(b, 8);
+        char* w = head(8);
+        std::memcpy(w, &x, 8);
+        out.done(w + 8);
     };
     std::uint64_t a = 0, b = 0;
     std::string_view s;
     switch (static_cast<vtag>(tag)) {
-    case vtag::boolean:
+    case vtag::boolean: {
         if (in.left() == 0)
             break;
         if (*in.p > 1) {
             why = "a bool byte is " + std::to_string(*in.p) + ", not 0 or 1";
             return false;
         }
-        head();
-        out.push_back(static_cast<char>(*in.p++));
+        char* w = head(1);
+        *w++ = static_cast<char>(*in.p++);
+        out.done(w);
         return true;
+    }
     case vtag::i64:
         if (!in.varint(a))
             break;
-        head();
         raw((a >> 1) ^ (~(a & 1) + 1));
         return true;
     case vtag::u64:
         if (!in.varint(a))
             break;
-        head();
         raw(a);
         return true;
     case vtag::i128:
     case vtag::u128: {
         if (!in.fixed(a) || !in.fixed(b))
             break;
-        head();
         const model::u128 u = (model::u128{b} << 64) | a;
-        char buf[16];
-        std::memcpy(buf, &u, 16);
-        out.append(buf, 16);
+        char* w = head(16);
+        std::memcpy(w, &u, 16);
+        out.done(w + 16);
         return true;
     }
     case vtag::f64:
         if (!in.fixed(a))
             break;
-        head();
         raw(a);
         return true;
     case vtag::str:
-    case vtag::debug:
+    case vtag::debug: {
         if (!in.str(s, what))
             break;
-        head();
-        packed::put_len(out, s.size());
-        out.append(s);
+        char* w = packed::put_len(head(9 + s.size()), s.size());
+        std::memcpy(w, s.data(), s.size());
+        out.done(w + s.size());
         return true;
+    }
     case vtag::error: {
         if (!in.varint(a) || a > in.left()) {
             what = "unreadable error-chain length";
             break;
         }
-        head();
-        packed::put_len(out, a);
+        out.done(packed::put_len(head(9), a));
         for (std::uint64_t k = 0; k < a; ++k) {
             if (!in.str(s, what)) {
                 why = what;
                 return false;
             }
-            packed::put_len(out, s.size());
-            out.append(s);
+            char* w = packed::put_len(out.room(9 + s.size()), s.size());
+            std::memcpy(w, s.data(), s.size());
+            out.done(w + s.size());
         }
         return true;
     }
@@ -853,7 +883,7 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
     out.spans.clear();
     out.spans.reserve(static_cast<std::size_t>(count));
     std::string why;
-    std::string packed_bytes;  // one span's values, reused
+    packed_out packed_bytes;  // one span's values, reused
     for (std::size_t i = 0; i < count; ++i) {
         persisted_span& sp = out.spans.emplace_back();
         std::uint64_t k = 0, start = 0;
@@ -876,7 +906,7 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
             std::chrono::nanoseconds(static_cast<std::int64_t>(start))));
         if (!in.varint(k) || k > in.left() / 3)
             return fault{state_errc::invalid_value, span_where(i) + "/values", "unreadable value count"};
-        packed_bytes.clear();
+        packed_bytes.len = 0;
         for (std::size_t j = 0; j < k; ++j) {
             std::uint64_t name = 0;
             if (!in.varint(name) || name >= names.size())
@@ -886,10 +916,11 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
             if (!read_bin_value(in, names[static_cast<std::size_t>(name)], packed_bytes, why))
                 return fault{state_errc::invalid_value, span_where(i) + "/values/" + std::to_string(j), why};
         }
-        sp.values.assign_packed(packed_bytes, static_cast<std::size_t>(k));
+        sp.values.assign_packed(packed_bytes.bytes(), static_cast<std::size_t>(k));
         if (!in.varint(k) || k > in.left())
             return fault{state_errc::invalid_value, span_where(i) + "/follows_from", "unreadable count"};
-        sp.follows_from.resize(static_cast<std::size_t>(k));
+        if (k != 0)
+            sp.follows_from.resize(static_cast<std::size_t>(k));
         for (std::size_t j = 0; j < k; ++j)
             if (!in.varint(sp.follows_from[j]))
                 return fault{state_errc::invalid_value, span_where(i) + "/follows_from/" + std::to_string(j),
@@ -1470,14 +1501,18 @@ std::string encode_spans_json(std::string_view lineage, const persisted_spans& s
 
 std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
 {
-    // The spans go to a buffer of their own first: the tables they fill come
-    // before them in the file.
-    std::string records;
-    records.reserve(spans.spans.size() * 48 + 16);
-    bin_out r{records};
+    // The records go into the output buffer right after the header; the
+    // tables they fill are then inserted before them (one move within the
+    // buffer: a second buffer of records was as big as the file, copied once
+    // more, and its pages faulted in on every persist).
+    std::string out;
+    out.reserve(bin_header_size + 1024 + lineage.size() + spans.spans.size() * 48);
+    out.append(bin_header_size, '\0');
+    bin_out r{out};
     interner<std::string_view> names;
     interner<std::uint64_t> sites;
     r.varint(spans.spans.size());
+    packed::item item;
     for (const auto& s : spans.spans) {
         r.varint(s.id);
         r.varint(sites.index(s.callsite_id));
@@ -1487,7 +1522,6 @@ std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
             std::chrono::duration_cast<std::chrono::nanoseconds>(s.start.time_since_epoch()).count()));
         r.varint(s.values.size());
         const std::string_view vb = s.values.bytes();
-        packed::item item;
         for (const char* p = vb.data(); packed::next(p, vb.data() + vb.size(), item);) {
             r.varint(names.index(item.name));
             r.packed_value(item);
@@ -1499,10 +1533,9 @@ std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
     std::size_t table_bytes = 32 + lineage.size() + 8 * sites.keys().size();
     for (auto n : names.keys())
         table_bytes += n.size() + 10;
-    std::string out;
-    out.reserve(bin_header_size + table_bytes + records.size());
-    out.append(bin_header_size, '\0');
-    bin_out o{out};
+    std::string tables;
+    tables.reserve(table_bytes);
+    bin_out o{tables};
     o.str(lineage);
     o.varint(spans.next_id);
     o.varint(names.keys().size());
@@ -1511,7 +1544,7 @@ std::string encode_spans(std::string_view lineage, const persisted_spans& spans)
     o.varint(sites.keys().size());
     for (auto id : sites.keys())
         o.fixed(id);
-    out += records;
+    out.insert(bin_header_size, tables);
     const std::size_t body = out.size() - bin_header_size;
     std::memcpy(out.data(), bin_magic, sizeof bin_magic);
     put_le(out.data() + 8, static_cast<std::uint64_t>(state_format_version), 4);
