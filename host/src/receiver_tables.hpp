@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -462,10 +463,10 @@ static_assert(sizeof(span_rec) <= 80);
 // a vector aside (`n_ == many`).
 class entered_set {
 public:
-    entered_set() noexcept : one_{} {}
+    entered_set() noexcept { set_one(std::thread::id{}); }
     entered_set(const entered_set&) = delete;
     entered_set& operator=(const entered_set&) = delete;
-    entered_set(entered_set&& o) noexcept : one_{} { take(o); }
+    entered_set(entered_set&& o) noexcept { take(o); }
     entered_set& operator=(entered_set&& o) noexcept
     {
         if (this != &o) {
@@ -479,40 +480,40 @@ public:
     bool empty() const noexcept { return n_ == 0; }  // a vector is never left empty
     std::uint32_t threads() const noexcept
     {
-        return n_ == many ? static_cast<std::uint32_t>(many_->size()) : (n_ != 0 ? 1u : 0u);
+        return n_ == many ? static_cast<std::uint32_t>(list_of()->size()) : (n_ != 0 ? 1u : 0u);
     }
     void add(std::thread::id t)
     {
         if (n_ == 0) {
-            one_ = t;
+            set_one(t);
             n_ = 1;
             return;
         }
         if (n_ != many) {
-            if (one_ == t) {
+            if (one() == t) {
                 n_ += n_ + 1 != many ? 1 : 0;  // saturates below the marker (2^32 - 2 enters)
                 return;
             }
             auto v = std::make_unique<list>();
             v->reserve(2);
-            v->emplace_back(one_, n_);
+            v->emplace_back(one(), n_);
             v->emplace_back(t, 1);
-            many_ = v.release();
+            set_list(v.release());
             n_ = many;
             return;
         }
-        for (auto& [th, k] : *many_)
+        for (auto& [th, k] : *list_of())
             if (th == t) {
                 k += k + 1 != many ? 1 : 0;
                 return;
             }
-        many_->emplace_back(t, 1);
+        list_of()->emplace_back(t, 1);
     }
     bool has(std::thread::id t) const noexcept
     {
         if (n_ != many)
-            return n_ != 0 && one_ == t;
-        for (const auto& [th, k] : *many_)
+            return n_ != 0 && one() == t;
+        for (const auto& [th, k] : *list_of())
             if (th == t)
                 return true;
         return false;
@@ -521,21 +522,22 @@ public:
     void remove(std::thread::id t) noexcept
     {
         if (n_ != many) {
-            if (n_ != 0 && one_ == t && --n_ == 0)
-                one_ = std::thread::id{};
+            if (n_ != 0 && one() == t && --n_ == 0)
+                set_one(std::thread::id{});
             return;
         }
-        for (auto it = many_->begin(); it != many_->end(); ++it)
+        list* v = list_of();
+        for (auto it = v->begin(); it != v->end(); ++it)
             if (it->first == t) {
                 if (--it->second == 0)
-                    many_->erase(it);
+                    v->erase(it);
                 break;
             }
-        if (many_->size() <= 1) {  // back inline
+        if (v->size() <= 1) {  // back inline
             const std::pair<std::thread::id, std::uint32_t> last =
-                many_->empty() ? std::pair<std::thread::id, std::uint32_t>{} : many_->front();
-            delete many_;
-            one_ = last.first;
+                v->empty() ? std::pair<std::thread::id, std::uint32_t>{} : v->front();
+            delete v;
+            set_one(last.first);
             n_ = last.second;
         }
     }
@@ -544,37 +546,48 @@ public:
     {
         if (n_ != many) {
             if (n_ != 0)
-                fn(one_, n_);
+                fn(one(), n_);
             return;
         }
-        for (const auto& [th, k] : *many_)
+        for (const auto& [th, k] : *list_of())
             fn(th, k);
     }
     void clear() noexcept
     {
         if (n_ == many)
-            delete many_;
-        one_ = std::thread::id{};
+            delete list_of();
+        set_one(std::thread::id{});
         n_ = 0;
     }
 
 private:
     using list = std::vector<std::pair<std::thread::id, std::uint32_t>>;
     static constexpr std::uint32_t many = 0xFFFFFFFFu;
+    static_assert(sizeof(std::thread::id) <= 8 && std::is_trivially_copyable_v<std::thread::id>);
+    // The 8 bytes hold the one thread's id or, when n_ == many, the list's
+    // pointer (memcpy in and out: no union member's lifetime to track).
+    std::thread::id one() const noexcept
+    {
+        std::thread::id t;
+        std::memcpy(&t, raw_, sizeof t);
+        return t;
+    }
+    void set_one(std::thread::id t) noexcept { std::memcpy(raw_, &t, sizeof t); }
+    list* list_of() const noexcept
+    {
+        list* v;
+        std::memcpy(&v, raw_, sizeof v);
+        return v;
+    }
+    void set_list(list* v) noexcept { std::memcpy(raw_, &v, sizeof v); }
     void take(entered_set& o) noexcept
     {
+        std::memcpy(raw_, o.raw_, sizeof raw_);
         n_ = o.n_;
-        if (n_ == many)
-            many_ = o.many_;
-        else
-            one_ = o.one_;
-        o.one_ = std::thread::id{};
+        o.set_one(std::thread::id{});
         o.n_ = 0;
     }
-    union {
-        std::thread::id one_;
-        list* many_;
-    };
+    alignas(8) unsigned char raw_[8];
     std::uint32_t n_ = 0;
 };
 
