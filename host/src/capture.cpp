@@ -229,7 +229,7 @@ void capture_layer::event(const event_record& ev) noexcept
     }
     e.plugin = std::string(ev.plugin);
     e.span = ev.parent;
-    e.time = ev.time;
+    e.time = ev.time.get();
     for (const auto& f : ev.values) {
         if (f.name == "message" && f.value)
             e.message = value_text(*f.value);

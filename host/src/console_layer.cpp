@@ -618,7 +618,7 @@ void format_into(text_buffer& out, const event_view& ev, const console_options& 
         if (opts_.fixed_time)
             out.put(*opts_.fixed_time);
         else
-            detail::append_time(out, ev.time);
+            detail::append_time(out, ev.time.get());
         if (color_)
             out.put(reset);
     };
@@ -796,7 +796,6 @@ void console_layer::write_span_line(span_context scope, std::string_view what) n
         ev.site = scope.back().site;
         ev.plugin = scope.back().plugin;
         ev.values = field_refs(&ref, 1);
-        ev.time = clock::now();
         ev.thread = std::this_thread::get_id();
         ev.spans = scope;
         thread_local text_buffer text;

@@ -247,7 +247,7 @@ private:
     static std::string format(const event_view& ev)
     {
         json::object e;
-        e["time"] = format_time(ev.time);
+        e["time"] = format_time(ev.time.get());
         e["level"] = upper(model::to_string(ev.site->level));
         e["plugin"] = ev.plugin;
         e["target"] = ev.site->target;

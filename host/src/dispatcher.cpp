@@ -1764,7 +1764,6 @@ void dispatcher::host_event(model::level lvl, std::string_view target, std::stri
         rec.plugin = host_plugin;
         rec.parent = current_span();
         rec.values = refs;
-        rec.time = clock::now();
         rec.thread = std::this_thread::get_id();
         event(rec);
     } catch (...) {

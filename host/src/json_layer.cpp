@@ -501,7 +501,7 @@ std::string_view json_layer::build_locked(const event_view& ev, bool cached)
         out.pop_back();  // the closing quote: level_part has it
     } else {
         out.put("{\"timestamp\":\"");
-        detail::append_time(out, ev.time);
+        detail::append_time(out, ev.time.get());
     }
     out.put(level_part(ev.site ? ev.site->level : model::level::info));
     if (const site_texts::slot* k = cached ? impl_->sites.find(ev) : nullptr) {
@@ -579,7 +579,6 @@ event_view span_event_view(span_context scope, const field_ref& msg)
     ev.site = scope.back().site;
     ev.plugin = scope.back().plugin;
     ev.values = field_refs(&msg, 1);
-    ev.time = clock::now();
     ev.thread = std::this_thread::get_id();
     ev.spans = scope;
     return ev;

@@ -843,7 +843,7 @@ void otlp_exporter::on_event(const event_view& ev) noexcept
         return;
     try {
         otlp_span_event e;
-        e.time_ns = nanos(ev.time);
+        e.time_ns = nanos(ev.time.get());
         bool error = ev.site->level == model::level::error;
         std::string message;
         for (const auto& f : ev.values) {

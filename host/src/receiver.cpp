@@ -1225,7 +1225,6 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
             rec.parent = pipeline_->current_span();
     }
     rec.values = field_refs(sc.refs.data(), ev.value_count);
-    rec.time = clock::now();
     rec.thread = std::this_thread::get_id();
     pipeline_->event(rec);
     answer = TT_STATUS_OK;
@@ -1657,7 +1656,6 @@ receive_result receiver::apply(op& o)
             return is_span ? std::uint64_t{0} : std::uint64_t{TT_STATUS_FILTERED};
         }
         entry->hits.fetch_add(1, std::memory_order_relaxed);
-        const auto now = clock::now();
         std::uint64_t plugin_parent = 0;
         const span_handle parent = resolve_parent(o.parent, o.related, &plugin_parent);
 
@@ -1668,7 +1666,6 @@ receive_result receiver::apply(op& o)
             rec.plugin = lineage_;
             rec.parent = parent;
             rec.values = refs;
-            rec.time = now;
             rec.thread = std::this_thread::get_id();
             pipeline_->event(rec);
             return std::uint64_t{TT_STATUS_OK};
@@ -1676,6 +1673,7 @@ receive_result receiver::apply(op& o)
 
         // Insert the span, then tell the pipeline. No other thread can use
         // the id before we answer it, so the handle may follow a moment later.
+        const auto now = clock::now();  // a span's start is persisted: always taken
         std::uint64_t id = 0;
         {
             std::lock_guard lock(mutex_);

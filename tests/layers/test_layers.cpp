@@ -622,6 +622,60 @@ TEST_CASE("fan-out to two layers")
     CHECK(r1->records == 2);
 }
 
+// Records the instant each event_view carries, read (or not) by this layer.
+struct time_reading_layer final : th::layer {
+    bool read = true;
+    std::vector<th::clock::time_point> seen;
+    std::vector<bool> set_before;
+    void on_event(const th::event_view& ev) noexcept override
+    {
+        set_before.push_back(ev.time.is_set());
+        if (read)
+            seen.push_back(ev.time.get());
+    }
+};
+
+TEST_CASE("an event's time: read on first use, the same for every layer; an explicit time is kept")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto silent = std::make_shared<time_reading_layer>();
+    silent->read = false;
+    auto first = std::make_shared<time_reading_layer>();
+    auto second = std::make_shared<time_reading_layer>();
+    d.add_layer(silent);
+    d.add_layer(first);
+    d.add_layer(second);
+    const auto site = make_site(K::event, L::info, "event src/orders.cpp:7", "orders", 7, {"message"});
+    REQUIRE(d.interest_in(site) == th::interest::always);
+    const model::value msg{std::string("hello")};
+    const th::field_ref ref{"message", &msg};
+
+    th::event_record untimed;
+    untimed.site = &site;
+    untimed.plugin = "orders";
+    untimed.values = th::field_refs(&ref, 1);
+    CHECK_FALSE(untimed.time.is_set());
+    const auto before = th::clock::now();
+    d.event(untimed);
+    const auto after = th::clock::now();
+    REQUIRE(first->seen.size() == 1);
+    REQUIRE(second->seen.size() == 1);
+    CHECK(silent->set_before == std::vector<bool>{false});  // nobody had read it yet
+    CHECK(first->set_before == std::vector<bool>{false});
+    CHECK(second->set_before == std::vector<bool>{true});  // the first reader's instant
+    CHECK(first->seen[0] == second->seen[0]);
+    CHECK(first->seen[0] >= before);
+    CHECK(first->seen[0] <= after);
+
+    th::event_record timed = untimed;
+    timed.time = fixed_instant();
+    d.event(timed);
+    REQUIRE(first->seen.size() == 2);
+    CHECK(first->seen[1] == fixed_instant());
+    CHECK(second->seen[1] == fixed_instant());
+    CHECK(silent->set_before[1]);
+}
+
 TEST_CASE("host instrumentation: host events and span guards")
 {
     std::ostringstream out;

@@ -63,7 +63,9 @@ struct event_view {
     const model::callsite* site = nullptr;  // never null
     std::string_view plugin;
     field_refs values;  // as sent, including "message" if the call site has one
-    clock::time_point time;
+    // Read on first get(); every layer of one event sees the same instant
+    // (pipeline.hpp, event_time): a layer that never asks costs no clock read.
+    event_time time;
     std::thread::id thread;
     span_context spans;
 };

@@ -40,6 +40,42 @@ enum class interest : std::uint32_t {
     always = TT_INTEREST_ALWAYS,
 };
 
+// An event's instant, read from the clock only when something asks for it.
+//
+// Reading the clock costs more than the rest of an event's trip into a layer
+// that only counts (system_clock::now is ~24 ns on a VM), so, as in Rust
+// tracing, an event carries no timestamp until a reader wants one. The first
+// get() reads the clock and keeps the answer, so every layer of the same
+// event (console, JSON, OTLP, capture, ...) sees the same instant. A time set
+// explicitly (a replay, a capture, a test) is kept as given.
+//
+// Not thread-safe: a record is borrowed by one call on one thread, and a
+// layer that keeps the time copies get()'s answer.
+//
+//   tt::host::event_record rec;           // no clock read yet
+//   rec.time = fixed;                     // or: an explicit instant, kept
+//   auto t = view.time.get();             // first reader reads the clock
+class event_time {
+public:
+    event_time() noexcept = default;  // unset: the first get() reads the clock
+    event_time(clock::time_point t) noexcept : t_(t), set_(true) {}
+
+    clock::time_point get() const noexcept
+    {
+        if (!set_) {
+            t_ = clock::now();
+            set_ = true;
+        }
+        return t_;
+    }
+    // True once an instant is fixed (given, or read by get()).
+    bool is_set() const noexcept { return set_; }
+
+private:
+    mutable clock::time_point t_{};
+    mutable bool set_ = false;
+};
+
 // One value of one field, borrowed from the receiver for the length of a call.
 // (The allocation-free hot path will replace `const model::value*` with a
 // borrowed value view over the plugin's tt_field_value; the shape stays.)
@@ -78,7 +114,10 @@ struct event_record {
     // subscriber itself keeps.
     bool contextual = false;
     field_refs values;
-    clock::time_point time;
+    // When it happened: read on first use (see event_time). A subscriber
+    // that passes the record on hands on this same object, or a copy taken
+    // after reading it, so that all its readers see one instant.
+    event_time time;
     std::thread::id thread;
 };
 
