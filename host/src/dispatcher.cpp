@@ -25,6 +25,8 @@
 //   call site's entry (site_memo), and a span's own filter level per span.
 #include <tracetunnel/host/dispatcher.hpp>
 
+#include "thread_stripe.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -975,10 +977,17 @@ struct dispatcher::impl {
         std::atomic<std::uint64_t> spans_disabled{0}, spans_opened{0}, spans_ended{0}, events{0},
             events_filtered{0}, anomalies{0};
     };
-    static constexpr std::size_t stripe_count = 8;
+    // Indexed by detail::my_stripe(): a thread's own stripe takes a plain add
+    // (count()), not a locked one, on every event.
+    static constexpr std::size_t stripe_count = detail::counter_stripes;
     mutable std::array<stripe, stripe_count> stripes;
 
-    stripe& mine() const noexcept { return stripes[thread_stripe() % stripe_count]; }
+    template <class Member>
+    void count(Member m) const noexcept
+    {
+        const unsigned i = detail::my_stripe();
+        detail::bump(stripes[i].*m, i);
+    }
     template <class Member>
     std::uint64_t sum(Member m) const noexcept
     {
@@ -987,7 +996,7 @@ struct dispatcher::impl {
             s += (st.*m).load(std::memory_order_relaxed);
         return s;
     }
-    void anomaly() const noexcept { mine().anomalies.fetch_add(1, std::memory_order_relaxed); }
+    void anomaly() const noexcept { count(&stripe::anomalies); }
 
     const config* load_config() const noexcept { return cfg.load(std::memory_order_acquire); }
     const layer_list* load_layers() const noexcept { return layers.load(std::memory_order_acquire); }
@@ -1385,7 +1394,6 @@ bool dispatcher::enabled(const model::callsite& site) noexcept
 span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
 {
     const span_handle h = impl_->next_handle.fetch_add(1, std::memory_order_relaxed);
-    auto& st = impl_->mine();
     span_node* node = nullptr;
     bool published = false;
     try {
@@ -1441,9 +1449,9 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         node->tag.store(h);
         impl_->insert(h, node);
         published = true;
-        st.spans_opened.fetch_add(1, std::memory_order_relaxed);
+        impl_->count(&impl::stripe::spans_opened);
         if (!node->enabled) {
-            st.spans_disabled.fetch_add(1, std::memory_order_relaxed);
+            impl_->count(&impl::stripe::spans_disabled);
             return h;
         }
         if (!layers->empty()) {
@@ -1604,7 +1612,7 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
         return;
     }
     impl_->unlink(span, node);
-    impl_->mine().spans_ended.fetch_add(1, std::memory_order_relaxed);
+    impl_->count(&impl::stripe::spans_ended);
     // This thread's frame, if the span is still entered here.
     while (impl_->pop_frame(span) != nullptr) {
     }
@@ -1651,7 +1659,7 @@ void dispatcher::event(const event_record& ev) noexcept
                 pass = cfg->f.enabled_at(*ev.site, impl_->scope_level(*cfg));
         }
         if (!pass) {
-            impl_->mine().events_filtered.fetch_add(1, std::memory_order_relaxed);
+            impl_->count(&impl::stripe::events_filtered);
             return;
         }
         const span_node* leaf = nullptr;
@@ -1664,7 +1672,7 @@ void dispatcher::event(const event_record& ev) noexcept
             else
                 leaf = p->enabled ? p : p->parent_node;
         }
-        impl_->mine().events.fetch_add(1, std::memory_order_relaxed);
+        impl_->count(&impl::stripe::events);
         if (layers->empty())
             return;
         event_view v;

@@ -1,6 +1,7 @@
 #include <tracetunnel/host/receiver.hpp>
 
 #include "receiver_tables.hpp"
+#include "thread_stripe.hpp"
 
 #include <tracetunnel/abi_convert.hpp>
 
@@ -11,6 +12,29 @@
 namespace tt::host {
 
 namespace {
+
+// The per-event counters, on the calling thread's stripe (thread_stripe.hpp):
+// a plain add, no locked instruction, for a thread that owns its stripe.
+template <class Stripes>
+inline void count_event(Stripes& stripes, std::size_t kind_index) noexcept
+{
+    const unsigned i = detail::my_stripe();
+    detail::bump(stripes[i].events[kind_index], i);
+}
+template <class Hits>
+inline void count_hit(Hits& hits) noexcept
+{
+    const unsigned i = detail::my_stripe();
+    detail::bump(hits[i], i);
+}
+template <class Counters>
+std::uint64_t sum_of(const Counters& counters) noexcept
+{
+    std::uint64_t total = 0;
+    for (const auto& c : counters)
+        total += c.load(std::memory_order_relaxed);
+    return total;
+}
 
 // Adds span `id` to `spans` as created since the last commit: both lists or
 // neither, so a failed allocation leaves nothing for a rollback to trip on.
@@ -1070,7 +1094,7 @@ receive_result receiver::try_receive(const tt_event& ev)
         return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
     if (std::uint64_t answer = 0; receive_fast(ev, answer))
         return answer;
-    event_counts_[ev.kind - 1].fetch_add(1, std::memory_order_relaxed);
+    count_event(event_counts_, ev.kind - 1);
     if (ev.kind == TT_EVENT_NEW_SPAN)
         if (auto r = receive_span_fast(ev))
             return std::move(*r);
@@ -1206,7 +1230,7 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
         return false;
     scratch_release guard{sc, ev.value_count, big};
     sc.busy = true;
-    event_counts_[TT_EVENT_NEW_EVENT - 1].fetch_add(1, std::memory_order_relaxed);
+    count_event(event_counts_, TT_EVENT_NEW_EVENT - 1);
 
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
     if (cached != interest::always && (cached == interest::never || !pipeline_->enabled(site))) [[unlikely]] {
@@ -1214,7 +1238,7 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
         answer = TT_STATUS_FILTERED;
         return true;
     }
-    entry->hits.fetch_add(1, std::memory_order_relaxed);
+    count_hit(entry->hits);
     event_record rec;
     rec.site = &site;
     rec.plugin = lineage_;
@@ -1255,7 +1279,7 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
             dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
             h = e->handle;
         }
-        event_counts_[TT_EVENT_SPAN_ENTERED - 1].fetch_add(1, std::memory_order_relaxed);
+        count_event(event_counts_, TT_EVENT_SPAN_ENTERED - 1);
         pipeline_->enter(h);
         answer = TT_STATUS_OK;
         return true;
@@ -1274,7 +1298,7 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
             dirty_.store(true, std::memory_order_relaxed);
             e->entered.remove(me);
         }
-        event_counts_[TT_EVENT_SPAN_EXITED - 1].fetch_add(1, std::memory_order_relaxed);
+        count_event(event_counts_, TT_EVENT_SPAN_EXITED - 1);
         if (h != 0)
             pipeline_->exit(h);
         answer = TT_STATUS_OK;
@@ -1283,7 +1307,7 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
     case TT_EVENT_SPAN_DROPPED:
         if (!drop_span(ev.span_id))
             return false;
-        event_counts_[TT_EVENT_SPAN_DROPPED - 1].fetch_add(1, std::memory_order_relaxed);
+        count_event(event_counts_, TT_EVENT_SPAN_DROPPED - 1);
         answer = TT_STATUS_OK;
         return true;
     default: return false;
@@ -1381,7 +1405,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
         string_bytes_ += bytes;
         dirty_.store(true, std::memory_order_relaxed);
     }
-    entry->hits.fetch_add(1, std::memory_order_relaxed);
+    count_hit(entry->hits);
     span_attrs attrs;
     attrs.site = &site;
     attrs.plugin = lineage_;
@@ -1401,7 +1425,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
 receive_result receiver::try_receive(const model::event& ev)
 {
     const auto kind = static_cast<std::uint32_t>(ev.index() + 1);
-    event_counts_[kind - 1].fetch_add(1, std::memory_order_relaxed);
+    count_event(event_counts_, kind - 1);
     op o;
     o.kind = kind;
     std::visit(
@@ -1655,7 +1679,7 @@ receive_result receiver::apply(op& o)
             filtered_.fetch_add(1, std::memory_order_relaxed);
             return is_span ? std::uint64_t{0} : std::uint64_t{TT_STATUS_FILTERED};
         }
-        entry->hits.fetch_add(1, std::memory_order_relaxed);
+        count_hit(entry->hits);
         std::uint64_t plugin_parent = 0;
         const span_handle parent = resolve_parent(o.parent, o.related, &plugin_parent);
 
@@ -1981,7 +2005,7 @@ std::vector<callsite_info> receiver::callsite_infos() const
         for (const auto& [id, e] : callsites_) {
             (void)id;
             out.push_back(callsite_info{e.site, static_cast<interest>(e.cached.load(std::memory_order_relaxed)),
-                                        e.hits.load(std::memory_order_relaxed)});
+                                        sum_of(e.hits)});
         }
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.site.id < b.site.id; });
@@ -1997,8 +2021,10 @@ bool receiver::committed() const
 receiver_stats receiver::stats() const
 {
     receiver_stats s;
-    for (std::size_t i = 0; i < s.events.size(); ++i)
-        s.events[i] = event_counts_[i].load(std::memory_order_relaxed);
+    static_assert(count_stripes == detail::counter_stripes);
+    for (const auto& stripe : event_counts_)
+        for (std::size_t i = 0; i < s.events.size(); ++i)
+            s.events[i] += stripe.events[i].load(std::memory_order_relaxed);
     for (std::size_t i = 0; i < s.errors.size(); ++i)
         s.errors[i] = error_counts_[i].load(std::memory_order_relaxed);
     s.filtered = filtered_.load(std::memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include <tracetunnel/host/layers.hpp>
 
 #include <atomic>
+#include <latch>
 #include <new>
 #include <string>
 #include <thread>
@@ -284,6 +285,44 @@ TEST_CASE("set_filter while threads emit: every event is either delivered or cou
     CHECK(st.events == layer->events.load());
     CHECK(st.spans_live == 0);
     CHECK(st.anomalies == 0);
+}
+
+TEST_CASE("counts stay exact with more threads than counter stripes, and across thread churn")
+{
+    // Per-thread counter stripes (host/src/thread_stripe.hpp): 12 threads at
+    // once outnumber the exclusive stripes, so some share one; a second wave
+    // of new threads takes over the stripes the first gave back at exit.
+    th::dispatcher d(must_parse("trace"));
+    auto layer = std::make_shared<checking_layer>();
+    d.add_layer(layer);
+    const sites s;
+    constexpr int threads = 12;
+    constexpr int per_thread = 3000;
+    for (int wave = 0; wave < 2; ++wave) {
+        std::latch all_started(threads);
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&] {
+                all_started.arrive_and_wait();  // all alive at once
+                for (int i = 0; i < per_thread; ++i) {
+                    const th::span_handle h = make_span(d, s.outer, "outer-" + std::to_string(i), 0);
+                    d.enter(h);
+                    emit(d, s.event, "outer");
+                    d.exit(h);
+                    d.close(h);
+                }
+            });
+        for (auto& th : pool)
+            th.join();
+        const auto st = d.statistics();
+        const auto expected = static_cast<std::uint64_t>(threads) * per_thread * (wave + 1);
+        CHECK(st.events == expected);
+        CHECK(st.spans_created == expected);
+        CHECK(st.spans_live == 0);
+        CHECK(st.events == layer->events.load());
+    }
+    CHECK(layer->wrong.load() == 0);
+    CHECK(d.statistics().anomalies == 0);
 }
 
 TEST_CASE("more open spans than table slots, on several threads: every handle is found until it is closed")

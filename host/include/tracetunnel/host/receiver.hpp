@@ -249,11 +249,15 @@ public:
     bool committed() const;
 
 private:
+    // Counters every event bumps are kept per thread stripe (a thread owns
+    // its stripe and adds without a locked instruction; readers sum).
+    static constexpr std::size_t count_stripes = 8;
     struct callsite_entry {
         model::callsite site;  // never changed once inserted; entries are never erased
         std::size_t bytes = 0;
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
-        std::atomic<std::uint64_t> hits{0};  // accepted NEW_SPAN / NEW_EVENT (relaxed)
+        // accepted NEW_SPAN / NEW_EVENT (relaxed), by thread stripe
+        std::array<std::atomic<std::uint64_t>, count_stripes> hits{};
     };
     // The live spans: a flat table of packed entries (receiver.cpp).
     struct span_table;
@@ -316,7 +320,10 @@ private:
     // Serializes lazy pipeline-span creation for persisted spans (host restart).
     std::mutex materialize_mutex_;
 
-    std::array<std::atomic<std::uint64_t>, 10> event_counts_{};
+    struct alignas(64) count_stripe {
+        std::array<std::atomic<std::uint64_t>, 10> events{};  // by tt_event_kind - 1
+    };
+    std::array<count_stripe, count_stripes> event_counts_{};
     std::array<std::atomic<std::uint64_t>, receive_errc_count> error_counts_{};
     std::atomic<std::uint64_t> filtered_{0};
     mutable std::mutex log_mutex_;
