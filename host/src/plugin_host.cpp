@@ -1,6 +1,8 @@
 #include <tracetunnel/host/plugin_host.hpp>
 #include <tracetunnel/state_file.hpp>
 
+#include "thread_stripe.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -39,14 +41,23 @@ struct emit_context;
 //
 // in_flight is striped: every emit writes it twice, and one counter shared
 // by all of a plugin's threads would be a cache line that every core takes
-// in turn (S9, two threads). A thread keeps to one stripe; a drain sums
-// them. Each stripe obeys the same store/load pairing as a single counter
-// would (see close_and_drain), so the sum cannot miss an emit that passed
-// the token check. The table is zero-initialised static storage: pages of
-// slots never used are never touched.
+// in turn (S9, two threads). A thread keeps to one stripe (detail::my_stripe,
+// thread_stripe.hpp); a drain sums them. Each stripe obeys the same
+// store/load pairing as a single counter would (see close_and_drain), so the
+// sum cannot miss an emit that passed the token check. The table is
+// zero-initialised static storage: pages of slots never used are never
+// touched.
+//
+// Only the increment needs a locked instruction: it is the full fence between
+// "I am inside" and reading the token and `open` (a drain does the mirror
+// image: `open`/token first, then the counts). The decrement of a stripe that
+// this thread owns alone is a plain load and a release store: nobody else
+// writes it, so no update is lost, and release orders the emit's work before
+// a drain that sees the count fall. A signal handler that emits in between
+// leaves the stripe as it found it. The shared stripe keeps fetch_sub.
 constexpr unsigned context_slot_bits = 12;
 constexpr std::size_t context_slot_count = std::size_t{1} << context_slot_bits;
-constexpr std::size_t in_flight_stripes = 8;
+constexpr std::size_t in_flight_stripes = detail::counter_stripes;
 struct alignas(64) in_flight_stripe {
     std::atomic<std::int64_t> count{0};
 };
@@ -65,15 +76,29 @@ struct context_slot {
     }
 };
 context_slot context_slots[context_slot_count];
-std::atomic<std::size_t> next_stripe{0};
 
-// The stripe this thread counts its emits on: handed out in turn, so the
-// first threads of a process never share one.
-std::atomic<std::int64_t>& my_in_flight(context_slot& slot) noexcept
-{
-    thread_local const std::size_t stripe = next_stripe.fetch_add(1, std::memory_order_relaxed) % in_flight_stripes;
-    return slot.in_flight[stripe].count;
-}
+// One emit inside a slot, on this thread's stripe (see in_flight above).
+class inside_emit {
+public:
+    explicit inside_emit(context_slot& slot) noexcept
+        : stripe_(detail::my_stripe()), count_(slot.in_flight[stripe_].count)
+    {
+        count_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ~inside_emit()
+    {
+        if (stripe_ != detail::shared_stripe) [[likely]]
+            count_.store(count_.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+        else
+            count_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    inside_emit(const inside_emit&) = delete;
+    inside_emit& operator=(const inside_emit&) = delete;
+
+private:
+    unsigned stripe_;
+    std::atomic<std::int64_t>& count_;
+};
 std::mutex context_slots_mutex;
 std::atomic<std::uint64_t> bad_context_emits{0};
 
@@ -139,23 +164,18 @@ std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
 {
     const auto token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(raw));
     auto& slot = context_slots[token & (context_slot_count - 1)];
-    auto& in_flight = my_in_flight(slot);
-    in_flight.fetch_add(1, std::memory_order_seq_cst);
+    inside_emit inside(slot);
     if (token == 0 || slot.token.load(std::memory_order_seq_cst) != token) {
-        in_flight.fetch_sub(1, std::memory_order_seq_cst);
         bad_context_emits.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
     }
     emit_context* ctx = slot.ctx.load(std::memory_order_seq_cst);
     if (!ctx->open.load(std::memory_order_seq_cst)) {
-        in_flight.fetch_sub(1, std::memory_order_seq_cst);
         ctx->after_stop.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_STOPPED;
     }
-    if (ev == nullptr) {
-        in_flight.fetch_sub(1, std::memory_order_seq_cst);
+    if (ev == nullptr)
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
-    }
     const std::uint64_t answer = ctx->recv->receive(*ev);
     if (ev->kind == TT_EVENT_NEW_CALLSITE && !TT_STATUS_IS_ERROR(answer) && ev->callsite != nullptr) {
         // The receiver validated the call site; remember it for the reload diff.
@@ -166,7 +186,6 @@ std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
         } catch (...) {
         }
     }
-    in_flight.fetch_sub(1, std::memory_order_seq_cst);
     return answer;
 }
 
