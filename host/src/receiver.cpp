@@ -928,7 +928,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         e->site = site;
         e->depth = 0;  // not known yet (below)
         if (!ps.follows_from.empty())
-            spans_->follows[ps.id] = std::move(ps.follows_from);
+            spans_->follows[ps.id] = ps.follows_from.to_vector();
         string_bytes_ += bytes;
         next_id_ = std::max(next_id_, ps.id + 1);
     }

@@ -922,7 +922,7 @@ std::optional<fault> decode_spans_bin(std::string_view text, std::string_view li
         if (k != 0)
             sp.follows_from.resize(static_cast<std::size_t>(k));
         for (std::size_t j = 0; j < k; ++j)
-            if (!in.varint(sp.follows_from[j]))
+            if (!in.varint(sp.follows_from.data()[j]))
                 return fault{state_errc::invalid_value, span_where(i) + "/follows_from/" + std::to_string(j),
                              "unreadable number"};
     }

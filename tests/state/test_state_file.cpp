@@ -248,6 +248,36 @@ struct body_writer {
 
 }  // namespace
 
+TEST_CASE("span_ids: follows-from causes in one pointer, read like a vector")
+{
+    static_assert(sizeof(tt::state::span_ids) == sizeof(void*));
+    tt::state::span_ids a;
+    CHECK(a.empty());
+    CHECK(a.begin() == a.end());
+    a.push_back(7);
+    a.push_back(3);
+    CHECK(a.size() == 2);
+    CHECK(a == std::vector<std::uint64_t>{7, 3});
+    CHECK(a[1] == 3);
+    tt::state::span_ids b = a;  // a copy owns its own ids
+    b.push_back(9);
+    CHECK(a == std::vector<std::uint64_t>{7, 3});
+    CHECK(b.to_vector() == std::vector<std::uint64_t>{7, 3, 9});
+    CHECK_FALSE(a == b);
+    b.resize(1);
+    CHECK(b == std::vector<std::uint64_t>{7});
+    b.resize(3);
+    CHECK(b == std::vector<std::uint64_t>{7, 0, 0});
+    const std::vector<std::uint64_t> v{4, 5};
+    a = v;
+    CHECK(a == tt::state::span_ids{4, 5});
+    tt::state::span_ids c = std::move(a);
+    CHECK(c == v);
+    CHECK(a.empty());  // NOLINT(bugprone-use-after-move): a moved-from list is empty
+    c.clear();
+    CHECK(c.empty());
+}
+
 TEST_CASE("round trip: every value kind, bit for bit")
 {
     temp_dir d;
