@@ -276,6 +276,17 @@ TEST_CASE("span_ids: follows-from causes in one pointer, read like a vector")
     CHECK(a.empty());  // NOLINT(bugprone-use-after-move): a moved-from list is empty
     c.clear();
     CHECK(c.empty());
+    // A long list read id by id (a state file's JSON form), then cut and
+    // grown again within its room: the ids kept, the new ones zero.
+    tt::state::span_ids many;
+    for (std::uint64_t i = 1; i <= 10'000; ++i)
+        many.push_back(i);
+    REQUIRE(many.size() == 10'000);
+    CHECK(many[0] == 1);
+    CHECK(many[9'999] == 10'000);
+    many.resize(2);
+    many.resize(4);
+    CHECK(many == std::vector<std::uint64_t>{1, 2, 0, 0});
 }
 
 TEST_CASE("round trip: every value kind, bit for bit")

@@ -294,10 +294,10 @@ public:
 
     std::size_t size() const noexcept { return p_ == nullptr ? 0 : static_cast<std::size_t>(p_[0]); }
     bool empty() const noexcept { return size() == 0; }
-    const std::uint64_t* begin() const noexcept { return p_ == nullptr ? nullptr : p_ + 1; }
+    const std::uint64_t* begin() const noexcept { return p_ == nullptr ? nullptr : p_ + header; }
     const std::uint64_t* end() const noexcept { return begin() + size(); }
-    std::uint64_t* data() noexcept { return p_ == nullptr ? nullptr : p_ + 1; }
-    std::uint64_t operator[](std::size_t i) const noexcept { return p_[i + 1]; }
+    std::uint64_t* data() noexcept { return p_ == nullptr ? nullptr : p_ + header; }
+    std::uint64_t operator[](std::size_t i) const noexcept { return p_[i + header]; }
     std::span<const std::uint64_t> view() const noexcept { return {begin(), size()}; }
     std::vector<std::uint64_t> to_vector() const { return {begin(), end()}; }
 
@@ -309,22 +309,24 @@ public:
     // `n` ids, zero unless kept from before; data() then writes them.
     void resize(std::size_t n)
     {
-        if (n == size())
+        if (n <= capacity()) {
+            if (p_ != nullptr) {
+                std::fill(data() + std::min(n, size()), data() + n, std::uint64_t{0});
+                p_[0] = n;
+            }
             return;
-        span_ids next;
-        if (n != 0) {
-            next.p_ = new std::uint64_t[n + 1]();
-            next.p_[0] = n;
-            std::copy_n(begin(), std::min(n, size()), next.p_ + 1);
         }
-        *this = std::move(next);
+        grow(n, n);
     }
-    // Grows by one each time: the lists are a few ids at most.
+    // Doubles its room when full, so a long list read id by id (a state
+    // file's JSON form) stays linear.
     void push_back(std::uint64_t id)
     {
         const std::size_t n = size();
-        resize(n + 1);
-        p_[n + 1] = id;
+        if (n == capacity())
+            grow(n, n < 2 ? 2 : 2 * n);
+        p_[header + n] = id;
+        p_[0] = n + 1;
     }
     void assign(std::span<const std::uint64_t> ids)
     {
@@ -344,7 +346,20 @@ public:
     }
 
 private:
-    std::uint64_t* p_ = nullptr;  // [count, id...], or null when empty
+    static constexpr std::size_t header = 2;  // count, capacity
+    std::size_t capacity() const noexcept { return p_ == nullptr ? 0 : static_cast<std::size_t>(p_[1]); }
+    // Moves to a block of `room` ids holding the first min(n, size()) ids,
+    // zeros after them up to n.
+    void grow(std::size_t n, std::size_t room)
+    {
+        auto* next = new std::uint64_t[header + room]();
+        next[0] = n;
+        next[1] = room;
+        std::copy_n(begin(), std::min(n, size()), next + header);
+        delete[] p_;
+        p_ = next;
+    }
+    std::uint64_t* p_ = nullptr;  // [count, capacity, id...], or null when never grown
 };
 
 // One live span as persisted: everything needed to continue it after a reload
