@@ -132,42 +132,14 @@ public:
     template <class KeyOf>
     void put(std::uint64_t key, std::uint32_t at, const KeyOf& key_of)
     {
-        if ((size_ + 1) * 8 > capacity() * max_load_eighths)
-            grow(key_of);
-        const std::uint64_t h = mix64(key);
-        const auto tag = static_cast<std::uint32_t>(h >> 32);
-        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
-            slot& s = slots_[i];
-            if (s.ref == 0) {
-                s = slot{tag, at + 1};
-                ++size_;
-                return;
-            }
-            if (s.tag == tag && key_of(s.ref - 1) == key) {
-                s.ref = at + 1;
-                return;
-            }
-        }
+        (void)insert(key, at, key_of, true);
     }
     // Maps key to `at` unless the key is there already (false: unchanged);
     // one probe where find + put take two.
     template <class KeyOf>
     bool put_new(std::uint64_t key, std::uint32_t at, const KeyOf& key_of)
     {
-        if ((size_ + 1) * 8 > capacity() * max_load_eighths)
-            grow(key_of);
-        const std::uint64_t h = mix64(key);
-        const auto tag = static_cast<std::uint32_t>(h >> 32);
-        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
-            slot& s = slots_[i];
-            if (s.ref == 0) {
-                s = slot{tag, at + 1};
-                ++size_;
-                return true;
-            }
-            if (s.tag == tag && key_of(s.ref - 1) == key)
-                return false;
-        }
+        return insert(key, at, key_of, false);
     }
     // Removes the key if it maps to `at` (or to anything when at is no_slot).
     template <class KeyOf>
@@ -219,6 +191,29 @@ public:
     }
 
 private:
+    // True when the key was new; an existing key's slot is repointed only
+    // with `replace`.
+    template <class KeyOf>
+    bool insert(std::uint64_t key, std::uint32_t at, const KeyOf& key_of, bool replace)
+    {
+        if ((size_ + 1) * 8 > capacity() * max_load_eighths)
+            grow(key_of);
+        const std::uint64_t h = mix64(key);
+        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+            slot& s = slots_[i];
+            if (s.ref == 0) {
+                s = slot{tag, at + 1};
+                ++size_;
+                return true;
+            }
+            if (s.tag == tag && key_of(s.ref - 1) == key) {
+                if (replace)
+                    s.ref = at + 1;
+                return false;
+            }
+        }
+    }
     // Filled up to 7/8 before doubling: 100k live spans fit 2^17 slots, not
     // 2^18. Runs get longer near the top, but a probe compares the 32-bit tag
     // in the slot and reads an entry's key only on a tag match.
