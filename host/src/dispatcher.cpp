@@ -670,7 +670,6 @@ struct view_cache {
 struct thread_state {
     reader_slot* slot = nullptr;
     unsigned depth = 0;          // nested read sections
-    unsigned stripe = 0;         // counter stripe + 1, 0 = not yet chosen
     bool gone = false;           // cleanup ran: no more per-thread vectors
     bool views_busy = false;
     std::uint64_t session = 0;     // counts outermost read sections: views handed out in one stay
@@ -726,15 +725,6 @@ read_section::~read_section()
 {
     if (--tls.depth == 0)
         tls.slot->epoch.store(0, std::memory_order_release);
-}
-
-inline unsigned thread_stripe() noexcept
-{
-    if (tls.stripe == 0) [[unlikely]] {
-        static std::atomic<unsigned> counter{0};
-        tls.stripe = counter.fetch_add(1, std::memory_order_relaxed) % 1024 + 1;
-    }
-    return tls.stripe - 1;
 }
 
 // This thread's entered spans; null when it has none yet and `create` is
@@ -956,7 +946,7 @@ struct dispatcher::impl {
     };
     static constexpr std::size_t pool_count = 4;
     std::array<node_pool, pool_count> pools;
-    node_pool& my_pool() noexcept { return pools[thread_stripe() % pool_count]; }
+    node_pool& my_pool() noexcept { return pools[detail::my_stripe() % pool_count]; }
 
     std::mutex record_mutex;  // writers of a node's snapshots (record, follows_from)
 
