@@ -185,6 +185,7 @@ int main(int argc, char** argv)
     int interval_ms = 500;
     int settle_ms = 250;
     int commit_interval_ms = 5000;
+    int flush_ms = 50;
     int stop_timeout_ms = 3000;
     int status_every = 10;
     std::string control_socket;
@@ -206,6 +207,11 @@ int main(int argc, char** argv)
         "reload plugins when their files change, load new ones in watched folders (inotify; the default)");
     app.add_flag_function("--no-watch", [&](std::int64_t) { watch = false; }, "load the plugins once, never reload")
         ->excludes(watch_on);
+    app.add_option("--flush-ms", flush_ms,
+                   "when the output is not a terminal, lines wait at most this long before they are written "
+                   "(0: each line at once); a commit writes them first, so the output is never older than the state")
+        ->check(CLI::Range(0, 60000))
+        ->capture_default_str();
     app.add_option("--ticks", ticks, "stop after this many ticks (0 = run until Ctrl-C)")
         ->check(CLI::Range(0LL, 1LL << 62))
         ->capture_default_str();
@@ -329,8 +335,10 @@ int main(int argc, char** argv)
     if (!no_usdt)
         if (auto usdt = tt::host::make_usdt_layer())
             pipeline.add_layer(std::move(usdt));
-    pipeline.add_layer(tt::host::make_output_layer(
-        {format, no_colour ? tt::host::color_mode::never : tt::host::color_mode::automatic, span_events}));
+    pipeline.add_layer(tt::host::make_output_layer({format,
+                                                    no_colour ? tt::host::color_mode::never
+                                                              : tt::host::color_mode::automatic,
+                                                    span_events, true, std::chrono::milliseconds(flush_ms)}));
 
     tt::host::plugin_host_options options;
     if (!no_state)

@@ -95,168 +95,6 @@ std::string format_time(clock::time_point t)
     return std::string(out.view());
 }
 
-line_writer line_writer::buffered(std::FILE* f, std::chrono::milliseconds flush_every) noexcept
-{
-    line_writer w(f);
-    w.flush_every_ = std::max(flush_every, std::chrono::milliseconds(1));
-    return w;
-}
-
-bool line_writer::flush() noexcept
-{
-    try {
-        if (os_) {
-            os_->flush();
-            const bool ok = static_cast<bool>(*os_);
-            os_->clear();
-            return ok;
-        }
-        return file_ != nullptr && std::fflush(file_) == 0;
-    } catch (...) {
-        return false;
-    }
-}
-
-namespace {
-
-// One thread for every buffered layer of the process. Callbacks run with the
-// registry locked, so that cancelling waits for a running one; a callback
-// takes only its layer's own lock, which no layer holds while cancelling.
-// Leaked on purpose: layers with static storage may cancel during exit.
-class periodic_flusher {
-public:
-    static periodic_flusher& get()
-    {
-        static auto* f = new periodic_flusher();
-        return *f;
-    }
-    std::uint64_t add(std::chrono::milliseconds every, std::function<void()> fn)
-    {
-        std::lock_guard lock(mutex_);
-        const std::uint64_t ticket = ++last_ticket_;
-        entries_.push_back(entry{ticket, every, std::chrono::steady_clock::now() + every, std::move(fn)});
-        if (!started_) {
-            std::thread([this] { run(); }).detach();
-            started_ = true;
-        }
-        wake_.notify_all();
-        return ticket;
-    }
-    void cancel(std::uint64_t ticket) noexcept
-    {
-        std::lock_guard lock(mutex_);
-        std::erase_if(entries_, [&](const entry& e) { return e.ticket == ticket; });
-    }
-
-private:
-    struct entry {
-        std::uint64_t ticket;
-        std::chrono::milliseconds every;
-        std::chrono::steady_clock::time_point next;
-        std::function<void()> fn;
-    };
-    void run()
-    {
-        std::unique_lock lock(mutex_);
-        for (;;) {
-            auto next = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-            for (const auto& e : entries_)
-                next = std::min(next, e.next);
-            wake_.wait_until(lock, next);
-            const auto now = std::chrono::steady_clock::now();
-            for (auto& e : entries_) {
-                if (e.next > now)
-                    continue;
-                e.next = now + e.every;
-                try {
-                    e.fn();
-                } catch (...) {
-                }
-            }
-        }
-    }
-
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    std::vector<entry> entries_;
-    std::uint64_t last_ticket_ = 0;
-    bool started_ = false;
-};
-
-}  // namespace
-
-std::uint64_t add_periodic_flush(std::chrono::milliseconds every, std::function<void()> flush)
-{
-    return periodic_flusher::get().add(every, std::move(flush));
-}
-
-void cancel_periodic_flush(std::uint64_t ticket) noexcept
-{
-    if (ticket != 0)
-        periodic_flusher::get().cancel(ticket);
-}
-
-bool line_writer::write(std::string_view text) noexcept
-{
-    try {
-        if (os_) {
-            os_->write(text.data(), static_cast<std::streamsize>(text.size()));
-            if (!is_buffered())
-                os_->flush();
-            if (!*os_) {
-                os_->clear();
-                return false;
-            }
-            return true;
-        }
-        if (!file_)
-            return false;
-        if (!is_buffered())
-            if (const int fd = fileno(file_); fd >= 0)
-                return write_direct(fd, text);
-        const std::size_t n = std::fwrite(text.data(), 1, text.size(), file_);
-        const bool flushed = is_buffered() || std::fflush(file_) == 0;
-        return n == text.size() && flushed;
-    } catch (...) {
-        return false;
-    }
-}
-
-// An unbuffered line goes out in one write(2) on the FILE*'s descriptor
-// instead of fwrite + fflush (a copy into stdio's buffer, then the same
-// write(2)). Under the FILE*'s lock and after whatever stdio holds for it, so
-// lines keep their order with other output through the same FILE*.
-bool line_writer::write_direct(int fd, std::string_view text) noexcept
-{
-    flockfile(file_);
-    bool ok = true;
-    if (__freading(file_) != 0 || __fpending(file_) != 0)
-        ok = fflush_unlocked(file_) == 0;
-    const char* p = text.data();
-    std::size_t left = text.size();
-    while (ok && left > 0) {
-        const ssize_t n = ::write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            ok = false;
-            break;
-        }
-        p += n;
-        left -= static_cast<std::size_t>(n);
-    }
-    funlockfile(file_);
-    return ok;
-}
-
-bool line_writer::is_terminal() const noexcept
-{
-    if (os_ || !file_)
-        return false;
-    const int fd = fileno(file_);
-    return fd >= 0 && isatty(fd) == 1;
-}
-
 namespace {
 
 // --- value text, as tracing's visitors print values ---
@@ -561,7 +399,7 @@ void format_into(text_buffer& out, const event_view& ev, const console_options& 
 
 }  // namespace
 
-console_layer::console_layer(line_writer out, console_options opts) : out_(out), opts_(std::move(opts))
+console_layer::console_layer(line_writer out, console_options opts) : out_(std::move(out)), opts_(std::move(opts))
 {
     switch (opts_.color) {
     case color_mode::always:
@@ -582,6 +420,11 @@ console_layer::console_layer(line_writer out, console_options opts) : out_(out),
 console_layer::~console_layer()
 {
     detail::stop_flushing(flush_ticket_, out_, errors_);
+}
+
+void console_layer::flush() noexcept
+{
+    detail::flush_now(out_, mutex_, errors_);
 }
 
 std::string console_layer::format_event(const event_view& ev) const
@@ -828,17 +671,20 @@ void console_layer::on_close(span_context scope) noexcept
 
 std::shared_ptr<layer> make_output_layer(const output_options& o)
 {
+    const line_writer probe(stdout);
+    line_writer out = probe.is_buffered() && o.flush_every.count() > 0 ? line_writer::buffered(stdout, o.flush_every)
+                                                                       : line_writer::each_line(stdout);
     if (o.format == "json") {
         json_options jo;
         jo.span_events = o.span_events;
-        return std::make_shared<json_layer>(line_writer(), jo);
+        return std::make_shared<json_layer>(std::move(out), jo);
     }
     console_options co;
     co.format = o.format == "pretty" ? console_options::format_kind::pretty : console_options::format_kind::compact;
     co.color = o.color;
     co.show_plugin = o.show_plugin;
     co.span_events = o.span_events;
-    return std::make_shared<console_layer>(co);
+    return std::make_shared<console_layer>(std::move(out), co);
 }
 
 }  // namespace tt::host

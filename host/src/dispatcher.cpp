@@ -1352,6 +1352,13 @@ void dispatcher::add_layer(std::shared_ptr<layer> l)
     impl_->publish(std::unique_ptr<const impl::layer_list>(std::move(next)));
 }
 
+void dispatcher::flush() noexcept
+{
+    // Lists are kept for the dispatcher's life: no read section needed.
+    for (const auto& l : *impl_->load_layers())
+        l->flush();
+}
+
 interest dispatcher::interest_in(const model::callsite& site) noexcept
 {
     // A registration: what the memos know of a call site at this address may

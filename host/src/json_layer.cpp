@@ -472,7 +472,7 @@ struct json_layer::impl {
 };
 
 json_layer::json_layer(line_writer out, json_options opts)
-    : out_(out), opts_(std::move(opts)), impl_(std::make_unique<impl>())
+    : out_(std::move(out)), opts_(std::move(opts)), impl_(std::make_unique<impl>())
 {
     flush_ticket_ = detail::start_flushing(out_, mutex_, errors_);
 }
@@ -480,6 +480,11 @@ json_layer::json_layer(line_writer out, json_options opts)
 json_layer::~json_layer()
 {
     detail::stop_flushing(flush_ticket_, out_, errors_);
+}
+
+void json_layer::flush() noexcept
+{
+    detail::flush_now(out_, mutex_, errors_);
 }
 
 std::string json_layer::format_event(const event_view& ev)

@@ -694,7 +694,11 @@ struct plugin_host::impl {
         receiver_state st{inst.recv->persist_metadata(), inst.recv->persist()};
         if (l.isolated)
             l.last_commit = st;  // a crash of its child restarts from here
-        if (!opts.state_dir.empty())
+        if (!opts.state_dir.empty()) {
+            // Write-ahead: the lines of what this commit holds (a close, its
+            // event) reach the log before the state does, so a log read after
+            // a kill is never older than the state it left.
+            pipeline->flush();
             if (auto err = tt::state::save_lineage_state(opts.state_dir, l.name, st.metadata, st.spans)) {
                 const std::string msg = tt::state::to_string(*err);
                 pipeline->host_event(model::level::error, log_target, "cannot write state",
@@ -702,6 +706,7 @@ struct plugin_host::impl {
                 if (problems)
                     problems->push_back(l.name + ": " + msg);
             }
+        }
         return st;
     }
 
@@ -713,6 +718,7 @@ struct plugin_host::impl {
     {
         if (opts.state_dir.empty() || inst.stop_timed_out)
             return;
+        pipeline->flush();  // as in commit_instance: the log first
         auto err = blob ? tt::state::save_plugin_state(opts.state_dir, l.name, *blob, paired_next_id)
                         : tt::state::remove_plugin_state(opts.state_dir, l.name);
         if (err)

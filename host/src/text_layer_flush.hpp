@@ -23,6 +23,14 @@ inline std::uint64_t start_flushing(line_writer& out, std::mutex& mutex, std::at
     });
 }
 
+// The layer's flush(): now, in order with its writes.
+inline void flush_now(line_writer& out, std::mutex& mutex, std::atomic<std::uint64_t>& errors) noexcept
+{
+    std::lock_guard lock(mutex);
+    if (!out.flush())
+        errors.fetch_add(1, std::memory_order_relaxed);
+}
+
 // From the layer's destructor: no periodic flush runs after this returns, and
 // what the buffer holds is written.
 inline void stop_flushing(std::uint64_t ticket, line_writer& out, std::atomic<std::uint64_t>& errors) noexcept

@@ -84,14 +84,16 @@ def main():
                     ("bytes_enter", "enter"), ("bytes_exit", "exit"), ("bytes_drop", "drop")):
         row("S6", f"JSON line bytes: {what}", b.get(k) if b else None, "{:.0f}")
     row("S6", "encode the typical event to JSON (ns)", ns(b, "ns_encode_typical"), "{:.1f}")
-    v = ns(find(rows, "BM_S7_"), "ns_per_typical")
-    row("S7", "console layer to /dev/null (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
-    v = ns(find(rows, "BM_S8_"), "ns_per_typical")
-    row("S8", "JSON layer to /dev/null (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
-    v = ns(find(rows, "BM_S7_console_layer_buffered"), "ns_per_typical")
-    row("S7b", "S7, buffered writer (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
-    v = ns(find(rows, "BM_S8_json_layer_buffered"), "ns_per_typical")
-    row("S8b", "S8, buffered writer (ns / typical event)", v, "{:.0f}", "<= 300 ns", v is not None and v <= 300)
+    v = ns(find(rows, "BM_S7_console_layer"), "ns_per_typical")
+    row("S7", "console layer to /dev/null, default writer: buffered (ns / typical event)", v, "{:.0f}", "<= 300 ns",
+        v is not None and v <= 300)
+    v = ns(find(rows, "BM_S8_json_layer"), "ns_per_typical")
+    row("S8", "JSON layer to /dev/null, default writer: buffered (ns / typical event)", v, "{:.0f}", "<= 300 ns",
+        v is not None and v <= 300)
+    v = ns(find(rows, "BM_S7w_console_layer_each_line"), "ns_per_typical")
+    row("S7w", "S7, each line written through (ns / typical event)", v, "{:.0f}")
+    v = ns(find(rows, "BM_S8w_json_layer_each_line"), "ns_per_typical")
+    row("S8w", "S8, each line written through (ns / typical event)", v, "{:.0f}")
     t1 = find(rows, "BM_S9_threads/real_time/threads:1")
     t2 = find(rows, "BM_S9_threads/real_time/threads:2")
     e1 = t1.get("events_per_s") if t1 else None

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/plugin_host.hpp>
 #include <tracetunnel/state_file.hpp>
 
@@ -486,6 +487,43 @@ TEST_CASE("a restart continues the spans saved at shutdown (in-process)")
     // spans file no longer lists it once closed.
     CHECK(live_ids().count(id) == 0);
     CHECK(!fx.rec->events_with("working v1").empty());
+}
+
+namespace {
+std::string read_text(const fs::path& p)
+{
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+}  // namespace
+
+// A buffered log must never be older than the state on disk: a kill after a
+// commit would otherwise leave a state that closed a span whose lines no log
+// shows. plugin_host flushes the pipeline's layers before writing.
+TEST_CASE("a commit writes out the buffered log lines before the state")
+{
+    const fs::path log = fresh_dir("write-ahead-log") / "log.jsonl";
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(log.c_str(), "w"), &std::fclose);
+    REQUIRE(out);
+    fixture fx("write-ahead");  // after `out`: its layer flushes into it as it goes
+    // An hour: within this test only a commit (or the end) can flush.
+    fx.pipeline.add_layer(std::make_shared<tt::host::json_layer>(
+        tt::host::line_writer::buffered(out.get(), std::chrono::hours(1)), tt::host::json_options{}));
+    const fs::path file = fx.plugins / "libreloadable.so";
+    install_plugin(plugin_file("reloadable_v1"), file);
+    plugin_host host(fx.pipeline, fx.options());
+    REQUIRE(std::holds_alternative<tt::host::plugin_status>(host.load(file)));
+    const std::string after_load = read_text(log);
+
+    REQUIRE(host.call<std::uint64_t, std::uint64_t>("reloadable", "reloadable_open", 7).value_or(0) != 0);
+    host.call_each<void(std::uint64_t)>("reloadable_step", 7);
+    CHECK(read_text(log) == after_load);  // held back: no commit yet
+    CHECK(host.commit().empty());
+    const std::string after_commit = read_text(log);
+    CHECK(after_commit.find("working v1") != std::string::npos);
+    CHECK(after_commit.find("plugin loaded") != std::string::npos);
+    REQUIRE(!after_commit.empty());
+    CHECK(after_commit.back() == '\n');  // whole lines only
 }
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -710,11 +711,23 @@ TEST_CASE("write failures are counted, never thrown")
     std::FILE* f = std::fopen("/dev/null", "r");  // writes fail
     REQUIRE(f != nullptr);
     th::dispatcher d(must_parse("trace"));
-    d.add_layer(std::make_shared<th::console_layer>(th::line_writer(f), th::console_options{}));
-    d.add_layer(std::make_shared<th::json_layer>(th::line_writer(f), th::json_options{}));
+    d.add_layer(std::make_shared<th::console_layer>(th::line_writer::each_line(f), th::console_options{}));
+    d.add_layer(std::make_shared<th::json_layer>(th::line_writer::each_line(f), th::json_options{}));
     scenario_sites s;
     run_scenario(d, s);
     CHECK(d.statistics().layer_errors == 12);
+
+    // Buffered (the default off a terminal): counted when the lines go out.
+    th::dispatcher b(must_parse("trace"));
+    b.add_layer(std::make_shared<th::console_layer>(th::line_writer(f), th::console_options{}));
+    b.add_layer(std::make_shared<th::json_layer>(th::line_writer(f), th::json_options{}));
+    scenario_sites s2;
+    run_scenario(b, s2);
+    CHECK(b.statistics().layer_errors == 0);
+    b.flush();
+    CHECK(b.statistics().layer_errors == 2);
+    b.flush();  // nothing left to fail
+    CHECK(b.statistics().layer_errors == 2);
     std::fclose(f);
 }
 
@@ -891,7 +904,7 @@ TEST_CASE("an unbuffered line writer keeps order with other output to its FILE*,
 {
     std::FILE* f = std::tmpfile();
     REQUIRE(f != nullptr);
-    th::line_writer w(f);
+    auto w = th::line_writer::each_line(f);
     std::fputs("before\n", f);  // still in stdio's buffer
     CHECK(w.write("line\n"));
     std::fputs("after\n", f);
@@ -905,7 +918,7 @@ TEST_CASE("an unbuffered line writer keeps order with other output to its FILE*,
     // Not writable: the write fails and says so.
     std::FILE* ro = std::fopen("/dev/null", "r");
     REQUIRE(ro != nullptr);
-    CHECK_FALSE(th::line_writer(ro).write("x\n"));
+    CHECK_FALSE(th::line_writer::each_line(ro).write("x\n"));
     std::fclose(ro);
 
     // A FILE* with no descriptor (fmemopen) still gets its lines.
@@ -915,4 +928,94 @@ TEST_CASE("an unbuffered line writer keeps order with other output to its FILE*,
     CHECK(th::line_writer(m).write("in memory\n"));
     CHECK(std::string(mem) == "in memory\n");
     std::fclose(m);
+}
+
+TEST_CASE("a line writer buffers off a terminal and writes each line to one")
+{
+    std::FILE* f = std::tmpfile();
+    REQUIRE(f != nullptr);
+    CHECK(th::line_writer(f).is_buffered());
+    CHECK(th::line_writer(f).flush_every() == std::chrono::milliseconds(50));
+    CHECK_FALSE(th::line_writer::each_line(f).is_buffered());
+    CHECK(th::line_writer::buffered(f, std::chrono::milliseconds(5)).flush_every() == std::chrono::milliseconds(5));
+    std::fclose(f);
+
+    // A pseudo-terminal stands in for the operator's screen.
+    const int master = posix_openpt(O_RDWR | O_NOCTTY);
+    REQUIRE(master >= 0);
+    REQUIRE(grantpt(master) == 0);
+    REQUIRE(unlockpt(master) == 0);
+    std::FILE* tty = std::fopen(ptsname(master), "w");
+    REQUIRE(tty != nullptr);
+    th::line_writer on_tty(tty);
+    CHECK(on_tty.is_terminal());
+    CHECK_FALSE(on_tty.is_buffered());
+    std::fclose(tty);
+    close(master);
+}
+
+TEST_CASE("a buffered line writer writes whole lines, in order, and each once")
+{
+    char path[] = "/tmp/tt-lines-XXXXXX";
+    const int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    std::FILE* f = fdopen(fd, "w");
+    REQUIRE(f != nullptr);
+    std::string expected;
+    {
+        auto w = th::line_writer::buffered(f, std::chrono::hours(1));
+        // 3,000 lines of 10 to 99 bytes: several buffers' worth. Whatever
+        // has reached the file at any moment ends with a whole line.
+        for (int i = 0; i < 3000; ++i) {
+            std::string line = std::to_string(i) + ":" + std::string(static_cast<std::size_t>(i % 90), 'x') + "\n";
+            expected += line;
+            REQUIRE(w.write(line));
+            if (i % 250 == 0) {
+                const std::string now = file_text(path);
+                CHECK((now.empty() || now.back() == '\n'));
+                CHECK(expected.compare(0, now.size(), now) == 0);
+                CHECK(now.size() + w.pending() == expected.size());
+            }
+        }
+        // A line longer than the buffer goes out on its own, after the rest.
+        const std::string big = std::string(100 * 1024, 'y') + "\n";
+        expected += big;
+        REQUIRE(w.write(big));
+        CHECK(w.pending() == 0);
+        CHECK(file_text(path) == expected);
+        REQUIRE(w.write("after the big one\n"));
+        expected += "after the big one\n";
+        // A copy starts empty: the pending line is written once, by `w`.
+        th::line_writer copy = w;
+        CHECK(copy.pending() == 0);
+        CHECK(copy.is_buffered());
+        CHECK(w.pending() > 0);
+    }  // the writers' end writes what they hold
+    CHECK(file_text(path) == expected);
+    std::fclose(f);
+    std::remove(path);
+}
+
+TEST_CASE("the dispatcher's flush writes out every layer's buffered lines")
+{
+    char path[] = "/tmp/tt-flush-XXXXXX";
+    const int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    std::FILE* f = fdopen(fd, "w");
+    REQUIRE(f != nullptr);
+    {
+        th::dispatcher d(must_parse("trace"));
+        th::console_options o;
+        o.color = th::color_mode::never;
+        d.add_layer(std::make_shared<th::console_layer>(th::line_writer(f), o));  // a file: buffered
+        d.add_layer(std::make_shared<th::json_layer>(th::line_writer(f), th::json_options{}));
+        scenario_sites s;
+        run_scenario(d, s);
+        d.flush();
+        const std::string text = file_text(path);
+        CHECK(std::count(text.begin(), text.end(), '\n') == 12);  // 6 lines from each layer
+        CHECK(d.statistics().layer_errors == 0);
+    }
+    std::fclose(f);
+    std::remove(path);
 }

@@ -119,6 +119,9 @@ public:
     // Thread-safe at any time; a layer added later sees only what comes after
     // (no on_close for spans it never saw created).
     void add_layer(std::shared_ptr<layer> l);
+    // Every layer writes out what it holds back (layer::flush), e.g. the lines
+    // of a buffered line_writer. plugin_host calls it before each commit.
+    void flush() noexcept;
 
     // --- subscriber ---
     interest interest_in(const model::callsite& site) noexcept override;

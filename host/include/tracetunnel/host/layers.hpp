@@ -102,6 +102,9 @@ public:
 
     // Failures of this layer (a short write, an allocation failure), counted.
     virtual std::uint64_t errors() const noexcept { return 0; }
+    // Writes out whatever the layer holds back (a buffered line_writer's
+    // lines). dispatcher::flush calls it; plugin_host does before each commit.
+    virtual void flush() noexcept {}
 };
 
 // A small stable number per thread, in order of first sight (1, 2, ...): what
@@ -111,40 +114,67 @@ std::uint64_t thread_number(std::thread::id id) noexcept;
 // RFC 3339 UTC with microseconds: 2026-11-23T12:00:00.123456Z
 std::string format_time(clock::time_point t);
 
-// Where a text layer writes: a FILE* (stdout by default) or an ostream. The
-// caller keeps the FILE*/ostream alive for the layer's life.
+// Where a text layer writes, and when its lines reach the file: a FILE*
+// (stdout by default) or an ostream. The caller keeps the FILE*/ostream alive
+// for the layer's life.
 //
-// By default every line is flushed as it is written (a failed write is
-// counted at that line). A buffered writer leaves lines in the FILE*'s own
-// buffer; the layer that owns it flushes it at least every `flush_every`
-// (from a process-wide flusher thread) and when it is destroyed. That saves a
-// write() per line; a crash loses at most the last `flush_every` of lines.
+// Three ways to write, chosen when the writer is made:
+// - each line: every line is one write(2) as it is made, so a line is in the
+//   file even if the process is killed the next instant. What a terminal gets
+//   (a person is watching), and what each_line() asks for.
+// - buffered: lines gather in the writer's own buffer and go out, whole lines
+//   only, when it fills, at least every `flush_every` (a process-wide flusher
+//   thread), at every flush() and when the layer is destroyed. That saves a
+//   system call per line, most of the cost of a line to a file or a pipe.
+//   plugin_host flushes every layer before it writes a commit, so the log is
+//   always at least as new as the state on disk; a crash (SIGKILL) loses at
+//   most the last `flush_every` of lines, never a torn one.
+// - automatic (the constructors): each line on a terminal, else buffered
+//   with flush_every = 50 ms: as C's stdout, with a bound on the delay.
+// An ostream writer flushes the ostream after each line.
 //
-//   auto l = std::make_shared<tt::host::json_layer>(tt::host::line_writer::buffered(file), opts);
+//   auto json = std::make_shared<tt::host::json_layer>(tt::host::line_writer(log_file), opts);
+//   auto live = std::make_shared<tt::host::console_layer>(tt::host::line_writer::each_line(stderr), co);
 class line_writer {
 public:
-    line_writer() noexcept : file_(stdout) {}
-    explicit line_writer(std::FILE* f) noexcept : file_(f) {}
+    line_writer() noexcept : line_writer(stdout) {}
+    explicit line_writer(std::FILE* f) noexcept;
     explicit line_writer(std::ostream& os) noexcept : os_(&os) {}
     static line_writer buffered(std::FILE* f,
                                 std::chrono::milliseconds flush_every = std::chrono::milliseconds(50)) noexcept;
+    static line_writer each_line(std::FILE* f) noexcept;
 
-    // Writes all of `text` (and flushes, unless buffered); false on a failed
-    // or short write.
+    // A copy writes to the same place the same way, and starts with an empty
+    // buffer (lines are never written twice).
+    line_writer(const line_writer& other) noexcept;
+    line_writer& operator=(const line_writer& other) noexcept;
+    line_writer(line_writer&&) noexcept = default;
+    line_writer& operator=(line_writer&&) noexcept = default;
+    // Lines still buffered are written (a layer's destructor flushes first
+    // and counts a failure).
+    ~line_writer();
+
+    // Takes one whole line (or several) of `text`; false on a failed or
+    // short write (for a buffered writer: of what the buffer had to make
+    // room for).
     bool write(std::string_view text) noexcept;
-    // Flushes what a buffered writer holds; false on a failed write.
+    // Writes what a buffered writer holds; false on a failed write.
     bool flush() noexcept;
     // True when the destination is a terminal (isatty on the FILE*'s fd).
     bool is_terminal() const noexcept;
     bool is_buffered() const noexcept { return flush_every_.count() > 0; }
     std::chrono::milliseconds flush_every() const noexcept { return flush_every_; }
+    // Bytes waiting in a buffered writer's buffer.
+    std::size_t pending() const noexcept { return buffer_.size(); }
 
 private:
-    bool write_direct(int fd, std::string_view text) noexcept;  // unbuffered, FILE* with a descriptor
+    bool write_fd(int fd, std::string_view text) noexcept;  // under the FILE*'s lock
+    bool drain() noexcept;                                  // buffer_ -> file; true when it is empty
 
     std::FILE* file_ = nullptr;
     std::ostream* os_ = nullptr;
-    std::chrono::milliseconds flush_every_{0};  // 0: flush every write
+    std::chrono::milliseconds flush_every_{0};  // 0: each line
+    std::string buffer_;                        // buffered FILE* writer: whole lines not yet written
 };
 
 // Calls `flush` every `every` from one process-wide thread until the returned
@@ -207,6 +237,7 @@ public:
     void on_suspend(span_context scope) noexcept override;
     void on_event(const event_view& ev) noexcept override;
     std::uint64_t errors() const noexcept override { return errors_.load(std::memory_order_relaxed); }
+    void flush() noexcept override;
 
     bool colored() const noexcept { return color_; }
 
@@ -265,6 +296,7 @@ public:
     void on_suspend(span_context scope) noexcept override;
     void on_event(const event_view& ev) noexcept override;
     std::uint64_t errors() const noexcept override { return errors_.load(std::memory_order_relaxed); }
+    void flush() noexcept override;
 
     // The line on_event would write (with its '\n'), without writing it.
     std::string format_event(const event_view& ev);
@@ -294,6 +326,9 @@ struct output_options {
     color_mode color = color_mode::automatic;
     bool span_events = false;
     bool show_plugin = true;  // console formats: name the plugin of each line
+    // Off a terminal, how long a line may wait in the buffer (line_writer);
+    // 0 = each line written at once. A terminal always gets each line.
+    std::chrono::milliseconds flush_every{50};
 };
 std::shared_ptr<layer> make_output_layer(const output_options& o);
 
