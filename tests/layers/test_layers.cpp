@@ -772,15 +772,34 @@ std::string file_text(const std::string& path)
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
+// A real file to write lines to, removed at the end. Declared before the
+// layers that write to it, so that it outlives their last flush.
+struct temp_log {
+    std::string path = "/tmp/tt-lines-XXXXXX";
+    std::FILE* f = nullptr;
+    temp_log()
+    {
+        const int fd = mkstemp(path.data());
+        REQUIRE(fd >= 0);
+        f = fdopen(fd, "w");
+        REQUIRE(f != nullptr);
+    }
+    temp_log(const temp_log&) = delete;
+    temp_log& operator=(const temp_log&) = delete;
+    ~temp_log()
+    {
+        std::fclose(f);
+        std::remove(path.c_str());
+    }
+    std::string text() const { return file_text(path); }
+};
+
 }  // namespace
 
 TEST_CASE("a buffered writer holds lines until its layer flushes or dies")
 {
-    char path[] = "/tmp/tt-buffered-XXXXXX";
-    const int fd = mkstemp(path);
-    REQUIRE(fd >= 0);
-    std::FILE* f = fdopen(fd, "w");
-    REQUIRE(f != nullptr);
+    temp_log log;
+    std::FILE* f = log.f;
     {
         th::dispatcher d(must_parse("trace"));
         // An hour: only the layer's end can flush within this test.
@@ -789,21 +808,16 @@ TEST_CASE("a buffered writer holds lines until its layer flushes or dies")
         scenario_sites s;
         run_scenario(d, s);
         CHECK(d.statistics().layer_errors == 0);
-        CHECK(file_text(path).empty());  // still in the FILE*'s buffer
+        CHECK(log.text().empty());  // still in the writer's buffer
     }
-    const std::string text = file_text(path);
+    const std::string text = log.text();
     CHECK(std::count(text.begin(), text.end(), '\n') == 6);  // every line, once the layer is gone
-    std::fclose(f);
-    std::remove(path);
 }
 
 TEST_CASE("a buffered writer is flushed periodically while its layer lives")
 {
-    char path[] = "/tmp/tt-buffered-XXXXXX";
-    const int fd = mkstemp(path);
-    REQUIRE(fd >= 0);
-    std::FILE* f = fdopen(fd, "w");
-    REQUIRE(f != nullptr);
+    temp_log log;
+    std::FILE* f = log.f;
     {
         th::dispatcher d(must_parse("trace"));
         th::console_options o;
@@ -816,12 +830,10 @@ TEST_CASE("a buffered writer is flushed periodically while its layer lives")
         std::string text;
         for (int i = 0; i < 500 && std::count(text.begin(), text.end(), '\n') < 6; ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            text = file_text(path);
+            text = log.text();
         }
         CHECK(std::count(text.begin(), text.end(), '\n') == 6);
     }
-    std::fclose(f);  // the layer, which flushes f as it goes, is gone
-    std::remove(path);
 }
 
 // The JSON layer keeps each span's object and each call site's keys and
@@ -956,11 +968,8 @@ TEST_CASE("a line writer buffers off a terminal and writes each line to one")
 
 TEST_CASE("a buffered line writer writes whole lines, in order, and each once")
 {
-    char path[] = "/tmp/tt-lines-XXXXXX";
-    const int fd = mkstemp(path);
-    REQUIRE(fd >= 0);
-    std::FILE* f = fdopen(fd, "w");
-    REQUIRE(f != nullptr);
+    temp_log log;
+    std::FILE* f = log.f;
     std::string expected;
     {
         auto w = th::line_writer::buffered(f, std::chrono::hours(1));
@@ -971,7 +980,7 @@ TEST_CASE("a buffered line writer writes whole lines, in order, and each once")
             expected += line;
             REQUIRE(w.write(line));
             if (i % 250 == 0) {
-                const std::string now = file_text(path);
+                const std::string now = log.text();
                 CHECK((now.empty() || now.back() == '\n'));
                 CHECK(expected.compare(0, now.size(), now) == 0);
                 CHECK(now.size() + w.pending() == expected.size());
@@ -982,7 +991,7 @@ TEST_CASE("a buffered line writer writes whole lines, in order, and each once")
         expected += big;
         REQUIRE(w.write(big));
         CHECK(w.pending() == 0);
-        CHECK(file_text(path) == expected);
+        CHECK(log.text() == expected);
         REQUIRE(w.write("after the big one\n"));
         expected += "after the big one\n";
         // A copy starts empty: the pending line is written once, by `w`.
@@ -991,18 +1000,13 @@ TEST_CASE("a buffered line writer writes whole lines, in order, and each once")
         CHECK(copy.is_buffered());
         CHECK(w.pending() > 0);
     }  // the writers' end writes what they hold
-    CHECK(file_text(path) == expected);
-    std::fclose(f);
-    std::remove(path);
+    CHECK(log.text() == expected);
 }
 
 TEST_CASE("the dispatcher's flush writes out every layer's buffered lines")
 {
-    char path[] = "/tmp/tt-flush-XXXXXX";
-    const int fd = mkstemp(path);
-    REQUIRE(fd >= 0);
-    std::FILE* f = fdopen(fd, "w");
-    REQUIRE(f != nullptr);
+    temp_log log;
+    std::FILE* f = log.f;
     {
         th::dispatcher d(must_parse("trace"));
         th::console_options o;
@@ -1012,10 +1016,8 @@ TEST_CASE("the dispatcher's flush writes out every layer's buffered lines")
         scenario_sites s;
         run_scenario(d, s);
         d.flush();
-        const std::string text = file_text(path);
+        const std::string text = log.text();
         CHECK(std::count(text.begin(), text.end(), '\n') == 12);  // 6 lines from each layer
         CHECK(d.statistics().layer_errors == 0);
     }
-    std::fclose(f);
-    std::remove(path);
 }
