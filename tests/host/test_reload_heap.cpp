@@ -20,6 +20,7 @@
 #include "../support/host_test_util.hpp"
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -36,7 +37,9 @@
 #endif
 
 #ifdef TT_TEST_ASAN
-#include <sanitizer/allocator_interface.h>
+// From the sanitizer runtime (sanitizer/allocator_interface.h, which GCC's
+// packages do not install): bytes the program allocated and has not freed.
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #else
 #include <malloc.h>
 #endif
@@ -135,8 +138,15 @@ TEST_CASE("a plugin's static destructor costs at most glibc's exit-handler slot 
     // ended: one 32-byte slot (in blocks of 32, 1,040 bytes) stays per
     // reload. That is glibc's, not the host's; anything the host kept a
     // reload would come on top of it.
+    // Under AddressSanitizer it is two slots a reload (measured 39,527
+    // bytes over 600): its __cxa_atexit interceptor adds an entry of its own.
+#ifdef TT_TEST_ASAN
+    constexpr int slots = 2;
+#else
+    constexpr int slots = 1;
+#endif
     const auto r = measure(tt::test::plugin_file("reloadable_v1"), "reloadable", nullptr, warm_up, measured);
     INFO("heap growth over " << measured << " reloads: " << r.growth << " bytes");
     CHECK(r.failed == 0);
-    CHECK(r.growth < (33 + 8) * measured);
+    CHECK(r.growth < (33 * slots + 8) * measured);
 }
