@@ -12,7 +12,7 @@ namespace {
 
 model::value copy_value(const field_ref& f)
 {
-    return f.value ? *f.value : model::value(std::string());
+    return f.value ? f.value.to_value() : model::value(std::string());
 }
 
 void merge(model::field_values& into, field_refs values)
@@ -232,7 +232,7 @@ void capture_layer::event(const event_record& ev) noexcept
     e.time = ev.time.get();
     for (const auto& f : ev.values) {
         if (f.name == "message" && f.value)
-            e.message = value_text(*f.value);
+            e.message = value_text(f.value.to_value());
     }
     model::field_values fields;
     merge(fields, ev.values);

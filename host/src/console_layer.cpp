@@ -208,9 +208,9 @@ void quote_into(text_buffer& out, std::string_view s)
 }
 
 // A value as `key=value` shows it (an error's sources are handled by the caller).
-void value_into(text_buffer& out, const model::value& v)
+void value_into(text_buffer& out, value_ref v)
 {
-    std::visit(
+    v.visit(
         [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, bool>) {
@@ -224,34 +224,34 @@ void value_into(text_buffer& out, const model::value& v)
                 out.put(digits);
             } else if constexpr (std::is_same_v<T, double>) {
                 float_into(out, x);
-            } else if constexpr (std::is_same_v<T, std::string>) {
+            } else if constexpr (std::is_same_v<T, std::string_view>) {
                 quote_into(out, x);
-            } else if constexpr (std::is_same_v<T, model::debug_text>) {
+            } else if constexpr (std::is_same_v<T, value_ref::debug>) {
                 out.put(x.text);
             } else {
-                if (!x.chain.empty())
-                    out.put(x.chain.front());
+                if (!x.empty())
+                    out.put(x.front());
             }
-        },
-        v);
+        });
 }
 
 // The message as tracing prints it: displayed, not quoted.
-void message_into(text_buffer& out, const model::value& v)
+void message_into(text_buffer& out, value_ref v)
 {
-    if (const auto* s = std::get_if<std::string>(&v))
-        out.put(*s);
+    if (v.type() == value_ref::kind::string)
+        out.put(v.text());
     else
         value_into(out, v);
 }
 
-void sources_into(text_buffer& out, const model::error_chain& e)
+void sources_into(text_buffer& out, value_ref v)
 {
+    const value_ref::error_view e = v.chain();
     out.put('[');
-    for (std::size_t i = 1; i < e.chain.size(); ++i) {
+    for (std::size_t i = 1; i < e.size(); ++i) {
         if (i > 1)
             out.put(", ");
-        out.put(e.chain[i]);
+        out.put(e[i]);
     }
     out.put(']');
 }
@@ -336,9 +336,9 @@ struct painter {
 
 // Fields come either owned (a span's) or borrowed (an event's).
 std::string_view name_of(const std::pair<std::string, model::value>& f) noexcept { return f.first; }
-const model::value& value_of(const std::pair<std::string, model::value>& f) noexcept { return f.second; }
+value_ref value_of(const std::pair<std::string, model::value>& f) noexcept { return f.second; }
 std::string_view name_of(const field_ref& f) noexcept { return f.name; }
-const model::value& value_of(const field_ref& f) noexcept { return *f.value; }
+value_ref value_of(const field_ref& f) noexcept { return f.value; }
 
 // Span fields as compact shows them inside braces: k=v k2=v2
 template <class Fields>
@@ -347,18 +347,18 @@ void span_fields_compact(painter& p, const Fields& fields)
     bool first = true;
     for (const auto& f : fields) {
         const std::string_view name = name_of(f);
-        const model::value& v = value_of(f);
+        const value_ref v = value_of(f);
         if (!first)
             p.out.put(' ');
         first = false;
         p.put(italic, name);
         p.put(dim, "=");
         value_into(p.out, v);
-        if (const auto* e = std::get_if<model::error_chain>(&v); e && e->chain.size() > 1) {
+        if (v.chain().size() > 1) {
             p.out.put(' ');
             p.put_sources_key(italic, {}, name);
             p.put(dim, "=");
-            sources_into(p.out, *e);
+            sources_into(p.out, v);
         }
     }
 }
@@ -369,18 +369,18 @@ void fields_pretty(painter& p, std::string_view s1, std::string_view s2, const F
 {
     for (const auto& f : fields) {
         const std::string_view name = name_of(f);
-        const model::value& v = value_of(f);
+        const value_ref v = value_of(f);
         if (!first)
             p.out.put(", ");
         first = false;
         p.put2(s1, s2, name);
         p.out.put(": ");
         value_into(p.out, v);
-        if (const auto* e = std::get_if<model::error_chain>(&v); e && e->chain.size() > 1) {
+        if (v.chain().size() > 1) {
             p.out.put(", ");
             p.put_sources_key(s1, s2, name);
             p.out.put(": ");
-            sources_into(p.out, *e);
+            sources_into(p.out, v);
         }
     }
 }
@@ -442,7 +442,7 @@ void format_into(text_buffer& out, const event_view& ev, const console_options& 
     const model::level lvl = ev.site ? ev.site->level : model::level::info;
     const std::string_view target = ev.site ? std::string_view(ev.site->target) : std::string_view();
 
-    const model::value* message = nullptr;
+    value_ref message;
     // Borrowed, in a per-thread list that keeps its capacity between lines.
     thread_local std::vector<field_ref> fields;
     fields.clear();
@@ -512,7 +512,7 @@ void format_into(text_buffer& out, const event_view& ev, const console_options& 
         }
         bool first = true;
         if (message) {
-            message_into(out, *message);
+            message_into(out, message);
             first = false;
         }
         if (!fields.empty()) {
@@ -551,7 +551,7 @@ void format_into(text_buffer& out, const event_view& ev, const console_options& 
         const bool styled = color_ && !lc.empty();
         if (styled)
             out.put(lc);
-        message_into(out, *message);
+        message_into(out, message);
         if (styled)
             out.put(reset);
         first = false;
@@ -634,7 +634,7 @@ void console_layer::write_span_line(span_context scope, std::string_view what) n
         return;
     try {
         const model::value msg{std::string(what)};
-        const field_ref ref{"message", &msg};
+        const field_ref ref{"message", msg};
         event_view ev;
         ev.site = scope.back().site;
         ev.plugin = scope.back().plugin;

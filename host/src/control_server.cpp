@@ -254,18 +254,16 @@ private:
         json::object fields;
         std::string message;
         for (const auto& f : ev.values) {
-            if (f.value == nullptr)
+            if (!f.value)
                 continue;
             if (f.name == "message") {
-                if (const auto* s = std::get_if<std::string>(f.value))
-                    message = *s;
-                else if (const auto* d = std::get_if<model::debug_text>(f.value))
-                    message = d->text;
+                if (f.value.type() == value_ref::kind::string || f.value.type() == value_ref::kind::debug_text)
+                    message = f.value.text();
                 else
-                    message = json::serialize(to_json(*f.value));
+                    message = json::serialize(to_json(f.value.to_value()));
                 continue;
             }
-            fields[f.name] = to_json(*f.value);
+            fields[f.name] = to_json(f.value.to_value());
         }
         e["message"] = message;
         e["fields"] = std::move(fields);

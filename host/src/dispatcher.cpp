@@ -392,61 +392,61 @@ std::uint8_t name_index(const model::callsite* site, std::string_view name, std:
     return name_inline;
 }
 
-std::size_t packed_size(const model::value& v) noexcept
+std::size_t packed_size(value_ref v) noexcept
 {
-    return std::visit(
+    return v.visit(
         [](const auto& x) -> std::size_t {
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, bool>)
                 return 1;
-            else if constexpr (std::is_same_v<T, std::string>)
+            else if constexpr (std::is_same_v<T, std::string_view>)
                 return text_size(x.size());
-            else if constexpr (std::is_same_v<T, model::debug_text>)
+            else if constexpr (std::is_same_v<T, value_ref::debug>)
                 return text_size(x.text.size());
-            else if constexpr (std::is_same_v<T, model::error_chain>) {
-                std::size_t n = varint_size(x.chain.size());
-                for (const auto& s : x.chain)
-                    n += text_size(s.size());
+            else if constexpr (std::is_same_v<T, value_ref::error_view>) {
+                std::size_t n = varint_size(x.size());
+                for (std::size_t i = 0; i < x.size(); ++i)
+                    n += text_size(x[i].size());
                 return n;
             } else
                 return sizeof(T);
-        },
-        v);
+        });
 }
 
-void pack_value(std::byte*& out, const model::value& v) noexcept
+void pack_value(std::byte*& out, value_ref v) noexcept
 {
-    std::visit(
+    v.visit(
         [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, bool>)
                 put(out, static_cast<std::uint8_t>(x ? 1 : 0));
-            else if constexpr (std::is_same_v<T, std::string>)
+            else if constexpr (std::is_same_v<T, std::string_view>)
                 put_text(out, x);
-            else if constexpr (std::is_same_v<T, model::debug_text>)
+            else if constexpr (std::is_same_v<T, value_ref::debug>)
                 put_text(out, x.text);
-            else if constexpr (std::is_same_v<T, model::error_chain>) {
-                put_varint(out, x.chain.size());
-                for (const auto& s : x.chain)
-                    put_text(out, s);
+            else if constexpr (std::is_same_v<T, value_ref::error_view>) {
+                put_varint(out, x.size());
+                for (std::size_t i = 0; i < x.size(); ++i)
+                    put_text(out, x[i]);
             } else
                 put(out, x);
-        },
-        v);
+        });
 }
 
 static_assert(std::variant_size_v<model::value> <= 16, "a value's alternative must fit a nibble");
+static_assert(std::is_same_v<std::variant_alternative_t<static_cast<std::size_t>(value_ref::kind::string) - 1, model::value>,
+                             std::string>,
+              "value_ref::kind - 1 is the model::value alternative");
 
 void packed_values::assign(field_refs values, const model::callsite* site)
 {
-    static const model::value empty{std::string()};
     // The name indexes of the first fields, found once.
     constexpr std::size_t known = 16;
     std::array<std::uint8_t, known> names{};
     std::size_t need = 0;
     std::size_t i = 0;
     for (const auto& f : values) {
-        need += 1 + packed_size(f.value != nullptr ? *f.value : empty);
+        need += 1 + packed_size(f.value);  // an empty ref packs as the empty string
         const std::uint8_t name = name_index(site, f.name, i);
         if (i < known)
             names[i] = name;
@@ -475,10 +475,12 @@ void packed_values::assign(field_refs values, const model::callsite* site)
     }
     i = 0;
     for (const auto& f : values) {
-        const model::value& v = f.value != nullptr ? *f.value : empty;
+        const value_ref v = f.value;
+        // The value's alternative in model::value; an empty ref is the empty string's.
+        const std::size_t type = static_cast<std::size_t>(v ? v.type() : value_ref::kind::string) - 1;
         const std::uint8_t name = i < known ? names[i] : name_index(site, f.name, i);
         ++i;
-        put(out, static_cast<std::uint8_t>(v.index() << 4 | name));
+        put(out, static_cast<std::uint8_t>(type << 4 | name));
         if (name == name_inline)
             put_text(out, f.name);
         pack_value(out, v);
@@ -573,7 +575,7 @@ void packed_values::unpack(const model::callsite* site, model::field_values& int
 void merge(model::field_values& into, field_refs values)
 {
     for (const auto& f : values) {
-        model::value v = f.value ? *f.value : model::value(std::string());
+        model::value v = f.value ? f.value.to_value() : model::value(std::string());
         auto it = std::find_if(into.begin(), into.end(), [&](const auto& p) { return p.first == f.name; });
         if (it != into.end())
             it->second = std::move(v);
@@ -1761,9 +1763,9 @@ void dispatcher::host_event(model::level lvl, std::string_view target, std::stri
         const model::value msg{std::string(message)};
         std::vector<field_ref> refs;
         refs.reserve(fields.size() + 1);
-        refs.push_back(field_ref{"message", &msg});
+        refs.push_back(field_ref{"message", msg});
         for (const auto& f : fields)
-            refs.push_back(field_ref{f.name, &f.value});
+            refs.push_back(field_ref{f.name, f.value});
         event_record rec;
         rec.site = site;
         rec.plugin = host_plugin;
@@ -1791,7 +1793,7 @@ host_span_guard dispatcher::enter_host_span(model::level lvl, std::string_view t
         std::vector<field_ref> refs;
         refs.reserve(fields.size());
         for (const auto& f : fields)
-            refs.push_back(field_ref{f.name, &f.value});
+            refs.push_back(field_ref{f.name, f.value});
         span_attrs attrs;
         attrs.site = site;
         attrs.plugin = host_plugin;
@@ -1861,7 +1863,7 @@ void host_span_guard::record(std::string_view name, const model::value& v) noexc
 {
     if (!d_ || handle_ == 0)
         return;
-    const field_ref ref{name, &v};
+    const field_ref ref{name, v};
     d_->record(handle_, field_refs(&ref, 1));
 }
 

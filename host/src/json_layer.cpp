@@ -136,9 +136,9 @@ void json_double(text_buffer& out, double d)
     out.commit(static_cast<std::size_t>(at - p));
 }
 
-void json_value(text_buffer& out, const model::value& v, std::string& scratch)
+void json_value(text_buffer& out, value_ref v, std::string& scratch)
 {
-    std::visit(
+    v.visit(
         [&](const auto& x) {
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, bool>) {
@@ -167,28 +167,27 @@ void json_value(text_buffer& out, const model::value& v, std::string& scratch)
                     out.put(x < 0 ? std::string_view("\"-inf\"") : std::string_view("\"inf\""));
                 else
                     json_double(out, x);
-            } else if constexpr (std::is_same_v<T, std::string>) {
+            } else if constexpr (std::is_same_v<T, std::string_view>) {
                 json_string(out, x);
-            } else if constexpr (std::is_same_v<T, model::debug_text>) {
+            } else if constexpr (std::is_same_v<T, value_ref::debug>) {
                 json_string(out, x.text);
             } else {
                 out.put('"');
-                for (std::size_t i = 0; i < x.chain.size(); ++i) {
+                for (std::size_t i = 0; i < x.size(); ++i) {
                     if (i)
                         out.put(": ");
-                    json_chars(out, x.chain[i]);
+                    json_chars(out, x[i]);
                 }
                 out.put('"');
             }
-        },
-        v);
+        });
 }
 
 // Fields come either owned (a span's) or borrowed (an event's).
 std::string_view name_of(const std::pair<std::string, model::value>& f) noexcept { return f.first; }
-const model::value* value_of(const std::pair<std::string, model::value>& f) noexcept { return &f.second; }
+value_ref value_of(const std::pair<std::string, model::value>& f) noexcept { return f.second; }
 std::string_view name_of(const field_ref& f) noexcept { return f.name; }
-const model::value* value_of(const field_ref& f) noexcept { return f.value; }
+value_ref value_of(const field_ref& f) noexcept { return f.value; }
 
 // Field names are short and mostly of one length ("a", "b"): the first byte
 // settles most comparisons without a call to memcmp.
@@ -200,8 +199,7 @@ bool same_name(std::string_view x, std::string_view y) noexcept
 // The value a key ends up with: the last present one of that name after
 // `from`, else `v`.
 template <class Fields>
-const model::value* last_value(const Fields& fields, std::size_t from, std::string_view name,
-                               const model::value* v = nullptr) noexcept
+value_ref last_value(const Fields& fields, std::size_t from, std::string_view name, value_ref v = {}) noexcept
 {
     for (std::size_t i = from; i < fields.size(); ++i)
         if (value_of(fields[i]) && same_name(name_of(fields[i]), name))
@@ -226,16 +224,16 @@ void members(text_buffer& out, const Fields& fields, bool first, const std::stri
             continue;
         json_key(out, name, !first);
         first = false;
-        json_value(out, *last_value(fields, i + 1, name, value_of(fields[i])), scratch);
+        json_value(out, last_value(fields, i + 1, name, value_of(fields[i])), scratch);
     }
 }
 
 void span_object(text_buffer& out, const span_ref& s, std::string& scratch)
 {
     out.put("{\"name\":");
-    const model::value* renamed = s.fields ? last_value(*s.fields, 0, "name") : nullptr;
+    const value_ref renamed = s.fields ? last_value(*s.fields, 0, "name") : value_ref();
     if (renamed)
-        json_value(out, *renamed, scratch);
+        json_value(out, renamed, scratch);
     else
         json_string(out, s.name());
     static constexpr std::string_view name_key = "name";
@@ -439,7 +437,7 @@ void site_members(text_buffer& out, const site_texts::slot& k, field_refs values
         const std::size_t from = k.key_at[i] + (first ? 1 : 0);  // the first member has no comma
         out.put(std::string_view(k.keys.data() + from, k.key_at[i + 1] - from));
         first = false;
-        json_value(out, *values[i].value, scratch);
+        json_value(out, values[i].value, scratch);
     }
 }
 
@@ -628,7 +626,7 @@ void json_layer::write_span_event(span_context scope, const char* what) noexcept
         return;
     try {
         const model::value msg{std::string(what)};
-        const field_ref ref{"message", &msg};
+        const field_ref ref{"message", msg};
         write_line(span_event_view(scope, ref));
     } catch (...) {
         errors_.fetch_add(1, std::memory_order_relaxed);

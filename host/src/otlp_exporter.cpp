@@ -849,16 +849,17 @@ void otlp_exporter::on_event(const event_view& ev) noexcept
         for (const auto& f : ev.values) {
             if (!f.value)
                 continue;
+            model::value v = f.value.to_value();
             if (f.name == "message") {
-                message = value_text(*f.value);
+                message = value_text(v);
                 continue;
             }
-            if (std::holds_alternative<model::error_chain>(*f.value)) {
+            if (std::holds_alternative<model::error_chain>(v)) {
                 error = true;
                 if (message.empty())
-                    message = value_text(*f.value);
+                    message = value_text(v);
             }
-            e.attributes.push_back({std::string(f.name), *f.value});
+            e.attributes.push_back({std::string(f.name), std::move(v)});
         }
         e.name = message.empty() ? ev.site->name : message;
         e.attributes.push_back({"level", std::string(level_name(ev.site->level))});

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <string_view>
 
 namespace tt::host {
@@ -217,7 +218,7 @@ std::vector<field_ref> refs_of(const model::field_values& fv)
     std::vector<field_ref> out;
     out.reserve(fv.size());
     for (const auto& [name, v] : fv)
-        out.push_back(field_ref{name, &v});
+        out.push_back(field_ref{name, value_ref(v)});
     return out;
 }
 
@@ -258,15 +259,13 @@ bool assign_from_abi(model::value& out, const tt_field_value& v)
     return true;
 }
 
-// The values of the event being relayed on this thread (receive_event_fast).
+// The values of the span being relayed on this thread (receive_span_fast),
+// converted: the span table keeps them packed from model::value.
 struct event_scratch {
     std::vector<model::value> values;
     std::vector<field_ref> refs;
     bool busy = false;  // a layer that somehow re-enters gets the general path
 };
-thread_local event_scratch fast_scratch;
-// The same for NEW_SPAN (receive_span_fast): a span call site's values
-// would otherwise change the slots' types back and forth with the events'.
 thread_local event_scratch span_scratch;
 
 // Strings longer than this are not kept in the scratch between events.
@@ -401,10 +400,81 @@ bool fill_scratch(event_scratch& sc, const model::callsite& site, const tt_event
             return false;
         if constexpr (Quota)
             total += names[f].size();
-        refs[i] = field_ref{names[f], &slot};
+        refs[i] = field_ref{names[f], value_ref(slot)};
     }
     big = any_big;
     bytes = total;
+    return true;
+}
+
+// True for a string of at most 16 bytes, all ASCII (most values): checked
+// with two overlapping loads, without a call. False says "not known", and
+// valid_utf8 decides.
+inline bool short_ascii(const tt_str& s) noexcept
+{
+    const std::size_t n = s.len;
+    const char* p = s.ptr;
+    std::uint64_t a, b;
+    if (n >= 8 && n <= 16) {
+        std::memcpy(&a, p, 8);
+        std::memcpy(&b, p + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        std::uint32_t x, y;
+        std::memcpy(&x, p, 4);
+        std::memcpy(&y, p + n - 4, 4);
+        a = x;
+        b = y;
+    } else {
+        return n == 0;
+    }
+    return ((a | b) & 0x8080808080808080ULL) == 0;
+}
+
+// The most values an event's views are made for on the stack; more (a raised
+// quota) take the general path.
+constexpr std::uint32_t fast_event_values = 32;
+
+// Room for an event's field_refs on the stack, left uninitialised: each is
+// constructed as it is filled.
+union event_refs {
+    event_refs() noexcept {}
+    field_ref refs[fast_event_values];
+};
+
+// Views of a plugin's values for `site` into `out`, checking what the
+// general path checks (field index, the string length and error chain
+// quotas, pointers, UTF-8). False for anything unusual (an unknown kind, a
+// bad index, length, pointer or UTF-8): the general path then decides and words
+// the error. Nothing is copied: the views borrow the plugin's values, which
+// live for the emit call.
+bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev, const quotas& q) noexcept
+{
+    const std::size_t max_len = q.max_string_length;
+    const std::uint32_t n = ev.value_count;
+    const std::string* const names = site.fields.data();
+    const std::size_t field_count = site.fields.size();
+    const tt_field_value* const in = ev.values;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const tt_field_value& v = in[i];
+        const std::uint32_t f = v.field;
+        if (f >= field_count)
+            return false;
+        const std::uint32_t k = v.kind;
+        if (k - TT_VALUE_STR <= TT_VALUE_DEBUG - TT_VALUE_STR) {  // a string or debug text
+            if (!plausible(v.as.str, max_len) || !(short_ascii(v.as.str) || valid_utf8(view(v.as.str))))
+                return false;
+        } else if (k - TT_VALUE_BOOL > TT_VALUE_F64 - TT_VALUE_BOOL) {  // not a scalar either
+            if (k != TT_VALUE_ERROR)
+                return false;  // an unknown kind
+            const tt_error_chain& e = v.as.error;
+            if (e.len == 0 || e.len > q.max_error_chain || e.chain == nullptr)
+                return false;
+            for (std::uint64_t j = 0; j < e.len; ++j)
+                if (!plausible(e.chain[j], max_len) || !valid_utf8(view(e.chain[j])))
+                    return false;
+        }
+        ::new (static_cast<void*>(out + i)) field_ref{names[f], value_ref::from_abi(v)};
+    }
     return true;
 }
 
@@ -1206,8 +1276,8 @@ receive_result receiver::try_receive(const tt_event& ev)
 }
 
 // Everything the general path checks, in the same order, but with the
-// call site from the lock-free index and the values converted into this
-// thread's scratch. Anything unusual (an explicit parent, which needs the
+// call site from the lock-free index and the plugin's values handed on as
+// checked views (value_ref), not converted. Anything unusual (an explicit parent, which needs the
 // span table; a bad value, whose error message the general path words; a
 // re-entered call) goes to the general path, which decides it afresh.
 // False: not decided, nothing changed; true: `answer` is the answer.
@@ -1220,16 +1290,12 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
     callsite_entry* entry = find_callsite_fast(ev.callsite_id);
     if (entry == nullptr || entry->site.kind != model::callsite_kind::event)
         return false;
-    event_scratch& sc = fast_scratch;
-    if (sc.busy)
+    if (ev.value_count > fast_event_values)
         return false;
     const model::callsite& site = entry->site;
-    bool big = false;
-    std::size_t bytes = 0;
-    if (!fill_scratch<false>(sc, site, ev, limits_, big, bytes))
+    event_refs refs;
+    if (!view_values(refs.refs, site, ev, limits_))
         return false;
-    scratch_release guard{sc, ev.value_count, big};
-    sc.busy = true;
     count_event(event_counts_, TT_EVENT_NEW_EVENT - 1);
 
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
@@ -1248,7 +1314,7 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
         else
             rec.parent = pipeline_->current_span();
     }
-    rec.values = field_refs(sc.refs.data(), ev.value_count);
+    rec.values = field_refs(refs.refs, ev.value_count);
     rec.thread = std::this_thread::get_id();
     pipeline_->event(rec);
     answer = TT_STATUS_OK;

@@ -111,17 +111,17 @@ public:
                 a.span = ev.spans.back().id;
                 a.parent = ev.spans.back().parent;
             }
-            const char* message = "";
+            // A borrowed value is not NUL-terminated: the probe gets a copy.
+            thread_local std::string message;
+            message.clear();
             for (const auto& f : ev.values) {
-                if (f.name != "message" || f.value == nullptr)
+                if (f.name != "message" || !f.value)
                     continue;
-                if (const auto* s = std::get_if<std::string>(f.value))
-                    message = s->c_str();
-                else if (const auto* d = std::get_if<model::debug_text>(f.value))
-                    message = d->text.c_str();
+                if (f.value.type() == value_ref::kind::string || f.value.type() == value_ref::kind::debug_text)
+                    message.assign(f.value.text());
                 break;
             }
-            STAP_PROBE6(tracetunnel, event, a.plugin.c_str(), a.name, a.level, a.span, a.parent, message);
+            STAP_PROBE6(tracetunnel, event, a.plugin.c_str(), a.name, a.level, a.span, a.parent, message.c_str());
         });
     }
     std::uint64_t errors() const noexcept override { return errors_.load(std::memory_order_relaxed); }

@@ -85,9 +85,8 @@ public:
     {
         std::lock_guard lk(mutex_);
         for (const auto& f : ev.values)
-            if (f.name == "message" && f.value != nullptr)
-                if (auto* s = std::get_if<std::string>(f.value))
-                    messages_.push_back({std::string(ev.plugin), *s});
+            if (f.name == "message" && f.value.type() == tt::host::value_ref::kind::string)
+                messages_.push_back({std::string(ev.plugin), std::string(f.value.text())});
     }
     // Messages of `plugin` ("" = any plugin).
     std::vector<std::string> messages(std::string_view plugin = {}) const

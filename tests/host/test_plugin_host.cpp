@@ -95,9 +95,9 @@ public:
         r.span = ev.spans.empty() ? 0 : ev.spans.back().id;
         for (const auto& f : ev.values) {
             if (f.name == "message")
-                r.message = text_of(*f.value);
+                r.message = text_of(f.value.to_value());
             else
-                r.fields[std::string(f.name)] = text_of(*f.value);
+                r.fields[std::string(f.name)] = text_of(f.value.to_value());
         }
         events_.push_back(std::move(r));
     }

@@ -76,7 +76,7 @@ public:
         r.plugin = std::string(ev.plugin);
         r.span_plugin_id = ev.spans.empty() ? 0 : ev.spans.back().plugin_span_id;
         for (const auto& f : ev.values)
-            (f.name == "message" ? r.message : r.fields[std::string(f.name)]) = text_of(*f.value);
+            (f.name == "message" ? r.message : r.fields[std::string(f.name)]) = text_of(f.value.to_value());
         events_.push_back(std::move(r));
     }
     std::vector<event_rec> events_with(std::string_view message) const

@@ -70,7 +70,7 @@ public:
         std::string_view in;
         for (const auto& f : ev.values)
             if (f.name == "in" && f.value)
-                in = std::get<std::string>(*f.value);
+                in = f.value.text();
         const std::string_view leaf = ev.spans.empty() ? std::string_view("none") : ev.spans.back().name();
         if (ev.site->name != "racy" && in != leaf)
             wrong.fetch_add(1);
@@ -110,7 +110,7 @@ th::span_handle make_span(th::dispatcher& d, const model::callsite& cs, std::str
 {
     const model::value t{std::move(tag)};
     const model::value nv{n};
-    const th::field_ref values[] = {{"tag", &t}, {"n", &nv}};
+    const th::field_ref values[] = {{"tag", t}, {"n", nv}};
     th::span_attrs a;
     a.site = &cs;
     a.plugin = "worker";
@@ -123,7 +123,7 @@ void emit(th::dispatcher& d, const model::callsite& cs, std::string in)
 {
     const model::value msg{std::string("work")};
     const model::value v{std::move(in)};
-    const th::field_ref values[] = {{"message", &msg}, {"in", &v}};
+    const th::field_ref values[] = {{"message", msg}, {"in", v}};
     th::event_record ev;
     ev.site = &cs;
     ev.plugin = "worker";
@@ -177,7 +177,7 @@ TEST_CASE("spans made, entered, recorded and closed on several threads at once s
                 d.close(other);
             if (t == 0 && i % 3 == 0) {
                 const model::value v{std::string("shared-") + tag};
-                const th::field_ref r{"tag", &v};
+                const th::field_ref r{"tag", v};
                 d.record(shared, th::field_refs(&r, 1));
             }
         }
@@ -419,7 +419,7 @@ TEST_CASE("a call site at a reused address does not get the cached filter answer
         return cs;
     };
     const model::value msg{std::string("hello")};
-    const th::field_ref values[] = {{"message", &msg}};
+    const th::field_ref values[] = {{"message", msg}};
     th::event_record ev;
     ev.values = values;
 
@@ -511,14 +511,14 @@ TEST_CASE("span values of every kind and size come back as sent, in fresh and re
     };
     std::vector<th::field_ref> refs;
     for (std::size_t i = 0; i < values.size(); ++i)
-        refs.push_back({names[i], &values[i]});
+        refs.push_back({names[i], values[i]});
     const model::value extra{std::string("not declared")};
     const model::value first{std::int64_t{1}};
     const model::value again{std::int64_t{2}};
-    refs.push_back({"undeclared", &extra});
-    refs.push_back({"f19", nullptr});  // no value: an empty text
-    refs.push_back({"f18", &first});
-    refs.push_back({"f18", &again});  // a later duplicate replaces the earlier
+    refs.push_back({"undeclared", extra});
+    refs.push_back({"f19", {}});  // no value: an empty text
+    refs.push_back({"f18", first});
+    refs.push_back({"f18", again});  // a later duplicate replaces the earlier
 
     model::field_values expected;
     for (std::size_t i = 0; i < values.size(); ++i)
@@ -528,7 +528,7 @@ TEST_CASE("span values of every kind and size come back as sent, in fresh and re
     expected.emplace_back("f18", again);
 
     const model::value k{std::int64_t{42}};
-    const th::field_ref small_refs[] = {{"k", &k}};
+    const th::field_ref small_refs[] = {{"k", k}};
     const model::field_values small_expected = {{"k", k}};
 
     auto open = [&](const model::callsite* cs, th::field_refs v) {

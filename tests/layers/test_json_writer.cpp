@@ -86,7 +86,7 @@ std::string reference_line(const th::event_view& ev, const th::json_options& opt
     boost::json::object fields;
     for (const auto& f : ev.values)
         if (f.value)
-            fields[f.name] = reference_value(*f.value);
+            fields[f.name] = reference_value(f.value.to_value());
     o["fields"] = std::move(fields);
     o["target"] = ev.site->target;
     if (!ev.plugin.empty())
@@ -127,7 +127,7 @@ struct event_fixture {
     {
         refs.clear();
         for (const auto& [n, v] : values)
-            refs.push_back(th::field_ref{n, &v});
+            refs.push_back(th::field_ref{n, v});
         th::event_view ev;
         ev.site = &event_site;
         ev.plugin = "orders";

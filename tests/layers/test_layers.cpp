@@ -72,7 +72,7 @@ struct driver {
             return 0;
         std::vector<th::field_ref> refs;
         for (const auto& [n, v] : values)
-            refs.push_back(th::field_ref{n, &v});
+            refs.push_back(th::field_ref{n, v});
         th::span_attrs a;
         a.site = &site;
         a.plugin = plugin;
@@ -90,7 +90,7 @@ struct driver {
             return false;
         std::vector<th::field_ref> refs;
         for (const auto& [n, v] : values)
-            refs.push_back(th::field_ref{n, &v});
+            refs.push_back(th::field_ref{n, v});
         th::event_record r;
         r.site = &site;
         r.plugin = plugin;
@@ -106,7 +106,7 @@ struct driver {
     {
         std::vector<th::field_ref> refs;
         for (const auto& [n, v] : values)
-            refs.push_back(th::field_ref{n, &v});
+            refs.push_back(th::field_ref{n, v});
         d.record(h, refs);
     }
 };
@@ -210,8 +210,8 @@ struct recording_layer final : th::layer {
         std::string msg = ev.site->name;
         for (const auto& f : ev.values)
             if (f.name == "message")
-                if (auto* str = std::get_if<std::string>(f.value))
-                    msg = *str;
+                if (f.value.type() == th::value_ref::kind::string)
+                    msg = f.value.text();
         std::lock_guard lock(m);
         lines.push_back(context(ev.spans) + "|" + msg);
     }
@@ -479,7 +479,7 @@ TEST_CASE("filter: info,orders=debug,orders[checkout{user=alice}]=trace")
     // event() re-checks: a direct call outside the span is dropped too.
     th::event_record r;
     const model::value msg{std::string("direct")};
-    const th::field_ref ref{"message", &msg};
+    const th::field_ref ref{"message", msg};
     r.site = &trace_ev;
     r.plugin = "orders";
     r.values = th::field_refs(&ref, 1);
@@ -649,7 +649,7 @@ TEST_CASE("an event's time: read on first use, the same for every layer; an expl
     const auto site = make_site(K::event, L::info, "event src/orders.cpp:7", "orders", 7, {"message"});
     REQUIRE(d.interest_in(site) == th::interest::always);
     const model::value msg{std::string("hello")};
-    const th::field_ref ref{"message", &msg};
+    const th::field_ref ref{"message", msg};
 
     th::event_record untimed;
     untimed.site = &site;
@@ -883,7 +883,7 @@ TEST_CASE("JSON lines follow records, closes, and a call site's names and target
     CHECK(next_line().find(R"({"a":6,"b":true},)") != std::string::npos);
     {
         const model::value v{std::int64_t{7}};
-        const std::vector<th::field_ref> refs{{"message", nullptr}, {"a", &v}, {"b", nullptr}};
+        const std::vector<th::field_ref> refs{{"message", {}}, {"a", v}, {"b", {}}};
         th::event_record r;
         r.site = &site;
         r.plugin = "orders";

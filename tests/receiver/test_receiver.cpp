@@ -6,7 +6,10 @@
 
 #include "receiver_support.hpp"
 
+#include <tracetunnel/abi_convert.hpp>
 #include <tracetunnel/host/capture.hpp>
+#include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/receiver.hpp>
 
 #include <boost/json/serialize.hpp>
@@ -14,6 +17,7 @@
 #include <atomic>
 #include <functional>
 #include <future>
+#include <sstream>
 #include <thread>
 
 using namespace tt;
@@ -979,4 +983,181 @@ TEST_CASE("string values: the per-thread scratch never keeps text it did not che
         REQUIRE(evs[i].fields.size() == 1);
         CHECK(std::get<std::string>(evs[i].fields[0].second) == expected[i % 3]);
     }
+}
+
+namespace {
+
+// Every value kind, built as a plugin sends it (strings in `texts`).
+struct all_kinds {
+    abi_site site{TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event kinds.cpp:1",
+                  {"message", "b", "i", "u", "f", "s", "d", "wi", "wu", "e"}};
+    std::string message = "all the kinds";
+    std::string s = "quote \" tab \t and \xc3\xbc";
+    std::string d = "Point { x: 1, y: -2 }";
+    std::vector<std::string> chain_text{"outer failed", "inner cause"};
+    std::vector<tt_str> chain;
+    std::vector<tt_field_value> values;
+
+    all_kinds()
+    {
+        for (const auto& c : chain_text)
+            chain.push_back(str_of(c));
+        tt_field_value wi{};
+        wi.field = 7;
+        wi.kind = TT_VALUE_I128;
+        wi.as.u128 = tt_u128{5, ~std::uint64_t{0} - 40};  // -(41 << 64) + 5
+        tt_field_value wu{};
+        wu.field = 8;
+        wu.kind = TT_VALUE_U128;
+        wu.as.u128 = tt_u128{7, std::uint64_t{1} << 63};
+        tt_field_value e{};
+        e.field = 9;
+        e.kind = TT_VALUE_ERROR;
+        e.as.error = tt_error_chain{chain.data(), chain.size()};
+        values = {fv_str(0, message), fv_bool(1, true), fv_i64(2, -42), fv_u64(3, ~std::uint64_t{0}),
+                  fv_f64(4, 0.1), fv_str(5, s), fv_debug(6, d), wi, wu, e};
+    }
+};
+
+// A dispatcher with the compact and pretty console and a JSON layer, each
+// into its own stream, with fixed times and thread names.
+struct text_pipeline {
+    std::ostringstream compact, pretty, json;
+    host::dispatcher d;
+    text_pipeline()
+    {
+        host::console_options c;
+        c.color = host::color_mode::never;
+        c.fixed_time = "2026-11-23T12:00:00.000000Z";
+        c.fixed_thread = "ThreadId(01)";
+        c.format = host::console_options::format_kind::compact;
+        d.add_layer(std::make_shared<host::console_layer>(host::line_writer(compact), c));
+        c.format = host::console_options::format_kind::pretty;
+        d.add_layer(std::make_shared<host::console_layer>(host::line_writer(pretty), c));
+        host::json_options j;
+        j.fixed_time = "2026-11-23T12:00:00.000000Z";
+        d.add_layer(std::make_shared<host::json_layer>(host::line_writer(json), j));
+    }
+};
+
+}  // namespace
+
+// The lines the layers wrote for all_kinds before events were handed through
+// as views (the model::value scratch): byte for byte.
+const std::string kinds_compact = std::string(R"x(2026-11-23T12:00:00.000000Z  INFO ThreadId(01) test::target: all the kinds b=true i=-42 u=18446744073709551615 f=0.1 s="quote \" tab \t and ü" d=Point { x: 1, y: -2 } wi=-756316507022091616251 wu=170141183460469231731687303715884105735 e=outer failed e.sources=[inner cause])x") + "\n";
+const std::string kinds_pretty = std::string(R"x(  2026-11-23T12:00:00.000000Z  INFO test::target: all the kinds, b: true, i: -42, u: 18446744073709551615, f: 0.1, s: "quote \" tab \t and ü", d: Point { x: 1, y: -2 }, wi: -756316507022091616251, wu: 170141183460469231731687303715884105735, e: outer failed, e.sources: [inner cause])x") + "\n" + R"x(    at test.cpp:7 on ThreadId(01))x" + "\n\n";
+const std::string kinds_json = std::string(R"x({"timestamp":"2026-11-23T12:00:00.000000Z","level":"INFO","fields":{"message":"all the kinds","b":true,"i":-42,"u":18446744073709551615,"f":1E-1,"s":"quote \" tab \t and ü","d":"Point { x: 1, y: -2 }","wi":"-756316507022091616251","wu":"170141183460469231731687303715884105735","e":"outer failed: inner cause"},"target":"test::target","plugin":"demo","threadId":"ThreadId(01)"})x") + "\n";
+
+TEST_CASE("every value kind through the fast path reaches the layers as before, borrowed, not copied")
+{
+    all_kinds k;
+    text_pipeline fast;
+    host::receiver r("demo", fast.d);
+    ok(r, ev_new_callsite(k.site.get()));
+    // A layer that sees the plugin's own text: the receiver handed it through.
+    struct borrow_check final : host::layer {
+        const all_kinds* k = nullptr;
+        int events = 0, borrowed = 0;
+        void on_event(const host::event_view& ev) noexcept override
+        {
+            ++events;
+            for (const auto& f : ev.values)
+                if (f.name == "s" && f.value.text().data() == k->s.data())
+                    ++borrowed;
+        }
+    };
+    auto check = std::make_shared<borrow_check>();
+    check->k = &k;
+    fast.d.add_layer(check);
+    CHECK(r.receive(ev_new_event(k.site.id(), k.values)) == TT_STATUS_OK);
+    CHECK(check->events == 1);
+    CHECK(check->borrowed == 1);
+    CHECK(fast.compact.str() == kinds_compact);
+    CHECK(fast.pretty.str() == kinds_pretty);
+    CHECK(fast.json.str() == kinds_json);
+
+    // The same values owned (model::value, the general path of a replay): the same lines.
+    text_pipeline owned;
+    host::receiver r2("demo", owned.d);
+    ok(r2, model::event(model::new_callsite{k.site.model()}));
+    model::new_event ev;
+    ev.callsite_id = k.site.id();
+    const auto names = k.site.model().fields;
+    for (const auto& v : k.values)
+        ev.values.emplace_back(names[v.field], *model::value_from_abi(v));
+    ok(r2, model::event(ev));
+    CHECK(owned.compact.str() == kinds_compact);
+    CHECK(owned.pretty.str() == kinds_pretty);
+    CHECK(owned.json.str() == kinds_json);
+
+    // value_ref over an owned value and over the ABI value agree, kind and copy.
+    for (std::size_t i = 0; i < k.values.size(); ++i) {
+        const model::value v = *model::value_from_abi(k.values[i]);
+        const host::value_ref a(v);
+        const host::value_ref b = host::value_ref::from_abi(k.values[i]);
+        CHECK(static_cast<std::uint32_t>(a.type()) == k.values[i].kind);
+        CHECK(a.type() == b.type());
+        CHECK(a.text() == b.text());
+        CHECK(model::same_value(a.to_value(), v));
+        CHECK(model::same_value(b.to_value(), v));
+    }
+    CHECK_FALSE(host::value_ref());
+    CHECK(model::same_value(host::value_ref().to_value(), model::value(std::string())));
+}
+
+TEST_CASE("the fast path still refuses bad text with its error, and the layers see nothing")
+{
+    all_kinds k;
+    text_pipeline p;
+    host::quotas q;
+    q.max_string_length = 20;
+    q.max_error_chain = 2;
+    host::receiver r("demo", p.d, {}, q);
+    ok(r, ev_new_callsite(k.site.get()));
+    const std::string bad = "not \xff UTF-8";
+    const std::string long_text(21, 'x');
+    const std::vector<tt_str> bad_chain{str_of("fine"), str_of(bad)};
+    const std::vector<tt_str> long_chain{str_of("a"), str_of("b"), str_of("c")};
+    auto error_of = [](std::uint32_t field, const std::vector<tt_str>& chain) {
+        tt_field_value e{};
+        e.field = field;
+        e.kind = TT_VALUE_ERROR;
+        e.as.error = tt_error_chain{chain.data(), chain.size()};
+        return e;
+    };
+    tt_field_value null_text = fv_str(5, "");
+    null_text.as.str = tt_str{nullptr, 3};
+    tt_field_value unknown_kind = fv_i64(2, 1);
+    unknown_kind.kind = 77;
+    struct refused {
+        tt_field_value value;
+        receive_errc code;
+        std::string words;
+    };
+    const refused cases[] = {
+        {fv_str(5, bad), receive_errc::invalid_utf8, "value of field 's' is not UTF-8"},
+        {fv_debug(6, bad), receive_errc::invalid_utf8, "value of field 'd' is not UTF-8"},
+        {error_of(9, bad_chain), receive_errc::invalid_utf8, "value of field 'e' is not UTF-8"},
+        {fv_str(5, long_text), receive_errc::quota_exceeded, "21-byte string in value #5 (at most 20)"},
+        {fv_debug(6, long_text), receive_errc::quota_exceeded, "21-byte string in value #6 (at most 20)"},
+        {error_of(9, long_chain), receive_errc::quota_exceeded, "error chain of 3 entries (at most 2)"},
+        {null_text, receive_errc::malformed, "value #1 of kind 7 cannot be read"},
+        {unknown_kind, receive_errc::malformed, "value #1 of kind 77 cannot be read"},
+        {fv_str(10, "x"), receive_errc::unknown_field, "value for field #10 of call site"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.words);
+        const std::vector<tt_field_value> values{fv_str(0, "m"), c.value};
+        auto res = r.try_receive(ev_new_event(k.site.id(), values));
+        REQUIRE_FALSE(res);
+        CHECK(res.error().code == c.code);
+        CHECK(res.error().message.find(c.words) != std::string::npos);
+        CHECK(TT_STATUS_CODE(r.receive(ev_new_event(k.site.id(), values))) == host::status_of(c.code));
+    }
+    CHECK(p.compact.str().empty());
+    CHECK(p.json.str().empty());
+    // And good values still pass after all that.
+    const std::vector<tt_field_value> good{fv_str(0, "m"), fv_str(5, "\xc3\xbc ok")};
+    CHECK(r.receive(ev_new_event(k.site.id(), good)) == TT_STATUS_OK);
+    CHECK(p.json.str().find(R"("s":"ü ok")") != std::string::npos);
 }

@@ -19,9 +19,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string_view>
 #include <thread>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 namespace tt::host {
@@ -76,12 +79,101 @@ private:
     mutable bool set_ = false;
 };
 
+// One field value, borrowed for the length of a call: a view either over a
+// plugin's tt_field_value (the receiver hands those through unconverted, so
+// an event costs no copy) or over an owned model::value (replay, capture,
+// restored spans, the host's own events). Text is valid UTF-8 either way: the
+// receiver checks it before a view is made.
+//
+// visit() calls its visitor with one of bool, std::int64_t, std::uint64_t,
+// model::i128, model::u128, double, std::string_view (a string value),
+// value_ref::debug (debug text) or value_ref::error_view (an error chain); an
+// empty ref (kind::none) reads as the empty string. to_value() makes an
+// owned copy for a layer that keeps it.
+//
+//   void show(tt::host::value_ref v) {
+//       if (v.type() == tt::host::value_ref::kind::string) fmt::print("{}", v.text());
+//       else v.visit([](const auto& x) { /* one overload or if constexpr per type */ });
+//   }
+class value_ref {
+public:
+    // The TT_VALUE_* numbers; kind() - 1 is the model::value alternative's index.
+    enum class kind : std::uint8_t {
+        none = 0,
+        boolean = TT_VALUE_BOOL,
+        i64 = TT_VALUE_I64,
+        u64 = TT_VALUE_U64,
+        i128 = TT_VALUE_I128,
+        u128 = TT_VALUE_U128,
+        f64 = TT_VALUE_F64,
+        string = TT_VALUE_STR,
+        debug_text = TT_VALUE_DEBUG,
+        error = TT_VALUE_ERROR,
+    };
+    struct debug {
+        std::string_view text;
+    };
+    // An error's message (at 0) and its sources, borrowed.
+    class error_view {
+    public:
+        std::size_t size() const noexcept { return n_; }
+        bool empty() const noexcept { return n_ == 0; }
+        std::string_view operator[](std::size_t i) const noexcept
+        {
+            if (abi_) {
+                const tt_str& s = static_cast<const tt_str*>(p_)[i];
+                return s.len == 0 ? std::string_view() : std::string_view(s.ptr, s.len);
+            }
+            return static_cast<const std::string*>(p_)[i];
+        }
+        std::string_view front() const noexcept { return (*this)[0]; }
+
+    private:
+        friend class value_ref;
+        error_view(const void* p, std::size_t n, bool abi) noexcept : p_(p), n_(n), abi_(abi) {}
+        const void* p_;
+        std::size_t n_;
+        bool abi_;
+    };
+
+    value_ref() noexcept = default;  // kind::none
+    // Borrows an owned value (which must outlive the ref).
+    value_ref(const model::value& v) noexcept;  // NOLINT: implicit, as a view is
+    // Borrows a plugin's value as it is. The caller has checked it: a known
+    // kind, readable pointers, valid UTF-8 (the receiver does).
+    static value_ref from_abi(const tt_field_value& v) noexcept;
+
+    kind type() const noexcept { return k_; }
+    explicit operator bool() const noexcept { return k_ != kind::none; }
+    // A string's or debug value's text, an error's message; empty otherwise.
+    std::string_view text() const noexcept;
+    // An error's message and sources; empty for any other kind.
+    error_view chain() const noexcept
+    {
+        return k_ == kind::error ? error_view(s_.ptr, s_.len, abi_chain_) : error_view(nullptr, 0, false);
+    }
+    template <class F>
+    decltype(auto) visit(F&& f) const;
+    model::value to_value() const;
+
+private:
+    kind k_ = kind::none;
+    bool abi_chain_ = false;
+    // The ABI's payload layout, so that from_abi copies it as it is.
+    union {
+        std::uint8_t b_;  // 0 = false, anything else true (as the ABI's boolean)
+        std::int64_t i_;
+        std::uint64_t u_;
+        tt_u128 w_;
+        double d_;
+        tt_str s_{};  // string, debug text; an error: chain pointer and length
+    };
+};
+
 // One value of one field, borrowed from the receiver for the length of a call.
-// (The allocation-free hot path will replace `const model::value*` with a
-// borrowed value view over the plugin's tt_field_value; the shape stays.)
 struct field_ref {
     std::string_view name;
-    const model::value* value = nullptr;
+    value_ref value;
 };
 
 using field_refs = std::span<const field_ref>;
@@ -220,5 +312,90 @@ private:
     static std::vector<frame>& frames() noexcept;
     std::uint64_t owner_;
 };
+
+inline value_ref::value_ref(const model::value& v) noexcept : k_(static_cast<kind>(v.index() + 1)), u_(0)
+{
+    std::visit(
+        [this](const auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, bool>)
+                b_ = x ? 1 : 0;
+            else if constexpr (std::is_same_v<T, std::int64_t>)
+                i_ = x;
+            else if constexpr (std::is_same_v<T, std::uint64_t>)
+                u_ = x;
+            else if constexpr (std::is_same_v<T, model::i128> || std::is_same_v<T, model::u128>)
+                w_ = tt_u128{static_cast<std::uint64_t>(x),
+                             static_cast<std::uint64_t>(static_cast<model::u128>(x) >> 64)};
+            else if constexpr (std::is_same_v<T, double>)
+                d_ = x;
+            else if constexpr (std::is_same_v<T, std::string>)
+                s_ = tt_str{x.data(), x.size()};
+            else if constexpr (std::is_same_v<T, model::debug_text>)
+                s_ = tt_str{x.text.data(), x.text.size()};
+            else
+                s_ = tt_str{reinterpret_cast<const char*>(x.chain.data()), x.chain.size()};
+        },
+        v);
+}
+
+inline value_ref value_ref::from_abi(const tt_field_value& v) noexcept
+{
+    // The payload is copied whole, whatever the kind (no branch per kind):
+    // each member of the ABI's union sits where the same member of ours does.
+    static_assert(sizeof(v.as) == sizeof(tt_str) && sizeof(tt_error_chain) == sizeof(tt_str));
+    value_ref r;
+    r.k_ = v.kind <= TT_VALUE_ERROR ? static_cast<kind>(v.kind) : kind::none;
+    r.abi_chain_ = true;
+    std::memcpy(static_cast<void*>(&r.s_), &v.as, sizeof(tt_str));
+    return r;
+}
+
+inline std::string_view value_ref::text() const noexcept
+{
+    switch (k_) {
+    case kind::string:
+    case kind::debug_text: return s_.len == 0 ? std::string_view() : std::string_view(s_.ptr, s_.len);
+    case kind::error: return s_.len == 0 ? std::string_view() : chain().front();
+    default: return {};
+    }
+}
+
+template <class F>
+decltype(auto) value_ref::visit(F&& f) const
+{
+    switch (k_) {
+    case kind::boolean: return f(b_ != 0);
+    case kind::i64: return f(i_);
+    case kind::u64: return f(u_);
+    case kind::i128: return f(static_cast<model::i128>(static_cast<model::u128>(w_.hi) << 64 | w_.lo));
+    case kind::u128: return f(static_cast<model::u128>(w_.hi) << 64 | w_.lo);
+    case kind::f64: return f(d_);
+    case kind::debug_text: return f(debug{text()});
+    case kind::error: return f(chain());
+    case kind::string:
+    case kind::none: break;
+    }
+    return f(text());
+}
+
+inline model::value value_ref::to_value() const
+{
+    return visit([](const auto& x) -> model::value {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::string_view>)
+            return model::value(std::string(x));
+        else if constexpr (std::is_same_v<T, debug>)
+            return model::value(model::debug_text{std::string(x.text)});
+        else if constexpr (std::is_same_v<T, error_view>) {
+            model::error_chain e;
+            e.chain.reserve(x.size());
+            for (std::size_t i = 0; i < x.size(); ++i)
+                e.chain.emplace_back(x[i]);
+            return model::value(std::move(e));
+        } else
+            return model::value(x);
+    });
+}
 
 }  // namespace tt::host
