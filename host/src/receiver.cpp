@@ -37,18 +37,15 @@ std::uint64_t sum_of(const Counters& counters) noexcept
     return total;
 }
 
-// Adds span `id` to `spans` as created since the last commit: both lists or
-// neither, so a failed allocation leaves nothing for a rollback to trip on.
+// Adds span `id` to `spans` as created since the last commit (counted in
+// `uncommitted`, so that a commit or a rollback without any skips the walk).
 template <class Table>
-auto& add_uncommitted(std::vector<std::uint64_t>& uncommitted, Table& spans, std::uint64_t id)
+auto& add_uncommitted(std::size_t& uncommitted, Table& spans, std::uint64_t id)
 {
-    uncommitted.push_back(id);
-    try {
-        return *spans.add(id).first;
-    } catch (...) {
-        uncommitted.pop_back();
-        throw;
-    }
+    auto& e = *spans.add(id).first;
+    e.uncommitted = 1;
+    ++uncommitted;
+    return e;
 }
 
 constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
@@ -1006,7 +1003,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
     // may be long; a parent that is gone ends it). Depth 0 = not known yet,
     // on_chain = on the chain being walked (met again: a cycle, which ends it).
     {
-        constexpr std::uint32_t on_chain = 0xFFFFFFFFu;
+        constexpr std::uint32_t on_chain = detail::span_rec::max_depth;
         std::vector<detail::span_rec*> chain;
         const std::size_t total = spans_->size();
         spans_->spans.for_each([&](detail::span_rec& first, std::uint32_t) {
@@ -1085,15 +1082,25 @@ void receiver::rollback() noexcept
             });
             e.entered.clear();
         });
-        for (std::uint64_t id : uncommitted_) {
-            spans_->erase(id);
-            const auto* e = lt.spans.find(id);
-            if (e == nullptr)
-                continue;
-            closes.push_back(e->handle);
-            lt.erase(id);
+        if (uncommitted_ != 0) {
+            std::vector<std::uint64_t> ids;
+            ids.reserve(uncommitted_);
+            spans_->spans.for_each([&](detail::span_rec& e, std::uint32_t) {
+                if (e.uncommitted)
+                    ids.push_back(e.key);
+            });
+            // Closed in id order, which is creation order but for replayed ids.
+            std::sort(ids.begin(), ids.end());
+            for (std::uint64_t id : ids) {
+                spans_->erase(id);
+                const auto* e = lt.spans.find(id);
+                if (e == nullptr)
+                    continue;
+                closes.push_back(e->handle);
+                lt.erase(id);
+            }
+            uncommitted_ = 0;
         }
-        uncommitted_.clear();
         dirty_.store(false, std::memory_order_relaxed);
     }
     for (const auto& x : exits)
@@ -1397,8 +1404,8 @@ std::optional<receive_result> receiver::reserve_span_locked(std::size_t quota_by
     depth = 1;
     if (plugin_parent != 0)
         if (const auto* p = spans_->find(plugin_parent))
-            depth = p->depth + 1;
-    if (depth > limits_.max_span_depth)
+            depth = static_cast<std::uint32_t>(p->depth) + 1;
+    if (depth > limits_.max_span_depth || depth > detail::span_rec::max_depth)
         return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
                                                       std::to_string(limits_.max_span_depth) + " reached (parent " +
                                                       id_text(plugin_parent) + ")");
@@ -1644,12 +1651,8 @@ bool receiver::drop_span(std::uint64_t span_id)
         if (--it->ref_count > 0)
             return true;
         string_bytes_ -= it->bytes;
+        uncommitted_ -= it->uncommitted;
         spans_->erase(span_id);
-        // uncommitted_ may name spans that are gone (a rollback skips
-        // them); searching it here made every drop linear in the number
-        // of uncommitted spans. It is compacted when mostly dead instead.
-        if (uncommitted_.size() > 64 && uncommitted_.size() > 2 * spans_->size())
-            std::erase_if(uncommitted_, [&](std::uint64_t id) { return !spans_->has(id); });
         std::lock_guard llock(local_->mutex_);
         auto& lt = *local_->table_;
         if (auto* e = lt.spans.find(span_id)) {
@@ -2028,8 +2031,12 @@ persisted_spans receiver::persist()
     persisted_spans out;
     std::lock_guard lock(mutex_);
     fill_snapshot(out);
+    // Only once the snapshot is taken (it may throw): then nothing is committed.
+    if (uncommitted_ != 0) {
+        spans_->spans.for_each([](detail::span_rec& e, std::uint32_t) { e.uncommitted = 0; });
+        uncommitted_ = 0;
+    }
     std::lock_guard llock(local_->mutex_);  // enter and exit set dirty_ under this one alone
-    uncommitted_.clear();
     dirty_.store(false, std::memory_order_relaxed);
     return out;
 }

@@ -446,8 +446,13 @@ struct span_rec {
     std::uint64_t parent_id = 0;
     const model::callsite* site = nullptr;  // into the receiver's call sites (stable)
     clock::time_point start{};
+    // Deeper than this is refused whatever the quota says (31 bits).
+    static constexpr std::uint32_t max_depth = 0x7FFFFFFFu;
     std::uint32_t ref_count = 1;  // a clone beyond 2^32 - 1 handles is refused
-    std::uint32_t depth = 1;      // 1 + the parent's, within this lineage
+    std::uint32_t depth : 31 = 1;  // 1 + the parent's, within this lineage
+    // Created since the last commit: a rollback closes it. A bit here
+    // instead of a list of ids in the receiver (8 to 16 bytes a span).
+    std::uint32_t uncommitted : 1 = 0;
     std::uint32_t bytes = 0;      // names + string values, for the string quota
     value_blob values;            // creation values + records, first-recorded order
 };

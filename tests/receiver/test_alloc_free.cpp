@@ -308,9 +308,8 @@ struct group_env {
 TEST_CASE("a whole group (new span, enter, events, exit, drop) allocates nothing in the receiver once warm")
 {
     group_env env;
-    // Warm: the span table's first chunk and index, the per-thread buffers,
-    // the list of uncommitted spans (compacted past 64) and the ring of
-    // closed spans' handles get their capacity here.
+    // Warm: the span table's first chunk and index, the per-thread buffers
+    // and the ring of closed spans' handles get their capacity here.
     for (int g = 0; g < 100; ++g)
         env.run(-g);
 

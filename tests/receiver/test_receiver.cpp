@@ -623,6 +623,40 @@ TEST_CASE("a receiver destroyed without persisting rolls back")
     CHECK(cap.anomalies().empty());
 }
 
+TEST_CASE("a rollback closes exactly the spans created since the last commit, whatever slots they reuse")
+{
+    host::capture_layer cap;
+    fixture f0;
+    std::shared_ptr<host::local_spans> local;  // held, as the host does: committed spans stay open
+    {
+        host::receiver r("demo", cap);
+        local = r.local();
+        ok(r, ev_new_callsite(f0.span_site.get()));
+        const auto a = ok(r, ev_new_span(f0.span_site.id()));
+        r.persist();
+        const auto b = ok(r, ev_new_span(f0.span_site.id()));
+        ok(r, ev_span(TT_EVENT_SPAN_DROPPED, b));  // uncommitted and gone: its slot is free
+        ok(r, ev_new_span(f0.span_site.id()));  // c: takes that slot
+        r.persist();
+        ok(r, ev_new_span(f0.span_site.id()));  // d: a new slot
+        ok(r, ev_span(TT_EVENT_SPAN_DROPPED, a));  // a committed span's slot, free again
+        const auto e = ok(r, ev_new_span(f0.span_site.id()));  // takes a's slot
+        ok(r, ev_span(TT_EVENT_SPAN_ENTERED, e));
+        CHECK(r.stats().live_spans == 3);
+    }
+    auto spans = cap.spans();
+    REQUIRE(spans.size() == 5);
+    CHECK(spans[0].closed);  // a: dropped
+    CHECK(spans[1].closed);  // b: dropped
+    CHECK_FALSE(spans[2].closed);  // c: committed, left to the local spans
+    CHECK(spans[3].closed);  // d: rolled back
+    CHECK(spans[4].closed);  // e: rolled back, force-exited first
+    CHECK(spans[4].force_exited == 1);
+    for (const auto& s : spans)
+        CHECK(s.close_count <= 1);
+    CHECK(cap.anomalies().empty());
+}
+
 TEST_CASE("a committed receiver changes nothing when destroyed; dropping local spans closes them")
 {
     host::capture_layer cap;

@@ -313,7 +313,7 @@ private:
     std::unique_ptr<span_table> spans_;
     std::uint64_t next_id_ = 1;
     std::size_t string_bytes_ = 0;
-    std::vector<std::uint64_t> uncommitted_;  // spans created since the last commit
+    std::size_t uncommitted_ = 0;  // live spans created since the last commit (span_rec::uncommitted)
     // Set under mutex_, or under local_'s mutex alone by enter and exit;
     // cleared by a commit, which holds both.
     std::atomic<bool> dirty_{false};
