@@ -1,8 +1,8 @@
 // The receiver's span tables (private to host/src): entries live in chunks
 // that never move, a dropped span's slot is reused by the next span, and a
-// key finds its slot through an open-addressing index of 8-byte slots. No
+// key finds its slot through an open-addressing index of 4-byte slots. No
 // heap node per span, so a new span allocates nothing once the tables are
-// warm, and a live span costs its entry plus 9 to 18 bytes of index.
+// warm, and a live span costs its entry plus 4.6 to 9 bytes of index.
 //
 // Span values are kept packed (value_blob): a field is its index in the call
 // site (the name is the call site's), a scalar its 8 or 16 bytes, a string
@@ -95,8 +95,12 @@ private:
 };
 
 // Key -> slab slot. The key itself lives in the slab entry: `key_of(slot)`
-// gives it back, a 32-bit tag of the hash spares most of those look-ups.
-// Keys are never 0. Linear probing, deletion by backward shift.
+// gives it back. A slot of the index is 4 bytes: with a capacity of 2^b,
+// its low b bits hold the slab slot + 1 (0 = empty) and the rest a tag of
+// the hash, which spares most of the key look-ups (15 bits at 2^17). The
+// index grows until a slab slot fits its low bits, so it is never more than
+// twice the slab's extent. Keys are never 0. Linear probing, deletion by
+// backward shift.
 class key_index {
 public:
     key_index() = default;
@@ -120,12 +124,15 @@ public:
             return no_slot;
         const std::uint64_t h = mix64(key);
         const auto tag = static_cast<std::uint32_t>(h >> 32);
-        for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
-            const slot s = slots_[i];
-            if (s.ref == 0)
+        const std::uint32_t* const slots = slots_.get();
+        const std::size_t mask = mask_;
+        const auto hi = ~static_cast<std::uint32_t>(mask);
+        for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+            const std::uint32_t s = slots[i];
+            if (s == 0)
                 return no_slot;
-            if (s.tag == tag && key_of(s.ref - 1) == key)
-                return s.ref - 1;
+            if (((s ^ tag) & hi) == 0 && key_of((s & ~hi) - 1) == key)
+                return (s & ~hi) - 1;
         }
     }
     // Maps key to `at`, replacing an existing mapping of the key.
@@ -148,14 +155,14 @@ public:
         if (size_ == 0)
             return;
         const std::uint64_t h = mix64(key);
-        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        const std::uint32_t tag = tag_of(h);
         std::size_t i = h & mask_;
         for (;; i = (i + 1) & mask_) {
-            const slot s = slots_[i];
-            if (s.ref == 0)
+            const std::uint32_t s = slots_[i];
+            if (s == 0)
                 return;
-            if (s.tag == tag && key_of(s.ref - 1) == key) {
-                if (at != no_slot && s.ref - 1 != at)
+            if ((s & ~mask32()) == tag && key_of(ref_of(s)) == key) {
+                if (at != no_slot && ref_of(s) != at)
                     return;
                 break;
             }
@@ -163,16 +170,16 @@ public:
         // Backward shift: pull later entries of the run into the hole when
         // their home is not between the hole and themselves.
         for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
-            const slot s = slots_[j];
-            if (s.ref == 0)
+            const std::uint32_t s = slots_[j];
+            if (s == 0)
                 break;
-            const std::size_t home = mix64(key_of(s.ref - 1)) & mask_;
+            const std::size_t home = mix64(key_of(ref_of(s))) & mask_;
             if (((j - home) & mask_) >= ((j - i) & mask_)) {
                 slots_[i] = s;
                 i = j;
             }
         }
-        slots_[i] = slot{};
+        slots_[i] = 0;
         --size_;
     }
     std::size_t size() const noexcept { return size_; }
@@ -196,52 +203,57 @@ private:
     template <class KeyOf>
     bool insert(std::uint64_t key, std::uint32_t at, const KeyOf& key_of, bool replace)
     {
-        if ((size_ + 1) * 8 > capacity() * max_load_eighths)
+        while ((size_ + 1) * 8 > capacity() * max_load_eighths || std::size_t{at} + 1 > mask_)
             grow(key_of);
         const std::uint64_t h = mix64(key);
-        const auto tag = static_cast<std::uint32_t>(h >> 32);
+        const std::uint32_t tag = tag_of(h);
         for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
-            slot& s = slots_[i];
-            if (s.ref == 0) {
-                s = slot{tag, at + 1};
+            std::uint32_t& s = slots_[i];
+            if (s == 0) {
+                s = tag | (at + 1);
                 ++size_;
                 return true;
             }
-            if (s.tag == tag && key_of(s.ref - 1) == key) {
+            if ((s & ~mask32()) == tag && key_of(ref_of(s)) == key) {
                 if (replace)
-                    s.ref = at + 1;
+                    s = tag | (at + 1);
                 return false;
             }
         }
     }
     // Filled up to 7/8 before doubling: 100k live spans fit 2^17 slots, not
-    // 2^18. Runs get longer near the top, but a probe compares the 32-bit tag
-    // in the slot and reads an entry's key only on a tag match.
+    // 2^18. Runs get longer near the top, but a probe compares the tag in
+    // the slot and reads an entry's key only on a tag match.
     static constexpr std::size_t max_load_eighths = 7;
-    struct slot {
-        std::uint32_t tag = 0;
-        std::uint32_t ref = 0;  // slab slot + 1; 0 = empty
-    };
     std::size_t capacity() const noexcept { return slots_ ? mask_ + 1 : 0; }
+    std::uint32_t mask32() const noexcept { return static_cast<std::uint32_t>(mask_); }
+    std::uint32_t ref_of(std::uint32_t s) const noexcept { return (s & mask32()) - 1; }
+    std::uint32_t tag_of(std::uint64_t h) const noexcept { return static_cast<std::uint32_t>(h >> 32) & ~mask32(); }
+    // Rare, and out of line so that the callers' inlining stays as it was.
     template <class KeyOf>
-    void grow(const KeyOf& key_of)
+    [[gnu::noinline]] void grow(const KeyOf& key_of)
     {
         const std::size_t cap = capacity() == 0 ? 16 : capacity() * 2;
-        auto next = std::make_unique<slot[]>(cap);
+        if (cap > (std::size_t{1} << 32))  // a slot's bits would not hold the slab slot
+            throw std::bad_alloc();
+        auto next = std::make_unique<std::uint32_t[]>(cap);
         const std::size_t mask = cap - 1;
+        const auto mask32 = static_cast<std::uint32_t>(mask);
         for (std::size_t k = 0; k < capacity(); ++k) {
-            const slot s = slots_[k];
-            if (s.ref == 0)
+            const std::uint32_t s = slots_[k];
+            if (s == 0)
                 continue;
-            std::size_t i = mix64(key_of(s.ref - 1)) & mask;
-            while (next[i].ref != 0)
+            const std::uint32_t ref = ref_of(s);
+            const std::uint64_t h = mix64(key_of(ref));
+            std::size_t i = h & mask;
+            while (next[i] != 0)
                 i = (i + 1) & mask;
-            next[i] = s;
+            next[i] = (static_cast<std::uint32_t>(h >> 32) & ~mask32) | (ref + 1);
         }
         slots_ = std::move(next);
         mask_ = mask;
     }
-    std::unique_ptr<slot[]> slots_;
+    std::unique_ptr<std::uint32_t[]> slots_;
     std::size_t mask_ = 0;
     std::size_t size_ = 0;
 };

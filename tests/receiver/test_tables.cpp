@@ -1,0 +1,102 @@
+// The receiver's private tables (host/src/receiver_tables.hpp): the key index
+// against a reference map, through growth, backward-shift erases and slab
+// slots far above the number of keys (an index whose slots must still hold
+// them, as the local spans' handle index does).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "receiver_tables.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <random>
+#include <unordered_map>
+#include <vector>
+
+namespace detail = tt::host::detail;
+
+namespace {
+
+// Slab slot -> key, as a slab's entries would hold them (0 = free).
+struct fake_slab {
+    std::vector<std::uint64_t> keys;
+    auto key_of() const
+    {
+        return [this](std::uint32_t i) { return keys.at(i); };
+    }
+};
+
+void check_same(const detail::key_index& idx, const fake_slab& slab,
+                const std::unordered_map<std::uint64_t, std::uint32_t>& ref, std::mt19937_64& rng)
+{
+    REQUIRE(idx.size() == ref.size());
+    for (const auto& [k, at] : ref)
+        REQUIRE(idx.find(k, slab.key_of()) == at);
+    for (int n = 0; n < 50; ++n)
+        CHECK(idx.find(rng() | 1u << 20 | std::uint64_t{1} << 62, slab.key_of()) == detail::no_slot);
+}
+
+}  // namespace
+
+TEST_CASE("key_index finds what was put, through growth and erases, for any slab slot")
+{
+    for (const std::uint32_t spread : {1u, 7u, 1000u}) {
+        CAPTURE(spread);
+        std::mt19937_64 rng(spread);
+        detail::key_index idx;
+        fake_slab slab;
+        std::unordered_map<std::uint64_t, std::uint32_t> ref;
+        std::vector<std::uint32_t> free_slots;
+        std::uint32_t next_slot = 0;
+        for (int step = 0; step < 20000; ++step) {
+            const bool add = ref.empty() || rng() % 100 < 60;
+            if (add) {
+                // Keys from a small range (collisions of home slots) or anywhere.
+                const std::uint64_t key = step % 2 == 0 ? 1 + rng() % 5000 : rng() | 1;
+                std::uint32_t at;
+                if (!free_slots.empty() && rng() % 2 == 0) {
+                    at = free_slots.back();
+                    free_slots.pop_back();
+                } else {
+                    at = next_slot;
+                    next_slot += spread;  // slots far above the key count when spread > 1
+                }
+                if (slab.keys.size() <= at)
+                    slab.keys.resize(at + 1, 0);
+                if (ref.count(key) != 0) {
+                    CHECK_FALSE(idx.put_new(key, at, slab.key_of()));  // left as it was
+                    free_slots.push_back(at);
+                    continue;
+                }
+                slab.keys[at] = key;
+                CHECK(idx.put_new(key, at, slab.key_of()));
+                ref[key] = at;
+            } else {
+                auto it = ref.begin();
+                std::advance(it, static_cast<long>(rng() % ref.size()));
+                const auto [key, at] = *it;
+                if (rng() % 4 == 0)
+                    idx.erase(key, at + 1, slab.key_of());  // another slot: nothing happens
+                else {
+                    idx.erase(key, at, slab.key_of());
+                    slab.keys[at] = 0;
+                    free_slots.push_back(at);
+                    ref.erase(it);
+                }
+            }
+            if (step % 997 == 0)
+                check_same(idx, slab, ref, rng);
+        }
+        check_same(idx, slab, ref, rng);
+        // put repoints an existing key
+        if (!ref.empty()) {
+            const auto [key, at] = *ref.begin();
+            const std::uint32_t moved = next_slot;
+            slab.keys.resize(moved + 1, 0);
+            slab.keys[moved] = key;
+            idx.put(key, moved, slab.key_of());  // found through its old slot, which still holds the key
+            slab.keys[at] = 0;
+            CHECK(idx.find(key, slab.key_of()) == moved);
+            CHECK(idx.size() == ref.size());
+        }
+    }
+}
