@@ -16,8 +16,9 @@ namespace {
 
 // The per-event counters, on the calling thread's stripe (thread_stripe.hpp):
 // a plain add, no locked instruction, for a thread that owns its stripe.
+// Always inlined: GCC's inliner dropped it out of line once the callers grew.
 template <class Stripes>
-inline void count_event(Stripes& stripes, std::size_t kind_index) noexcept
+[[gnu::always_inline]] inline void count_event(Stripes& stripes, std::size_t kind_index) noexcept
 {
     const unsigned i = detail::my_stripe();
     detail::bump(stripes[i].events[kind_index], i);
@@ -716,6 +717,62 @@ void detail::spin_mutex::lock_slow() noexcept
 struct local_spans::table {
     detail::keyed_table<detail::local_rec> spans;
     detail::key_index handles;  // handle -> slot in spans
+    // The entered threads of the entries entered somewhere (local_rec::entered_at).
+    detail::slab<detail::entered_rec> entered;
+
+    // The entry's entered threads, null when entered nowhere.
+    detail::entered_set* entered_of(detail::local_rec& e) noexcept
+    {
+        return e.entered_at == 0 ? nullptr : &entered[e.entered_at - 1].set;
+    }
+    const detail::entered_set* entered_of(const detail::local_rec& e) const noexcept
+    {
+        return e.entered_at == 0 ? nullptr : &entered[e.entered_at - 1].set;
+    }
+    // One enter of `e` on thread t.
+    void add_enter(detail::local_rec& e, std::thread::id t)
+    {
+        if (e.entered_at == 0)
+            first_enter(e, t);
+        else
+            entered[e.entered_at - 1].set.add(t);
+    }
+    // Out of line, like drop_entered: the enter and exit fast paths stay small.
+    [[gnu::noinline]] void first_enter(detail::local_rec& e, std::thread::id t)
+    {
+        const std::uint32_t i = entered.acquire();
+        entered[i].set.add(t);  // an empty set adds one thread without allocating
+        e.entered_at = i + 1;
+    }
+    // One exit of `e` on thread t (the caller checked it is entered there).
+    void remove_enter(detail::local_rec& e, std::thread::id t) noexcept
+    {
+        detail::entered_set& set = entered[e.entered_at - 1].set;
+        set.remove(t);
+        if (set.empty())
+            drop_entered(e);
+    }
+    // Takes `e`'s entered threads out (empty when none).
+    detail::entered_set take_entered(detail::local_rec& e) noexcept
+    {
+        if (e.entered_at == 0)
+            return {};
+        detail::entered_set out = std::move(entered[e.entered_at - 1].set);
+        drop_entered(e);
+        return out;
+    }
+    [[gnu::noinline]] void drop_entered(detail::local_rec& e) noexcept
+    {
+        if (e.entered_at == 0)
+            return;
+        entered[e.entered_at - 1].set.clear();
+        try {
+            entered.release(e.entered_at - 1);
+        } catch (...) {
+            // the slot is lost to reuse; the set itself is already empty
+        }
+        e.entered_at = 0;
+    }
 
     auto handle_at() const noexcept
     {
@@ -753,6 +810,7 @@ struct local_spans::table {
             return;
         if (const span_handle h = spans.at(slot).handle; h != 0)
             handles.erase(h, slot, handle_at());
+        drop_entered(spans.at(slot));
         spans.erase(id);
     }
 };
@@ -782,10 +840,11 @@ void local_spans::release_all(bool suspend) noexcept
         closed_next_ = 0;
     }
     all.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
-        e.entered.for_each([&](std::thread::id thread, std::uint32_t n) {
-            for (std::uint32_t k = 0; k < n; ++k)
-                pipeline_->force_exit(e.handle, thread);
-        });
+        if (const auto* entered = all.entered_of(e))
+            entered->for_each([&](std::thread::id thread, std::uint32_t n) {
+                for (std::uint32_t k = 0; k < n; ++k)
+                    pipeline_->force_exit(e.handle, thread);
+            });
         if (e.handle == 0)
             return;
         if (suspend)
@@ -836,7 +895,8 @@ std::uint32_t local_spans::entered_count(std::uint64_t span_id) const
 {
     std::lock_guard lock(mutex_);
     const auto* e = table_->spans.find(span_id);
-    return e == nullptr ? 0 : e->entered.threads();
+    const auto* entered = e == nullptr ? nullptr : table_->entered_of(*e);
+    return entered == nullptr ? 0 : entered->threads();
 }
 
 // ---------------------------------------------------------------------------
@@ -1036,7 +1096,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
             if (!spans_->has(e.key)) {
                 gone.push_back(e.key);
-                stale.emplace_back(e.handle, std::move(e.entered));
+                stale.emplace_back(e.handle, lt.take_entered(e));
             }
         });
         for (std::uint64_t id : gone)
@@ -1076,11 +1136,14 @@ void receiver::rollback() noexcept
         std::lock_guard llock(local_->mutex_);
         auto& lt = *local_->table_;
         lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
-            e.entered.for_each([&](std::thread::id thread, std::uint32_t n) {
+            const auto* entered = lt.entered_of(e);
+            if (entered == nullptr)
+                return;
+            entered->for_each([&](std::thread::id thread, std::uint32_t n) {
                 for (std::uint32_t k = 0; k < n; ++k)
                     exits.push_back({e.handle, thread});
             });
-            e.entered.clear();
+            lt.drop_entered(e);
         });
         if (uncommitted_ != 0) {
             std::vector<std::uint64_t> ids;
@@ -1348,7 +1411,7 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
             auto* e = local_->table_->spans.find(ev.span_id);
             if (e == nullptr || e->handle == 0)
                 return false;
-            e->entered.add(me);
+            local_->table_->add_enter(*e, me);
             dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
             h = e->handle;
         }
@@ -1365,11 +1428,12 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
             auto* e = local_->table_->spans.find(ev.span_id);
             // Not entered on this thread (another thread's, or none): the
             // general path decides.
-            if (e == nullptr || !e->entered.has(me))
+            const auto* entered = e == nullptr ? nullptr : local_->table_->entered_of(*e);
+            if (entered == nullptr || !entered->has(me))
                 return false;
             h = e->handle;
             dirty_.store(true, std::memory_order_relaxed);
-            e->entered.remove(me);
+            local_->table_->remove_enter(*e, me);
         }
         count_event(event_counts_, TT_EVENT_SPAN_EXITED - 1);
         if (h != 0)
@@ -1657,7 +1721,7 @@ bool receiver::drop_span(std::uint64_t span_id)
         auto& lt = *local_->table_;
         if (auto* e = lt.spans.find(span_id)) {
             h = e->handle;
-            still_entered = std::move(e->entered);
+            still_entered = lt.take_entered(*e);
             lt.erase(span_id);
             local_->remember_closed(span_id, h);
         }
@@ -1848,7 +1912,7 @@ receive_result receiver::apply(op& o)
             std::lock_guard llock(local_->mutex_);
             auto* e = local_->table_->spans.find(o.span_id);
             if (e != nullptr && e->handle != 0) {
-                e->entered.add(me);
+                local_->table_->add_enter(*e, me);
                 dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
                 known = e->handle;
             }
@@ -1870,7 +1934,8 @@ receive_result receiver::apply(op& o)
             if (!spans_->has(o.span_id))
                 return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
             std::lock_guard llock(local_->mutex_);
-            local_->table_->get(o.span_id).entered.add(me);
+            auto& lt = *local_->table_;
+            lt.add_enter(lt.get(o.span_id), me);
             dirty_.store(true, std::memory_order_relaxed);
         }
         pipeline_->enter(h);
@@ -1885,19 +1950,20 @@ receive_result receiver::apply(op& o)
             if (auto* e = local_->table_->spans.find(o.span_id)) {
                 local = true;
                 const auto me = std::this_thread::get_id();
+                const auto* entered = local_->table_->entered_of(*e);
                 // Entered on other threads only: the plugin exits on the
                 // wrong thread. Refused; every thread's stack stays as it is.
-                if (!e->entered.has(me) && !e->entered.empty())
+                if (entered != nullptr && !entered->has(me))
                     return fail(receive_errc::wrong_thread,
                                 "exit of span " + id_text(o.span_id) +
                                     " on a thread where it is not entered (it is on " +
-                                    std::to_string(e->entered.threads()) + " other thread(s))");
+                                    std::to_string(entered->threads()) + " other thread(s))");
                 // Not entered anywhere (e.g. entered before a host restart):
                 // the pipeline never saw the enter, so it sees no exit.
-                if (e->entered.has(me)) {
+                if (entered != nullptr) {
                     h = e->handle;
                     dirty_.store(true, std::memory_order_relaxed);
-                    e->entered.remove(me);
+                    local_->table_->remove_enter(*e, me);
                 }
             }
         }

@@ -878,6 +878,40 @@ TEST_CASE("four threads emit into one receiver")
     CHECK(cap.anomalies().empty());
 }
 
+TEST_CASE("entered threads of several spans stay apart as spans are entered, exited and dropped in any order")
+{
+    fixture f;
+    const auto a = f.span({fv_i64(0, 1)});
+    const auto b = f.span({fv_i64(0, 2)});
+    const auto c = f.span({fv_i64(0, 3)});
+    auto count = [&](std::uint64_t id) { return f.recv.local()->entered_count(id); };
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, a)) == TT_STATUS_OK);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, b)) == TT_STATUS_OK);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, a)) == TT_STATUS_OK);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, c)) == TT_STATUS_OK);  // may take what a had
+    std::thread([&] { CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, c)) == TT_STATUS_OK); }).join();
+    CHECK(count(a) == 0);
+    CHECK(count(b) == 1);
+    CHECK(count(c) == 2);
+    // a is entered nowhere: its exit is accepted and changes nothing else
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, a)) == TT_STATUS_OK);
+    CHECK(count(b) == 1);
+    CHECK(count(c) == 2);
+    // dropping b while entered force-exits it in the pipeline, and c keeps its threads
+    const auto hb = f.recv.local()->handle_of(b);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_DROPPED, b)) == TT_STATUS_OK);
+    CHECK(f.cap.span(hb)->force_exited == 1);
+    CHECK(f.cap.span(hb)->closed);
+    CHECK(count(c) == 2);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_ENTERED, a)) == TT_STATUS_OK);
+    CHECK(count(a) == 1);
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, c)) == TT_STATUS_OK);
+    CHECK(count(c) == 1);  // the other thread's enter is left
+    CHECK(f.recv.receive(ev_span(TT_EVENT_SPAN_EXITED, a)) == TT_STATUS_OK);
+    CHECK(count(a) == 0);
+    CHECK(f.cap.anomalies().empty());
+}
+
 TEST_CASE("the fast paths (typical event, enter, exit, drop) answer and count like the general path")
 {
     fixture f;
