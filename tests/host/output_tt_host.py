@@ -10,6 +10,7 @@ while the host runs:
   tt-host runs;
 - with one, lines appear as soon as the first commit is made, and a
   SIGKILL afterwards leaves only whole JSON lines;
+- with --flush-ms 0 lines appear while tt-host runs, without commits;
 - --flush-ms outside 0..60000 is refused with a message naming it.
 
 usage: output_tt_host.py TT_HOST LIBORDERS_SO WORK_DIR
@@ -76,7 +77,21 @@ for line in data.decode().splitlines():
         check(False, f"after SIGKILL every line is whole JSON: {line[:80]!r}")
         break
 
-# 3. A bad value is refused by name.
+# 3. --flush-ms 0: each line is written as it is made, with no commit at all.
+out3 = os.path.join(root, "each-line.jsonl")
+cmd = [tt_host, "--plugins", plugins, "--format", "json", "--no-watch", "--ticks", "0", "--interval-ms", "1000",
+       "--flush-ms", "0", "--filter", "info", "--no-state"]
+with open(out3, "wb") as f3:
+    p = subprocess.Popen(cmd, stdout=f3, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while size(out3) == 0 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    running = p.poll() is None
+    check(running and size(out3) > 0, "--flush-ms 0 writes lines while tt-host runs, without commits")
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+
+# 4. A bad value is refused by name.
 bad = subprocess.run([tt_host, "--no-state", "--flush-ms", "-1"], capture_output=True, text=True, timeout=30)
 check(bad.returncode != 0, "--flush-ms -1 is refused")
 check("--flush-ms" in bad.stderr + bad.stdout, f"the refusal names --flush-ms: {bad.stderr!r}")
