@@ -112,8 +112,10 @@ public:
                 a.parent = ev.spans.back().parent;
             }
             // A borrowed value is not NUL-terminated: the probe gets a copy.
-            thread_local std::string message;
-            message.clear();
+            // A local, not a thread_local: a probe argument must be a
+            // register or stack operand (a TLS operand, "x@dtpoff(%rax)",
+            // is one bpftrace cannot read, and it refuses the probe).
+            std::string message;
             for (const auto& f : ev.values) {
                 if (f.name != "message" || !f.value)
                     continue;

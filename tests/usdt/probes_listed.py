@@ -5,7 +5,8 @@ its is-enabled semaphore and its arguments (docs/USDT.md).
 usage: probes_listed.py READELF TT_HOST with|without
 
 `with`: the build has sys/sdt.h, so all five probes must be there, each with
-a non-zero semaphore address and six arguments. `without`: no probe may be
+a non-zero semaphore address and six arguments, each a register, a constant
+or register-relative memory (what bpftrace and SystemTap can read). `without`: no probe may be
 there, and `tt-host --help` must say that the build has none.
 """
 import re
@@ -13,6 +14,9 @@ import subprocess
 import sys
 
 PROBES = {"span_new", "span_enter", "span_exit", "span_close", "event"}
+# What every tracer reads: SIZE@%reg, SIZE@$const, SIZE@OFFSET(%reg). A
+# symbol-relative operand (a thread_local's "x@dtpoff(%rax)") is not.
+SIMPLE_ARG = re.compile(r"-?\d+@(%\w+|\$-?\d+|-?\d*\(%\w+\))")
 
 
 def notes(readelf, binary):
@@ -66,6 +70,10 @@ def main():
             raise SystemExit(f"FAIL: probe {name} has no is-enabled semaphore")
         if len(p.get("args", [])) != 6:
             raise SystemExit(f"FAIL: probe {name} has {len(p.get('args', []))} arguments, expected 6")
+        for arg in p["args"]:
+            if not SIMPLE_ARG.fullmatch(arg):
+                raise SystemExit(f"FAIL: probe {name} argument {arg!r} is not a register, a constant or "
+                                 "register-relative memory: tracers such as bpftrace refuse the probe")
         print(f"ok: tracetunnel:{name} semaphore 0x{p['semaphore']:x} args {' '.join(p['args'])}")
     if len({p["semaphore"] for p in found.values()}) != len(found):
         raise SystemExit("FAIL: two probes share a semaphore")
