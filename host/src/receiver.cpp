@@ -259,12 +259,12 @@ bool assign_from_abi(model::value& out, const tt_field_value& v)
 
 // The values of the span being relayed on this thread (receive_span_fast),
 // converted: the span table keeps them packed from model::value.
-struct event_scratch {
+struct span_value_scratch {
     std::vector<model::value> values;
     std::vector<field_ref> refs;
     bool busy = false;  // a layer that somehow re-enters gets the general path
 };
-thread_local event_scratch span_scratch;
+thread_local span_value_scratch span_scratch;
 
 // Strings longer than this are not kept in the scratch between events.
 constexpr std::size_t scratch_keep_bytes = 4096;
@@ -302,6 +302,35 @@ inline bool put_scalar(model::value& slot, T x) noexcept
 inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
 {
     return s.len <= max_len && (s.len == 0 || s.ptr != nullptr);
+}
+
+// True for a string of at most 16 bytes, all ASCII (most values): checked
+// with two overlapping loads, without a call. False says "not known", and
+// valid_utf8 decides.
+inline bool short_ascii(const tt_str& s) noexcept
+{
+    const std::size_t n = s.len;
+    const char* p = s.ptr;
+    std::uint64_t a, b;
+    if (n >= 8 && n <= 16) {
+        std::memcpy(&a, p, 8);
+        std::memcpy(&b, p + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        std::uint32_t x, y;
+        std::memcpy(&x, p, 4);
+        std::memcpy(&y, p + n - 4, 4);
+        a = x;
+        b = y;
+    } else {
+        return n == 0;
+    }
+    return ((a | b) & 0x8080808080808080ULL) == 0;
+}
+
+// A plugin's text as the general path accepts it: plausible, valid UTF-8.
+inline bool checked_text(const tt_str& s, std::size_t max_len) noexcept
+{
+    return plausible(s, max_len) && (short_ascii(s) || valid_utf8(view(s)));
 }
 
 // put_string's other text: checked once, then copied into the slot's reused
@@ -343,12 +372,11 @@ inline bool put_string(model::value& slot, const tt_str& str) noexcept
 // Converts a plugin's values for `site` into the scratch (values and refs),
 // checking what the general path checks. False for anything unusual (an
 // error value, a bad index, length, pointer or UTF-8): the general path then
-// decides and words the error. With Quota, `bytes` gets the span-quota size
-// (field names + string values); `big` tells whether a string is over
+// decides and words the error. `bytes` gets the span-quota size (field
+// names + string values); `big` tells whether a string is over
 // scratch_keep_bytes. One pass, no allocation once the slots hold the call
 // site's types.
-template <bool Quota>
-bool fill_scratch(event_scratch& sc, const model::callsite& site, const tt_event& ev, const quotas& q, bool& big,
+bool fill_scratch(span_value_scratch& sc, const model::callsite& site, const tt_event& ev, const quotas& q, bool& big,
                   std::size_t& bytes)
 {
     const std::uint32_t n = ev.value_count;
@@ -380,52 +408,26 @@ bool fill_scratch(event_scratch& sc, const model::callsite& site, const tt_event
             if (!plausible(v.as.str, max_len) || !put_string(slot, v.as.str))
                 return false;
             any_big = any_big || v.as.str.len > scratch_keep_bytes;
-            if constexpr (Quota)
-                total += v.as.str.len;
+            total += v.as.str.len;
             done = true;
             break;
         case TT_VALUE_DEBUG:
-            if (!plausible(v.as.str, max_len) || !valid_utf8(view(v.as.str)))
+            if (!checked_text(v.as.str, max_len))
                 return false;
             any_big = any_big || v.as.str.len > scratch_keep_bytes;
-            if constexpr (Quota)
-                total += v.as.str.len;
+            total += v.as.str.len;
             break;
         case TT_VALUE_ERROR: return false;
         default: break;
         }
         if (!done && !assign_from_abi(slot, v)) [[unlikely]]
             return false;
-        if constexpr (Quota)
-            total += names[f].size();
+        total += names[f].size();
         refs[i] = field_ref{names[f], value_ref(slot)};
     }
     big = any_big;
     bytes = total;
     return true;
-}
-
-// True for a string of at most 16 bytes, all ASCII (most values): checked
-// with two overlapping loads, without a call. False says "not known", and
-// valid_utf8 decides.
-inline bool short_ascii(const tt_str& s) noexcept
-{
-    const std::size_t n = s.len;
-    const char* p = s.ptr;
-    std::uint64_t a, b;
-    if (n >= 8 && n <= 16) {
-        std::memcpy(&a, p, 8);
-        std::memcpy(&b, p + n - 8, 8);
-    } else if (n >= 4 && n < 8) {
-        std::uint32_t x, y;
-        std::memcpy(&x, p, 4);
-        std::memcpy(&y, p + n - 4, 4);
-        a = x;
-        b = y;
-    } else {
-        return n == 0;
-    }
-    return ((a | b) & 0x8080808080808080ULL) == 0;
 }
 
 // The most values an event's views are made for on the stack; more (a raised
@@ -459,7 +461,7 @@ bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev
             return false;
         const std::uint32_t k = v.kind;
         if (k - TT_VALUE_STR <= TT_VALUE_DEBUG - TT_VALUE_STR) {  // a string or debug text
-            if (!plausible(v.as.str, max_len) || !(short_ascii(v.as.str) || valid_utf8(view(v.as.str))))
+            if (!checked_text(v.as.str, max_len))
                 return false;
         } else if (k - TT_VALUE_BOOL > TT_VALUE_F64 - TT_VALUE_BOOL) {  // not a scalar either
             if (k != TT_VALUE_ERROR)
@@ -468,7 +470,7 @@ bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev
             if (e.len == 0 || e.len > q.max_error_chain || e.chain == nullptr)
                 return false;
             for (std::uint64_t j = 0; j < e.len; ++j)
-                if (!plausible(e.chain[j], max_len) || !valid_utf8(view(e.chain[j])))
+                if (!checked_text(e.chain[j], max_len))
                     return false;
         }
         ::new (static_cast<void*>(out + i)) field_ref{names[f], value_ref::from_abi(v)};
@@ -479,7 +481,7 @@ bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev
 // Lets go of long strings in the scratch once an event is relayed, and marks
 // the scratch free again.
 struct scratch_release {
-    event_scratch& sc;
+    span_value_scratch& sc;
     std::uint32_t n;
     bool big;
     ~scratch_release()
@@ -1496,13 +1498,13 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     if (entry == nullptr || entry->site.kind != model::callsite_kind::span ||
         static_cast<interest>(entry->cached.load(std::memory_order_relaxed)) != interest::always)
         return std::nullopt;
-    event_scratch& sc = span_scratch;
+    span_value_scratch& sc = span_scratch;
     if (sc.busy)
         return std::nullopt;
     const model::callsite& site = entry->site;
     bool big = false;
     std::size_t bytes = 0;
-    if (!fill_scratch<true>(sc, site, ev, limits_, big, bytes))
+    if (!fill_scratch(sc, site, ev, limits_, big, bytes))
         return std::nullopt;
     // A field given twice: the general path merges them.
     for (std::uint32_t i = 1; i < ev.value_count; ++i)
