@@ -11,24 +11,20 @@
 
 namespace tt::host::detail {
 
-// Returns the ticket for stop_flushing; 0 when `out` flushes every line itself.
-inline std::uint64_t start_flushing(line_writer& out, std::mutex& mutex, std::atomic<std::uint64_t>& errors)
-{
-    if (!out.is_buffered())
-        return 0;
-    return add_periodic_flush(out.flush_every(), [&out, &mutex, &errors] {
-        std::lock_guard lock(mutex);
-        if (!out.flush())
-            errors.fetch_add(1, std::memory_order_relaxed);
-    });
-}
-
 // The layer's flush(): now, in order with its writes.
 inline void flush_now(line_writer& out, std::mutex& mutex, std::atomic<std::uint64_t>& errors) noexcept
 {
     std::lock_guard lock(mutex);
     if (!out.flush())
         errors.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Returns the ticket for stop_flushing; 0 when `out` flushes every line itself.
+inline std::uint64_t start_flushing(line_writer& out, std::mutex& mutex, std::atomic<std::uint64_t>& errors)
+{
+    if (!out.is_buffered())
+        return 0;
+    return add_periodic_flush(out.flush_every(), [&out, &mutex, &errors] { flush_now(out, mutex, errors); });
 }
 
 // From the layer's destructor: no periodic flush runs after this returns, and
