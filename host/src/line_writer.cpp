@@ -33,16 +33,12 @@ line_writer::line_writer(std::FILE* f) noexcept : file_(f)
 
 line_writer line_writer::buffered(std::FILE* f, std::chrono::milliseconds flush_every) noexcept
 {
-    line_writer w = each_line(f);
-    w.flush_every_ = std::max(flush_every, std::chrono::milliseconds(1));
-    return w;
+    return line_writer(f, std::max(flush_every, std::chrono::milliseconds(1)));
 }
 
 line_writer line_writer::each_line(std::FILE* f) noexcept
 {
-    line_writer w(f);
-    w.flush_every_ = std::chrono::milliseconds(0);
-    return w;
+    return line_writer(f, std::chrono::milliseconds(0));
 }
 
 line_writer::line_writer(const line_writer& other) noexcept
@@ -57,6 +53,25 @@ line_writer& line_writer::operator=(const line_writer& other) noexcept
         file_ = other.file_;
         os_ = other.os_;
         flush_every_ = other.flush_every_;
+    }
+    return *this;
+}
+
+line_writer::line_writer(line_writer&& other) noexcept
+    : file_(other.file_), os_(other.os_), flush_every_(other.flush_every_), buffer_(std::move(other.buffer_))
+{
+    other.buffer_.clear();  // a moved-from string is only "valid": its lines are ours now
+}
+
+line_writer& line_writer::operator=(line_writer&& other) noexcept
+{
+    if (this != &other) {
+        drain();
+        file_ = other.file_;
+        os_ = other.os_;
+        flush_every_ = other.flush_every_;
+        buffer_ = std::move(other.buffer_);
+        other.buffer_.clear();
     }
     return *this;
 }

@@ -1003,6 +1003,24 @@ TEST_CASE("a buffered line writer writes whole lines, in order, and each once")
     CHECK(log.text() == expected);
 }
 
+TEST_CASE("a moved buffered line writer writes its pending lines once")
+{
+    temp_log log;
+    {
+        auto a = th::line_writer::buffered(log.f, std::chrono::hours(1));
+        REQUIRE(a.write("one\n"));
+        th::line_writer b(std::move(a));  // b holds "one"; a holds nothing
+        CHECK(b.pending() == 4);
+        CHECK(a.pending() == 0);
+        auto c = th::line_writer::buffered(log.f, std::chrono::hours(1));
+        REQUIRE(c.write("two\n"));
+        c = std::move(b);  // c writes its "two" first, then holds "one"
+        CHECK(log.text() == "two\n");
+        CHECK(c.pending() == 4);
+    }
+    CHECK(log.text() == "two\none\n");
+}
+
 TEST_CASE("the dispatcher's flush writes out every layer's buffered lines")
 {
     temp_log log;

@@ -148,8 +148,10 @@ public:
     // buffer (lines are never written twice).
     line_writer(const line_writer& other) noexcept;
     line_writer& operator=(const line_writer& other) noexcept;
-    line_writer(line_writer&&) noexcept = default;
-    line_writer& operator=(line_writer&&) noexcept = default;
+    // A moved-to writer writes what it held first; the moved-from one holds
+    // nothing after.
+    line_writer(line_writer&& other) noexcept;
+    line_writer& operator=(line_writer&& other) noexcept;
     // Lines still buffered are written (a layer's destructor flushes first
     // and counts a failure).
     ~line_writer();
@@ -168,6 +170,8 @@ public:
     std::size_t pending() const noexcept { return buffer_.size(); }
 
 private:
+    // A chosen way to write, without asking whether `f` is a terminal.
+    line_writer(std::FILE* f, std::chrono::milliseconds flush_every) noexcept : file_(f), flush_every_(flush_every) {}
     bool write_fd(int fd, std::string_view text) noexcept;  // under the FILE*'s lock
     bool drain() noexcept;                                  // buffer_ -> file; true when it is empty
 
