@@ -318,8 +318,10 @@ def scenario_down():
     check(host.poll() is None, "tt-host keeps running while the collector is down")
     peer = Peer("down", port=port)
     check(wait_for(lambda: len(peer.spans()) >= 40, 20), "queued spans arrive once the collector is back")
-    st = otlp_stats()
-    check(st.get("spans_exported", 0) >= 40, f"exported counted: {st}")
+    # The peer writes what it received before it answers, so the exporter counts the batch a
+    # moment after the spans are visible here; wait for the count instead of reading it once.
+    st = wait_for(lambda: (lambda s: s if s.get("spans_exported", 0) >= 40 else None)(otlp_stats()), 10)
+    check(st is not None, f"exported counted: {otlp_stats()}")
     host.send_signal(signal.SIGINT)
     check(host.wait(30) == 0, f"tt-host stopped cleanly: {host.stderr.read()}")
     peer.stop()
