@@ -311,7 +311,9 @@ def scenario_down():
         a = answers[0]
         return a.get("result", a).get("otlp", {})
 
-    st = wait_for(lambda: (lambda s: s if s.get("dropped_queue_full", 0) > 0 else None)(otlp_stats()), 20)
+    # The queue can fill before the first request has failed: wait for both to show.
+    st = wait_for(lambda: (lambda s: s if s.get("dropped_queue_full", 0) > 0 and s.get("failures", 0) > 0
+                           else None)(otlp_stats()), 20)
     check(st is not None and st.get("failures", 0) > 0, f"failed requests counted while down: {st}")
     check(st is not None and st.get("dropped", 0) > 0 and st.get("queue_length", 99) <= 40,
           f"drops counted in stats, the queue stays bounded: {st}")
