@@ -37,10 +37,12 @@ std::string copy_str(const tt_str& s)
 
 std::string load_error::message() const
 {
+    // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, a false
+    // positive) about `"'" + plugin + "' "`.
     std::string out = "plugin ";
     if (!plugin.empty())
-        out += "'" + plugin + "' ";
-    out += "(" + file.string() + "): " + reason;
+        out.append("'").append(plugin).append("' ");
+    out.append("(").append(file.string()).append("): ").append(reason);
     return out;
 }
 
