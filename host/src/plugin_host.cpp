@@ -19,6 +19,9 @@
 #include <tuple>
 #include <unordered_map>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace tt::host {
 
@@ -324,6 +327,18 @@ struct retired_instance {
     steady::time_point since;
 };
 
+// Returns the heap pages that retired instances left free to the system.
+// glibc keeps freed memory below the heap's top mapped, so a burst of reloads
+// (each retired copy holds a receiver and its tables through its grace) would
+// otherwise stay in the host's RSS for good. Reloads are rare, so the walk
+// malloc_trim does is cheap against them.
+void give_back_heap() noexcept
+{
+#if defined(__GLIBC__)
+    ::malloc_trim(0);
+#endif
+}
+
 struct opened_copy {
     std::shared_ptr<plugin_library> lib;
     fs::path shadow;
@@ -593,6 +608,7 @@ struct plugin_host::impl {
     {
         std::vector<retired_instance> done;
         std::vector<std::pair<std::string, std::uint64_t>> caught;
+        bool none_left = false;
         {
             std::lock_guard lk(table);
             const auto now = steady::now();
@@ -620,6 +636,9 @@ struct plugin_host::impl {
                 }
                 it = retired.erase(it);
             }
+            none_left = retired.empty();
+            if (none_left)
+                retired.shrink_to_fit();
         }
         if (const auto bad = bad_context_emits.load(std::memory_order_relaxed); bad != bad_contexts_reported) {
             pipeline->host_event(model::level::error, log_target, "emits refused: not a live emit context",
@@ -640,6 +659,10 @@ struct plugin_host::impl {
             std::error_code ec;
             fs::remove(r.shadow, ec);
         }
+        const bool closed_any = !done.empty();
+        done.clear();  // the retired receivers and their tables go here
+        if (closed_any && none_left)
+            give_back_heap();
     }
 
     std::chrono::milliseconds opts_grace() const { return retire_grace; }
@@ -676,7 +699,7 @@ struct plugin_host::impl {
             return;
         std::string listed;
         for (std::size_t i = 0; i < ids.size() && i < 64; ++i)
-            listed += (i == 0 ? "" : ",") + std::to_string(ids[i]);
+            fmt::format_to(std::back_inserter(listed), "{}{}", i == 0 ? "" : ",", ids[i]);
         if (ids.size() > 64)
             listed += ",...";
         pipeline->host_event(model::level::warn, log_target, "spans closed: newer than the plugin's saved state",
