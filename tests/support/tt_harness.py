@@ -10,6 +10,23 @@ so one run reports every broken property rather than the first.
 import os
 import shutil
 import sys
+import time
+
+
+def wait_for(pred, timeout=30.0, step=0.02):
+    """pred() once it is truthy, polling until `timeout` seconds have passed;
+    else its last (falsy) value. For a state another process reaches in its
+    own time: the deadline bounds a loaded or sanitized run, it measures
+    nothing, and a passing run returns as soon as the state is seen.
+
+        sites = tt_harness.wait_for(lambda: [s for s in callsites() if s["hits"] > 0])
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
 
 
 class Harness:
