@@ -10,6 +10,7 @@ usage: e2e_tt_host.py TT_HOST TT_CONSOLE LIBORDERS_SO WORK_DIR
 """
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,27 @@ def order_span_hits(sites):
     return sum(s["hits"] for s in sites or [] if s.get("kind") == "span" and s.get("name") == "order")
 
 
+def wait_for(pred, timeout=30.0, step=0.05):
+    """pred() once truthy, else its last value after `timeout` s: the host
+    ticks in its own time (slowly under a sanitizer on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def sites_with_order_hits_over(n):
+    sites = cmd("callsites orders") or []
+    return sites if order_span_hits(sites) > n else None
+
+
+def info_sites_never():
+    info = [s for s in cmd("callsites orders") or [] if s.get("level") == "info"]
+    return info if len(info) >= 2 and all(s.get("interest") == "never" for s in info) else None
+
+
 host = subprocess.Popen([tt_host, "--plugins", os.path.join(root, "plugins"), "--state-dir",
                          os.path.join(root, "state"), "--control-socket", sock, "--no-watch", "--interval-ms", "20",
                          "--filter", "info", "--format", "json"],
@@ -79,21 +101,16 @@ try:
     check(plugins and plugins[0].get("generation") == 1 and plugins[0].get("state") == "running",
           "orders is running, generation 1")
 
-    # callsites twice: the hits of the "order" span call site grow
-    time.sleep(0.2)
-    sites1 = cmd("callsites orders") or []
+    # callsites twice: the hits of the "order" span call site grow (wait for
+    # a first tick, then for another, rather than for a time)
+    sites1 = wait_for(lambda: sites_with_order_hits_over(0)) or cmd("callsites orders") or []
     check(any(s.get("kind") == "span" and s.get("name") == "order" for s in sites1),
           "callsites orders has the order span call site")
     check(all(s.get("plugin") == "orders" and str(s.get("id", "")).startswith("0x") for s in sites1),
           "callsite shape")
     h1 = order_span_hits(sites1)
-    time.sleep(0.3)
-    sites2 = cmd("callsites orders") or []
+    sites2 = wait_for(lambda: sites_with_order_hits_over(h1)) or cmd("callsites orders") or []
     h2 = order_span_hits(sites2)
-    # The call sites hit by the ticks (not the start-up event, hit once and
-    # registered again only when hit again).
-    first_hits = {s["id"]: s["hits"] for s in sites1}
-    ticking = {s["id"] for s in sites2 if s["hits"] > first_hits.get(s["id"], 0)}
     check(h2 > h1 > 0, f"order span hits grow: {h1} -> {h2}")
 
     # spans: open order spans with id and customer
@@ -113,14 +130,13 @@ try:
     # filter set warn: info call sites never, and their hits stop
     r = cmd("filter set warn") or {}
     check(r.get("filter") == "warn", f"filter set warn answers the new filter: {r}")
-    time.sleep(0.3)  # call sites register again under the new filter
-    sites = cmd("callsites orders") or []
-    # Every info call site, hit again or not: the host refreshes its table.
-    info = [s for s in sites if s.get("level") == "info"]
+    # Call sites register again under the new filter: wait until every info
+    # one has (hit again or not: the host refreshes its table).
+    info = wait_for(info_sites_never) or [s for s in cmd("callsites orders") or [] if s.get("level") == "info"]
     check(len(info) >= 2 and all(s.get("interest") == "never" for s in info),
           f"info call sites have interest never: {[(s['name'], s['interest']) for s in info if s.get('interest') != 'never']}")
     before = {s["id"]: s["hits"] for s in info}
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window in which hits must NOT grow (a negative check)
     after = {s["id"]: s["hits"] for s in cmd("callsites orders") or [] if s["id"] in before}
     check(before and all(after.get(k) == v for k, v in before.items()),
           f"info hits no longer grow: {before} -> {after}")
@@ -155,12 +171,21 @@ try:
     p = run("--json", "--exec", "reload nope")
     check(p.returncode == 1 and "unknown_plugin" in p.stderr, "an unknown plugin: exit 1, the error code")
 
-    # tail for a moment, stopped by SIGINT
+    # tail until it has printed an event of orders (not for a fixed time: the
+    # client may not even have subscribed yet), then stop it by SIGINT
     proc = subprocess.Popen([console, "--socket", sock, "--json", "--exec", "tail"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(0.5)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b'"plugin":"orders"' not in seen.replace(b" ", b"") and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
+    out, err = (seen + out).decode(), err.decode()
     check(proc.returncode == 0, f"tail stopped by SIGINT: exit {proc.returncode} {err}")
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     check(any("event" in e and e["event"].get("plugin") == "orders" for e in events),
