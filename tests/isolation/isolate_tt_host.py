@@ -14,6 +14,7 @@ usage: isolate_tt_host.py TT_HOST LIBORDERS_SO LIBCRASHY_SO WORK_DIR
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +45,34 @@ def run(plugins, state, extra, ticks, env=None):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     check(p.returncode == 0, f"tt-host {' '.join(extra)} exited with {p.returncode}: {p.stderr[-2000:]}")
     return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+
+
+def run_until(plugins, state, extra, env, done, name):
+    """tt-host without a tick limit, until done(lines so far) or 120 s, then
+    SIGTERM: what happens after a crash (backoff, a new child) takes its own
+    time, which a fixed number of ticks may not cover on a loaded machine."""
+    out_path, err_path = os.path.join(root, f"{name}.jsonl"), os.path.join(root, f"{name}.err")
+    cmd = [tt_host, "--plugins", plugins, "--state-dir", state, "--format", "json", "--span-events",
+           "--no-watch", "--no-control", "--ticks", "0", "--interval-ms", "20", "--flush-ms", "0",
+           "--filter", "info"] + extra
+
+    def lines():
+        with open(out_path) as f:
+            return [json.loads(l) for l in f if l.endswith("\n") and l.strip()]
+
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline and not done(lines()):
+            time.sleep(0.05)
+        check(p.poll() is None, f"tt-host {' '.join(extra)} still runs: exited with {p.poll()}")
+        reached = done(lines())
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=60)
+    with open(err_path) as f:
+        check(rc == 0, f"tt-host {' '.join(extra)} stopped by SIGTERM exits 0, not {rc}: {f.read()[-2000:]}")
+    check(reached, f"tt-host {' '.join(extra)} reached the state the test waits for (see the checks below)")
+    return lines()
 
 
 def plugin_lines(lines, plugin):
@@ -90,7 +119,21 @@ sessions = [l["fields"]["session"] for l in first if l.get("fields", {}).get("me
 check(len(sessions) == 1, f"crashy started once in the first run: {sessions}")
 with open(trigger, "w") as f:
     f.write("segv\n")
-second = run(plugins, state, ["--isolate", "crashy"], 50, env)
+
+
+
+def crashed_and_back(lines):
+    """After the crash: the child restarted and ticked, and orders emitted."""
+    msgs = [l.get("fields", {}).get("message") for l in lines]
+    if "plugin crashed" not in msgs or "plugin restarted" not in msgs:
+        return False
+    after_crash = lines[msgs.index("plugin crashed"):]
+    after_restart = lines[msgs.index("plugin restarted"):]
+    return (len([l for l in after_crash if l.get("plugin") == "orders"]) > 5 and
+            any(l.get("fields", {}).get("message") == "tick" for l in after_restart))
+
+
+second = run_until(plugins, state, ["--isolate", "crashy"], env, crashed_and_back, "second")
 msgs = [l.get("fields", {}).get("message") for l in second]
 crash = [l for l in second if l.get("fields", {}).get("message") == "plugin crashed"]
 check(len(crash) == 1, f"one crash reported: {crash}")
