@@ -63,7 +63,8 @@ def wait_for(pred, timeout, step=0.05):
 
 
 class Peer:
-    def __init__(self, name, port=0, fail_first=0):
+    def __init__(self, name, listen_on=None, fail_first=0):
+        """listen_on: a bound TCP socket (see reserved_port) the peer listens on."""
         self.out = os.path.join(root, f"{name}.received.jsonl")
         port_file = os.path.join(root, f"{name}.port")
         if os.path.exists(port_file):
@@ -71,11 +72,13 @@ class Peer:
         node = shutil.which("node")
         if node is None:
             fatal("node is not installed (tools/dev setup installs nodejs and npm)")
-        self.proc = subprocess.Popen([node, peer_js, "--out", self.out, "--port", str(port),
+        where = ["--listen-fd", str(listen_on.fileno())] if listen_on else ["--port", "0"]
+        self.proc = subprocess.Popen([node, peer_js, "--out", self.out, *where,
                                       "--port-file", port_file, "--fail-first", str(fail_first)],
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True,
+                                     pass_fds=[listen_on.fileno()] if listen_on else [])
         children.append(self.proc)
-        if not wait_for(lambda: os.path.exists(port_file) or self.proc.poll() is not None, 15):
+        if not wait_for(lambda: os.path.exists(port_file) or self.proc.poll() is not None, 30):
             fatal("the OTLP peer did not start")
         if self.proc.poll() is not None:
             fatal(f"the OTLP peer failed (npm packages missing? run tools/dev setup): {self.proc.stderr.read()}")
@@ -88,10 +91,12 @@ class Peer:
         self.proc.wait(10)
 
     def records(self):
+        """Whole lines only: polled while the peer appends, the last line may
+        be part-written (each record ends with a newline once complete)."""
         if not os.path.exists(self.out):
             return []
         with open(self.out) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
 
     def spans(self):
         """Every span received: (resource attrs, scope, span)."""
@@ -236,6 +241,15 @@ def persisted_starts(state):
     return {s["id"]: int(s["start_ns"]) for s in json.loads(dumped.stdout)["spans"]}
 
 
+def orders_opened(sock):
+    """Order spans the host has opened so far: the hits of the order span's call site."""
+    answers = console(sock, "callsites orders")
+    sites = answers[0] if answers else []
+    if isinstance(sites, dict):
+        sites = sites.get("result", [])
+    return sum(s.get("hits", 0) for s in sites if s.get("kind") == "span" and s.get("name") == "order")
+
+
 def scenario_identity():
     peer = Peer("identity")
     plugins = plugins_dir("identity")
@@ -246,18 +260,26 @@ def scenario_identity():
     first = subprocess.Popen(host_cmd(plugins, "--interval-ms", "40", "--control-socket", sock, *otlp, state=state),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     children.append(first)
-    if not wait_for(lambda: os.path.exists(sock), 15):
+    if not wait_for(lambda: os.path.exists(sock), 30):
         fatal("the first tt-host did not open its control socket")
-    time.sleep(0.4)
+    # Orders are opened one a tick, at the host's own pace (slow under a
+    # sanitizer on a loaded machine): count them rather than sleep.
+    # At least 3 before the reload (`crossed` below) ...
+    opened = wait_for(lambda: (lambda n: n if n >= 3 else 0)(orders_opened(sock)), 30)
+    check(opened >= 3, f"three orders opened before the reload: {orders_opened(sock)}")
     reload_ns = time.time_ns()
     answers = console(sock, "reload orders")
     check(answers and answers[0].get("result", answers[0]).get("ok", True), f"reload answered: {answers}")
-    time.sleep(0.5)
+    # ... and 3 more after it: the two older of those have stages exported by
+    # this process and are still open at the stop (`with_children` below).
+    at_reload = orders_opened(sock)
+    check(wait_for(lambda: orders_opened(sock) >= at_reload + 3, 30),
+          f"three orders opened after the reload: {at_reload} -> {orders_opened(sock)}")
     first.send_signal(signal.SIGINT)
     check(first.wait(30) == 0, f"first tt-host stopped cleanly: {first.stderr.read()}")
     persisted = persisted_starts(state)
     check(len(persisted) >= 2, f"spans open at the restart: {persisted}")
-    check(wait_for(lambda: len(peer.spans()) > 0, 5), "spans of the first process arrived")
+    check(wait_for(lambda: len(peer.spans()) > 0, 30), "spans of the first process arrived")
     before = peer.spans()
 
     run_host(host_cmd(plugins, "--ticks", "10", "--interval-ms", "5", "--no-control", *otlp, state=state), env)
@@ -285,14 +307,20 @@ def scenario_identity():
 
 
 # ---------------------------------------------------------------------------
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def reserved_port():
+    """A loopback TCP socket bound and not listening: connections to its port
+    are refused (the collector is down) and, while it stays open, no other
+    process can take the port (a test run in parallel, or tt-host's own
+    outgoing connection, which could otherwise be given it as its local port
+    and connect to itself). The peer later listens on this very socket."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 def scenario_down():
-    port = free_port()
+    reserved = reserved_port()
+    port = reserved.getsockname()[1]
     plugins = plugins_dir("down")
     state = os.path.join(root, "down", "state")
     sock = os.path.join(root, "down", "control.sock")
@@ -301,7 +329,7 @@ def scenario_down():
                                      "--otlp-queue-size", "40", "--otlp-batch-delay-ms", "50", state=state),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
     children.append(host)
-    if not wait_for(lambda: os.path.exists(sock), 15):
+    if not wait_for(lambda: os.path.exists(sock), 30):
         fatal("tt-host (collector down) did not open its control socket")
 
     def otlp_stats():
@@ -313,16 +341,17 @@ def scenario_down():
 
     # The queue can fill before the first request has failed: wait for both to show.
     st = wait_for(lambda: (lambda s: s if s.get("dropped_queue_full", 0) > 0 and s.get("failures", 0) > 0
-                           else None)(otlp_stats()), 20)
+                           else None)(otlp_stats()), 60)
     check(st is not None and st.get("failures", 0) > 0, f"failed requests counted while down: {st}")
     check(st is not None and st.get("dropped", 0) > 0 and st.get("queue_length", 99) <= 40,
           f"drops counted in stats, the queue stays bounded: {st}")
     check(host.poll() is None, "tt-host keeps running while the collector is down")
-    peer = Peer("down", port=port)
-    check(wait_for(lambda: len(peer.spans()) >= 40, 20), "queued spans arrive once the collector is back")
+    peer = Peer("down", listen_on=reserved)
+    reserved.close()  # the peer holds it now
+    check(wait_for(lambda: len(peer.spans()) >= 40, 60), "queued spans arrive once the collector is back")
     # The peer writes what it received before it answers, so the exporter counts the batch a
     # moment after the spans are visible here; wait for the count instead of reading it once.
-    st = wait_for(lambda: (lambda s: s if s.get("spans_exported", 0) >= 40 else None)(otlp_stats()), 10)
+    st = wait_for(lambda: (lambda s: s if s.get("spans_exported", 0) >= 40 else None)(otlp_stats()), 30)
     check(st is not None, f"exported counted: {otlp_stats()}")
     host.send_signal(signal.SIGINT)
     check(host.wait(30) == 0, f"tt-host stopped cleanly: {host.stderr.read()}")

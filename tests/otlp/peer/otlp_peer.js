@@ -14,8 +14,11 @@
 // message at that place, 64-bit integers must be decimal strings, ids hex of
 // the right length.
 //
-// usage: otlp_peer.js --out FILE [--port N] [--port-file FILE] [--fail-first N]
+// usage: otlp_peer.js --out FILE [--port N | --listen-fd FD] [--port-file FILE] [--fail-first N]
 //   --port 0 (default) picks a free port; the port is written to --port-file.
+//   --listen-fd FD listens on an inherited TCP socket the test bound (and kept
+//   bound while no peer ran, so that connections were refused and no other
+//   process could take the port).
 //   --fail-first N answers the first N requests 503 (retry tests).
 'use strict';
 
@@ -38,13 +41,14 @@ if (!require('protobufjs/minimal').util.Long) {
     process.exit(3);
 }
 
-const args = {out: null, port: 0, portFile: null, failFirst: 0};
+const args = {out: null, port: 0, listenFd: null, portFile: null, failFirst: 0};
 for (let i = 2; i < process.argv.length; i += 2) {
     const [k, v] = [process.argv[i], process.argv[i + 1]];
     if (v === undefined)
         usage(`${k} needs a value`);
     if (k === '--out') args.out = v;
     else if (k === '--port') args.port = Number(v);
+    else if (k === '--listen-fd') args.listenFd = Number(v);
     else if (k === '--port-file') args.portFile = v;
     else if (k === '--fail-first') args.failFirst = Number(v);
     else usage(`unknown argument ${k}`);
@@ -53,7 +57,8 @@ if (!args.out)
     usage('--out is required');
 
 function usage(why) {
-    console.error(`otlp_peer: ${why}\nusage: otlp_peer.js --out FILE [--port N] [--port-file FILE] [--fail-first N]`);
+    console.error(`otlp_peer: ${why}\nusage: otlp_peer.js --out FILE [--port N | --listen-fd FD] [--port-file FILE] ` +
+                  '[--fail-first N]');
     process.exit(2);
 }
 
@@ -197,13 +202,17 @@ const server = http.createServer((req, res) => {
     });
 });
 
-server.listen(args.port, '127.0.0.1', () => {
+const onListening = () => {
     const port = server.address().port;
     if (args.portFile) {
         fs.writeFileSync(args.portFile + '.tmp', String(port));
         fs.renameSync(args.portFile + '.tmp', args.portFile);
     }
     console.error(`otlp_peer: listening on 127.0.0.1:${port}`);
-});
+};
+if (args.listenFd !== null)
+    server.listen({fd: args.listenFd}, onListening);
+else
+    server.listen(args.port, '127.0.0.1', onListening);
 for (const sig of ['SIGTERM', 'SIGINT'])
     process.on(sig, () => process.exit(0));  // records are written synchronously: nothing is lost
