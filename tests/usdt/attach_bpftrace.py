@@ -10,6 +10,13 @@ fire, with the plugin name, call-site names, levels and a parent that is a
 span seen before). Attaching needs root, bpftrace and a kernel that allows
 uprobes: where any is missing the test reports SKIP (exit code 77) with the
 reason; once attached, every check is a real pass or fail.
+
+No fixed sleeps: "Attaching N probes..." is printed before the uprobes are
+in place, so a canary tt-host runs until the tracer reports every probe from
+it; and bpftrace prints what it reads from per-CPU buffers some time after
+the probes fired (and not in firing order across CPUs), so after the two
+runs a sentinel tt-host runs and the test waits for its hits, and the hits
+are put in firing order by their timestamp (nsecs) before they are checked.
 """
 import os
 import shutil
@@ -33,6 +40,34 @@ def fail(reason, log=""):
     if log:
         print(log)
     sys.exit(1)
+
+
+def hits_in(path):
+    """(pid, probe, plugin, name, level, span, parent, last argument) per hit, in firing order."""
+    hits = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("|")
+            if line.endswith("\n") and len(parts) == 9 and parts[0].isdigit() and parts[1].isdigit():
+                ns, pid, probe, plugin_name, name, level, span, parent, last = parts
+                hits.append((int(ns), int(pid), probe.rsplit(":", 1)[-1], plugin_name, name, int(level), int(span),
+                             int(parent), last))
+    hits.sort()
+    return [h[1:] for h in hits]
+
+
+def every_probe_fired(path, pid):
+    fired = {h[1] for h in hits_in(path) if h[0] == pid and h[2] == "orders"}
+    return fired >= set(PROBES)
+
+
+def wait_for(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def run_host(host, plugins, extra):
@@ -61,7 +96,8 @@ def main():
         skip("this tt-host was built without sys/sdt.h (systemtap-sdt-dev)")
 
     # One line per hit: pid, probe, plugin, name, level, span, parent, last argument.
-    fmt = '"%d|%s|%s|%s|%d|%d|%d|%s\\n", pid, probe, str(arg0), str(arg1), arg2, arg3, arg4, str(arg5)'
+    # nsecs first: the lines come from per-CPU buffers, not in firing order.
+    fmt = '"%lu|%d|%s|%s|%s|%d|%d|%d|%s\\n", nsecs, pid, probe, str(arg0), str(arg1), arg2, arg3, arg4, str(arg5)'
     script = f"usdt:{host}:tracetunnel:* {{ printf({fmt}); }}"
     out = tempfile.NamedTemporaryFile("w+", dir=work, prefix="usdt-bpftrace.", suffix=".log", delete=False)
     tracer = subprocess.Popen([bpftrace, "-e", script], stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -76,13 +112,26 @@ def main():
             if time.monotonic() > deadline:
                 skip("bpftrace did not attach within 60 s: " + text.strip()[-400:])
             time.sleep(0.1)
-        time.sleep(1.0)  # "Attaching N probes..." comes before the last uprobe is in place
 
         with tempfile.TemporaryDirectory(dir=work, prefix="usdt-plugins.") as plugins:
             shutil.copy(plugin, plugins)
+            # "Attaching N probes..." comes before the last uprobe is in place:
+            # canary runs until the tracer has reported every probe from one.
+            deadline = time.monotonic() + 60
+            while True:
+                canary_pid = run_host(host, plugins, [])
+                if wait_for(lambda: every_probe_fired(out.name, canary_pid), 5):
+                    break
+                if time.monotonic() > deadline or tracer.poll() is not None:
+                    fail("bpftrace attached, but no canary tt-host run fired every probe within 60 s",
+                         open(out.name).read()[-3000:])
             quiet_pid = run_host(host, plugins, ["--no-usdt"])
             loud_pid = run_host(host, plugins, [])
-        time.sleep(1.0)  # let bpftrace drain its perf buffer
+            # Its hits come after the two runs': once they are printed, so are theirs.
+            sentinel_pid = run_host(host, plugins, [])
+            if not wait_for(lambda: every_probe_fired(out.name, sentinel_pid), 60):
+                fail("the sentinel tt-host run's probes were not all reported within 60 s",
+                     open(out.name).read()[-3000:])
     finally:
         if tracer.poll() is None:
             tracer.send_signal(signal.SIGINT)
@@ -93,12 +142,7 @@ def main():
                 tracer.wait()
         out.close()
 
-    hits = []
-    for line in open(out.name).read().splitlines():
-        parts = line.split("|")
-        if len(parts) == 8 and parts[0].isdigit():
-            pid, probe, plugin_name, name, level, span, parent, last = parts
-            hits.append((int(pid), probe.rsplit(":", 1)[-1], plugin_name, name, int(level), int(span), int(parent), last))
+    hits = hits_in(out.name)
     log = open(out.name).read()[-3000:]
     # (Other tests may run tt-host meanwhile: their hits are ignored.)
     quiet = [h for h in hits if h[0] == quiet_pid]
