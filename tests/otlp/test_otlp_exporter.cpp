@@ -121,6 +121,47 @@ private:
     std::thread thread_;
 };
 
+// A loopback port that refuses connections: bound, never listening, and held
+// for the test's length, so no other process (a test run in parallel) can
+// take it. Closing a listener and reusing its port, by contrast, races with them.
+class refusing_port {
+public:
+    refusing_port()
+    {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd_ >= 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        socklen_t len = sizeof a;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+    }
+    refusing_port(const refusing_port&) = delete;
+    refusing_port& operator=(const refusing_port&) = delete;
+    ~refusing_port() { ::close(fd_); }
+    std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1/traces"; }
+
+private:
+    int fd_ = -1;
+    int port_ = 0;
+};
+
+// pred() once it holds, or false after a deadline that bounds a loaded or
+// sanitized run (it measures nothing: a passing run returns at once).
+template <class Pred>
+bool wait_until(Pred pred)
+{
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() >= deadline)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
 // Every span of every request, flattened.
 std::vector<json::object> spans_of(const std::vector<std::string>& bodies)
 {
@@ -404,12 +445,8 @@ TEST_CASE("a full queue drops and counts; shutdown counts what it could not send
 {
     SUBCASE("collector down")
     {
-        int port = 0;
-        {
-            http_sink closed_soon;  // a port nobody listens on once this is gone
-            port = std::stoi(closed_soon.endpoint().substr(17));
-        }
-        auto o = fast("http://127.0.0.1:" + std::to_string(port) + "/v1/traces");
+        const refusing_port down;
+        auto o = fast(down.endpoint());
         o.max_queue = 2;
         o.batch_delay = std::chrono::seconds(30);
         o.max_batch = 100;
@@ -450,7 +487,9 @@ TEST_CASE("a full queue drops and counts; shutdown counts what it could not send
         auto exporter = std::make_shared<otlp_exporter>(o);
         d.add_layer(exporter);
         { auto g = d.enter_host_span(tt::model::level::info, "app", "work", {}); }
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        // Retried before the shutdown: wait for three attempts to reach the
+        // collector rather than for a time the export thread may not get.
+        REQUIRE(wait_until([&] { return busy.bodies().size() >= 3; }));
         exporter->shutdown();
         CHECK(exporter->statistics().retries >= 2);
         CHECK(exporter->statistics().dropped_shutdown == 1);
