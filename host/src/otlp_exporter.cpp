@@ -489,8 +489,20 @@ struct otlp_exporter::impl {
     std::chrono::steady_clock::time_point stop_deadline;
     std::thread worker;
 
+    // Where the spans taken in are (queued, exported, dropped_*) changes only
+    // under queue_mutex, together with the queue and in_flight, and
+    // statistics() reads them under it: `stats` always adds up (spans_queued
+    // = exported + dropped_rejected + dropped_shutdown + queue_length).
     std::atomic<std::uint64_t> spans_queued{0}, spans_exported{0}, dropped_queue_full{0}, dropped_rejected{0},
         dropped_shutdown{0}, requests{0}, failures{0}, retries{0}, internal_errors{0};
+
+    // Export thread: the batch in flight is done with, counted in `where`.
+    void settle_batch(std::atomic<std::uint64_t>& where, std::size_t n)
+    {
+        std::lock_guard lock(queue_mutex);
+        where.fetch_add(n, std::memory_order_relaxed);
+        in_flight = 0;
+    }
     mutable std::mutex error_mutex;
     std::string last_error;
     bool failing = false;  // export thread only
@@ -678,7 +690,7 @@ struct otlp_exporter::impl {
             body = encode_otlp_json(batch, opts, [this](std::string_view s) { return version_of(s); });
         } catch (...) {
             internal_errors.fetch_add(1, std::memory_order_relaxed);
-            dropped_rejected.fetch_add(batch.size(), std::memory_order_relaxed);
+            settle_batch(dropped_rejected, batch.size());
             return;
         }
         auto backoff = opts.retry_initial;
@@ -696,12 +708,12 @@ struct otlp_exporter::impl {
             }
             const outcome r = curl ? post(curl, body, timeout) : outcome::retry;
             if (r == outcome::ok) {
-                spans_exported.fetch_add(batch.size(), std::memory_order_relaxed);
+                settle_batch(spans_exported, batch.size());
                 state_change(false);
                 return;
             }
             if (r == outcome::rejected) {
-                dropped_rejected.fetch_add(batch.size(), std::memory_order_relaxed);
+                settle_batch(dropped_rejected, batch.size());
                 state_change(true);
                 return;
             }
@@ -709,6 +721,7 @@ struct otlp_exporter::impl {
             std::unique_lock lock(queue_mutex);
             if (past_deadline_locked()) {
                 dropped_shutdown.fetch_add(batch.size(), std::memory_order_relaxed);
+                in_flight = 0;
                 return;
             }
             // Back off; shutdown cuts the wait short but retries until its deadline.
@@ -991,18 +1004,19 @@ std::optional<std::string> otlp_exporter::current_traceparent() const
 otlp_stats otlp_exporter::statistics() const noexcept
 {
     otlp_stats s;
-    s.spans_queued = impl_->spans_queued.load(std::memory_order_relaxed);
-    s.spans_exported = impl_->spans_exported.load(std::memory_order_relaxed);
-    s.dropped_queue_full = impl_->dropped_queue_full.load(std::memory_order_relaxed);
-    s.dropped_rejected = impl_->dropped_rejected.load(std::memory_order_relaxed);
-    s.dropped_shutdown = impl_->dropped_shutdown.load(std::memory_order_relaxed);
+    {
+        // One moment for the counters that must add up (see impl).
+        std::lock_guard lock(impl_->queue_mutex);
+        s.spans_queued = impl_->spans_queued.load(std::memory_order_relaxed);
+        s.spans_exported = impl_->spans_exported.load(std::memory_order_relaxed);
+        s.dropped_queue_full = impl_->dropped_queue_full.load(std::memory_order_relaxed);
+        s.dropped_rejected = impl_->dropped_rejected.load(std::memory_order_relaxed);
+        s.dropped_shutdown = impl_->dropped_shutdown.load(std::memory_order_relaxed);
+        s.queue_length = impl_->queue.size() + impl_->in_flight;
+    }
     s.requests = impl_->requests.load(std::memory_order_relaxed);
     s.failures = impl_->failures.load(std::memory_order_relaxed);
     s.retries = impl_->retries.load(std::memory_order_relaxed);
-    {
-        std::lock_guard lock(impl_->queue_mutex);
-        s.queue_length = impl_->queue.size() + impl_->in_flight;
-    }
     s.invalid_traceparents = invalid_traceparents();
     return s;
 }

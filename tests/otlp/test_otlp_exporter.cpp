@@ -496,3 +496,41 @@ TEST_CASE("a full queue drops and counts; shutdown counts what it could not send
         CHECK(busy.bodies().size() >= 3);
     }
 }
+
+TEST_CASE("the counters an operator reads add up at every moment while batches are sent")
+{
+    // Every span taken into the queue is at any moment in exactly one place:
+    // queued or in flight (queue_length), exported, refused or dropped at
+    // shutdown. A batch counted as exported while still in flight, or in
+    // neither for a moment, shows `stats` readers spans that vanished or
+    // doubled. Another thread reads the counters all along.
+    http_sink sink;
+    auto o = fast(sink.endpoint());
+    o.max_batch = 1;  // a batch per span: many moments to catch
+    o.batch_delay = std::chrono::milliseconds(0);
+    o.max_queue = 100000;
+    dispatcher d;
+    auto exporter = std::make_shared<otlp_exporter>(o);
+    d.add_layer(exporter);
+    constexpr int spans = 300;
+    std::atomic<bool> done{false};
+    std::uint64_t reads = 0, off = 0;
+    otlp_stats first_off{};
+    std::thread reader([&] {
+        while (!done.load()) {
+            const auto s = exporter->statistics();
+            ++reads;
+            if (s.spans_queued != s.spans_exported + s.dropped_rejected + s.dropped_shutdown + s.queue_length &&
+                off++ == 0)
+                first_off = s;
+        }
+    });
+    for (int i = 0; i < spans; ++i)
+        auto g = d.enter_host_span(tt::model::level::info, "app", "work", {});
+    const bool all_sent = wait_until([&] { return exporter->statistics().spans_exported == spans; });
+    done = true;
+    reader.join();
+    REQUIRE(all_sent);
+    CHECK_MESSAGE(off == 0, off, " of ", reads, " reads did not add up, the first: queued ", first_off.spans_queued,
+                  " exported ", first_off.spans_exported, " queue_length ", first_off.queue_length);
+}

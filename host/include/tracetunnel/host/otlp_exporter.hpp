@@ -122,6 +122,8 @@ public:
     // application's outgoing calls.
     std::optional<std::string> current_traceparent() const;
 
+    // One moment's counters: spans_queued == spans_exported + dropped_rejected
+    // + dropped_shutdown + queue_length at every read.
     otlp_stats statistics() const noexcept;
     // The counters as (name, value) pairs, for the control socket's `stats`.
     std::vector<std::pair<std::string, std::uint64_t>> counters() const;
