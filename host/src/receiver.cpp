@@ -778,7 +778,7 @@ struct local_spans::table {
 
     auto handle_at() const noexcept
     {
-        return [this](std::uint32_t i) { return spans.at(i).handle; };
+        return [this](std::uint32_t i) -> std::uint64_t { return spans.at(i).handle; };
     }
     // The entry of a plugin span id, added (without a handle) when missing.
     detail::local_rec& get(std::uint64_t id)
@@ -803,7 +803,7 @@ struct local_spans::table {
     std::uint64_t id_of(span_handle h) const noexcept
     {
         const std::uint32_t slot = handles.find(h, handle_at());
-        return slot == detail::no_slot ? 0 : spans.at(slot).key;
+        return slot == detail::no_slot ? 0 : static_cast<std::uint64_t>(spans.at(slot).key);
     }
     void erase(std::uint64_t id) noexcept
     {
@@ -890,7 +890,7 @@ span_handle local_spans::handle_of(std::uint64_t span_id) const
 {
     std::lock_guard lock(mutex_);
     const auto* e = table_->spans.find(span_id);
-    return e == nullptr ? 0 : e->handle;
+    return e == nullptr ? 0 : static_cast<span_handle>(e->handle);
 }
 
 std::uint32_t local_spans::entered_count(std::uint64_t span_id) const

@@ -100,3 +100,40 @@ TEST_CASE("key_index finds what was put, through growth and erases, for any slab
         }
     }
 }
+
+TEST_CASE("keyed_table of local entries (4-byte aligned 64-bit fields) keeps full 64-bit keys and handles")
+{
+    detail::keyed_table<detail::local_rec> t;
+    std::mt19937_64 rng(7);
+    std::unordered_map<std::uint64_t, std::uint64_t> ref;  // key -> handle
+    for (int n = 0; n < 3000; ++n) {
+        // Keys and handles that differ only above bit 31 too.
+        const std::uint64_t key = n % 3 == 0 ? (rng() | 1) : (std::uint64_t(n % 7 + 1) << 32 | std::uint64_t(n));
+        const std::uint64_t handle = rng() | std::uint64_t{1} << 63;
+        if (ref.count(key) != 0)
+            continue;
+        auto [e, slot] = t.add(key);
+        e->handle = handle;
+        e->entered_at = static_cast<std::uint32_t>(n);
+        CHECK(&t.at(slot) == e);
+        ref.emplace(key, handle);
+        if (n % 5 == 0) {
+            t.erase(key);
+            ref.erase(key);
+        }
+    }
+    REQUIRE(t.size() == ref.size());
+    for (const auto& [k, h] : ref) {
+        const auto* e = t.find(k);
+        REQUIRE(e != nullptr);
+        CHECK(static_cast<std::uint64_t>(e->key) == k);
+        CHECK(static_cast<std::uint64_t>(e->handle) == h);
+    }
+    CHECK(t.find(std::uint64_t{9} << 32 | 1) == nullptr);
+    std::size_t seen = 0;
+    t.for_each([&](detail::local_rec& e, std::uint32_t) {
+        ++seen;
+        CHECK(ref.at(e.key) == static_cast<std::uint64_t>(e.handle));
+    });
+    CHECK(seen == ref.size());
+}
