@@ -39,6 +39,7 @@
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -158,6 +159,75 @@ struct interned_site {
 };
 
 // ---------------------------------------------------------------------------
+// Thread ids as 4-byte numbers, so that a span node keeps 4 bytes for its
+// thread instead of 8. Interned for the life of the process: the library
+// reuses a thread's id for later threads, so there are few distinct ones.
+// Number 0 is the default id (and what an id gets past the last number or
+// when interning it fails to allocate: the span then shows no thread).
+
+class thread_numbers {
+public:
+    static std::uint32_t number_of(std::thread::id id) noexcept
+    {
+        // Nearly always the calling thread's id, or the one asked last here.
+        thread_local std::thread::id last_id;
+        thread_local std::uint32_t last = 0;
+        if (last != 0 && id == last_id)
+            return last;
+        if (id == std::thread::id{})
+            return 0;
+        const std::uint32_t n = intern(id);
+        if (n != 0) {
+            last_id = id;
+            last = n;
+        }
+        return n;
+    }
+    static std::thread::id id_of(std::uint32_t n) noexcept
+    {
+        if (n == 0)
+            return {};
+        const std::thread::id* chunk = chunks()[n / chunk_size].load(std::memory_order_acquire);
+        return chunk[n % chunk_size];
+    }
+
+private:
+    static constexpr std::uint32_t chunk_size = 1024;
+    static constexpr std::uint32_t chunk_count = 4096;  // 4M distinct ids
+
+    static std::atomic<std::thread::id*>* chunks() noexcept
+    {
+        static std::atomic<std::thread::id*> c[chunk_count] = {};
+        return c;
+    }
+    [[gnu::noinline]] static std::uint32_t intern(std::thread::id id) noexcept
+    {
+        static std::mutex mutex;
+        static std::unordered_map<std::thread::id, std::uint32_t> numbers;
+        try {
+            std::lock_guard lock(mutex);
+            if (const auto it = numbers.find(id); it != numbers.end())
+                return it->second;
+            const auto n = static_cast<std::uint32_t>(numbers.size() + 1);
+            if (n >= chunk_size * chunk_count)
+                return 0;
+            std::atomic<std::thread::id*>& slot = chunks()[n / chunk_size];
+            std::thread::id* chunk = slot.load(std::memory_order_relaxed);
+            if (chunk == nullptr) {
+                chunk = new std::thread::id[chunk_size];  // never freed: numbers stay valid
+                slot.store(chunk, std::memory_order_release);
+            }
+            numbers.emplace(id, n);
+            // Published with the node that carries n (or by the mutex).
+            chunk[n % chunk_size] = id;
+            return n;
+        } catch (...) {
+            return 0;
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------
 // Span nodes
 
 struct span_version;
@@ -171,7 +241,7 @@ struct span_version;
 // Byte-aligned so that it fills the end of span_node.
 class packed_values {
 public:
-    // Sized so that span_node is 112 bytes: a span of three small fields
+    // Sized so that span_node is 104 bytes: a span of three small fields
     // (an integer, a short text and a double) fits.
     static constexpr std::size_t inline_bytes = 29;
 
@@ -221,10 +291,15 @@ struct span_node {
     std::atomic<std::uint64_t> tag{0};
     // 1 while open, plus 1 per child whose parent_node this is.
     std::atomic<std::uint32_t> refs{0};
-    // Bumped by record(): keys the cached filter level.
-    std::atomic<std::uint32_t> version{0};
-    // (filter generation << 32 | version << 8 | span level), 0 = none.
+    std::uint32_t thread = 0;  // thread_numbers; set before the node is published, as below
+    // The span's filter level, cached: filter generation << 32 | values
+    // version << 8 | level_valid | level. record() bumps the version (and
+    // clears level_valid); span_level() stores a level only by a CAS from the
+    // word it read before it read the values, so a level computed from
+    // values that a record() replaced meanwhile is never kept.
     std::atomic<std::uint64_t> level_cache{0};
+    static constexpr std::uint64_t level_valid = 0x80;
+    static constexpr std::uint64_t version_bits = 0xffffff00ULL;
     // What layers see after a record() or follows_from(); null until then
     // (the view is then built from the node). Replaced versions are retired.
     std::atomic<const span_version*> version_ptr{nullptr};
@@ -236,7 +311,6 @@ struct span_node {
     const interned_site* origin = nullptr;  // call site and plugin name
     span_node* parent_node = nullptr;       // nearest enabled ancestor, referenced (refs)
     clock::time_point start;
-    std::thread::id thread;
     std::uint64_t plugin_span_id = 0;
     bool resumed = false;
     bool enabled = false;
@@ -250,7 +324,7 @@ struct span_node {
     const model::callsite* site() const noexcept { return origin->known ? &origin->site : nullptr; }
 };
 // The dispatcher's memory per live span (S11): keep it from growing unnoticed.
-static_assert(sizeof(span_node) == 112);
+static_assert(sizeof(span_node) == 104);
 
 // A span's view after a record() or follows_from(): immutable once published.
 struct span_version {
@@ -268,7 +342,7 @@ span_ref base_view(const span_node& n) noexcept
     v.plugin = *n.origin->plugin;
     v.parent = n.parent_node != nullptr ? n.parent_node->handle() : 0;
     v.start = n.start;
-    v.thread = n.thread;
+    v.thread = thread_numbers::id_of(n.thread);
     v.resumed = n.resumed;
     v.plugin_span_id = n.plugin_span_id;
     return v;
@@ -1238,13 +1312,17 @@ struct dispatcher::impl {
     // for (filter generation, values version).
     level_filter span_level(span_node& n, const config& c) const
     {
-        const std::uint64_t key = ((c.generation & 0xffffffffULL) << 32) |
-                                  ((static_cast<std::uint64_t>(n.version.load()) & 0xffffffULL) << 8);
-        const std::uint64_t cached = n.level_cache.load(std::memory_order_relaxed);
-        if (cached != 0 && (cached & ~std::uint64_t{0xff}) == key)
-            return static_cast<level_filter>(cached & 0xff);
+        const std::uint64_t gen = (c.generation & 0xffffffffULL) << 32;
+        // Acquire: the values read below are at least as new as this version.
+        std::uint64_t cached = n.level_cache.load(std::memory_order_acquire);
+        if ((cached & ~(span_node::version_bits | 0x7f)) == (gen | span_node::level_valid))
+            return static_cast<level_filter>(cached & 0x7f);
         const level_filter l = c.f.span_level(*n.site(), view_of(owner, n).fields);
-        n.level_cache.store(key | static_cast<std::uint64_t>(l), std::memory_order_relaxed);
+        // Fails when a record() bumped the version meanwhile (or another
+        // thread cached first): the level is still right for this call.
+        (void)n.level_cache.compare_exchange_strong(
+            cached, gen | (cached & span_node::version_bits) | span_node::level_valid | static_cast<std::uint64_t>(l),
+            std::memory_order_relaxed);
         return l;
     }
 
@@ -1430,13 +1508,12 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         node->origin = origin;
         node->parent_node = nullptr;
         node->start = attrs.time;
-        node->thread = attrs.thread;
+        node->thread = thread_numbers::number_of(attrs.thread);
         node->plugin_span_id = attrs.plugin_span_id;
         node->resumed = attrs.resumed;
         node->enabled = false;
         node->initial.assign(attrs.values, site);
         node->version_ptr.store(nullptr, std::memory_order_relaxed);
-        node->version.store(0, std::memory_order_relaxed);
         node->level_cache.store(0, std::memory_order_relaxed);
         node->refs.store(1, std::memory_order_relaxed);
 
@@ -1500,7 +1577,11 @@ void dispatcher::record(span_handle span, field_refs values) noexcept
             if (old != nullptr)
                 next->follows = old->follows;
             impl_->publish_version(*node, std::move(next));
-            node->version.fetch_add(1);
+            // A new version of the values: the cached level no longer holds.
+            std::uint64_t c = node->level_cache.load();
+            while (!node->level_cache.compare_exchange_weak(
+                c, (c + 0x100) & span_node::version_bits))
+                ;
         }
         if (old != nullptr)
             impl_->retire(impl::retired{0, nullptr, old});

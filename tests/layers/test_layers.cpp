@@ -523,6 +523,85 @@ TEST_CASE("a span that does not pass is disabled: a handle, but invisible")
     CHECK(d.statistics().anomalies == 0);
 }
 
+TEST_CASE("a record() that changes a span's values changes the level it opens, each time")
+{
+    // The span's level is cached per span; a record() must invalidate it
+    // (the cache is read by every event inside the span).
+    th::dispatcher d(must_parse("info,orders[checkout{user=alice}]=trace"));
+    auto rec = std::make_shared<recording_layer>();
+    d.add_layer(rec);
+    const auto checkout = make_site(K::span, L::info, "checkout", "orders", 63, {"user"});
+    const auto trace_ev = make_site(K::event, L::trace, "event t", "orders", 64, {"message"});
+    driver dr{d};
+    const auto s = dr.span(checkout, {{"user", std::string("bob")}});
+    d.enter(s);
+    CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("bob 1")}}));
+    CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("bob 2")}}));  // from the cache
+    dr.record(s, {{"user", std::string("alice")}});
+    CHECK(dr.event(trace_ev, {{"message", std::string("alice 1")}}));
+    CHECK(dr.event(trace_ev, {{"message", std::string("alice 2")}}));
+    dr.record(s, {{"user", std::string("bob")}});
+    CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("bob 3")}}));
+    dr.record(s, {{"user", std::string("alice")}});
+    CHECK(dr.event(trace_ev, {{"message", std::string("alice 3")}}));
+    // A filter change keys the cache too.
+    d.set_filter(must_parse("info"));
+    CHECK_FALSE(dr.event(trace_ev, {{"message", std::string("alice, no trace")}}));
+    d.set_filter(must_parse("info,orders[checkout{user=alice}]=trace"));
+    CHECK(dr.event(trace_ev, {{"message", std::string("alice 4")}}));
+    d.exit(s);
+    d.close(s);
+    const std::vector<std::string> want = {"checkout|alice 1", "checkout|alice 2", "checkout|alice 3", "checkout|alice 4"};
+    CHECK(rec->snapshot() == want);
+    CHECK(d.statistics().anomalies == 0);
+}
+
+TEST_CASE("a span's thread reaches the layers as given, whichever thread opens it")
+{
+    struct thread_layer final : th::layer {
+        std::vector<std::thread::id> seen;
+        void on_enter(const th::span_ref& span) noexcept override { seen.push_back(span.thread); }
+        void on_event(const th::event_view&) noexcept override {}
+    };
+    th::dispatcher d(must_parse("trace"));
+    auto rec = std::make_shared<thread_layer>();
+    d.add_layer(rec);
+    const auto site = make_site(K::span, L::info, "work", "orders", 65, {});
+    std::thread::id other_a, other_b;
+    std::thread([&] { other_a = std::this_thread::get_id(); }).join();
+    std::thread([&] { other_b = std::this_thread::get_id(); }).join();
+    const std::vector<std::thread::id> given = {std::this_thread::get_id(), other_a, std::thread::id{}, other_b,
+                                                other_a, std::this_thread::get_id()};
+    std::vector<th::span_handle> handles;
+    for (const auto& t : given) {
+        th::span_attrs a;
+        a.site = &site;
+        a.plugin = "orders";
+        a.time = fixed_instant();
+        a.thread = t;
+        handles.push_back(d.new_span(a));
+    }
+    // And one opened on another thread for this one.
+    th::span_handle from_other = 0;
+    std::thread([&] {
+        th::span_attrs a;
+        a.site = &site;
+        a.plugin = "orders";
+        a.time = fixed_instant();
+        a.thread = given[0];
+        from_other = d.new_span(a);
+    }).join();
+    handles.push_back(from_other);
+    for (const auto h : handles) {
+        d.enter(h);
+        d.exit(h);
+        d.close(h);
+    }
+    std::vector<std::thread::id> want = given;
+    want.push_back(given[0]);
+    CHECK(rec->seen == want);
+}
+
 TEST_CASE("set_filter at run time changes interest_in")
 {
     th::dispatcher d(must_parse("info"));
