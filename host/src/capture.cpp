@@ -248,6 +248,12 @@ void capture_layer::event(const event_record& ev) noexcept
     }
 }
 
+std::uint64_t capture_layer::plugin_span_id(span_handle span) const noexcept
+{
+    std::lock_guard lock(mutex_);
+    return span != 0 && span <= spans_.size() ? spans_[span - 1].plugin_span_id : 0;
+}
+
 span_handle capture_layer::current_span() const noexcept
 {
     std::lock_guard lock(mutex_);

@@ -1795,6 +1795,13 @@ span_handle dispatcher::current_span() const noexcept
     return n != nullptr ? n->handle() : 0;
 }
 
+std::uint64_t dispatcher::plugin_span_id(span_handle span) const noexcept
+{
+    read_section rs;
+    const span_node* n = impl_->lookup(span);
+    return n != nullptr ? n->plugin_span_id : 0;
+}
+
 const model::callsite* dispatcher::host_callsite(model::callsite_kind kind, model::level lvl, std::string_view name,
                                                  std::string_view target, std::string_view file, std::uint32_t line,
                                                  std::span<const std::string_view> fields) noexcept

@@ -717,8 +717,9 @@ void detail::spin_mutex::lock_slow() noexcept
 }
 
 struct local_spans::table {
+    // No index by handle: a contextual parent's id comes from the pipeline
+    // (subscriber::plugin_span_id), checked here by has_handle.
     detail::keyed_table<detail::local_rec> spans;
-    detail::key_index handles;  // handle -> slot in spans
     // The entered threads of the entries entered somewhere (local_rec::entered_at).
     detail::slab<detail::entered_rec> entered;
 
@@ -776,10 +777,6 @@ struct local_spans::table {
         e.entered_at = 0;
     }
 
-    auto handle_at() const noexcept
-    {
-        return [this](std::uint32_t i) -> std::uint64_t { return spans.at(i).handle; };
-    }
     // The entry of a plugin span id, added (without a handle) when missing.
     detail::local_rec& get(std::uint64_t id)
     {
@@ -789,29 +786,26 @@ struct local_spans::table {
     }
     void set_handle(std::uint64_t id, span_handle h)
     {
-        std::uint32_t slot = spans.slot_of(id);
-        if (slot == detail::no_slot)
-            slot = spans.add(id).second;
-        auto& e = spans.at(slot);
-        if (e.handle != 0)
-            handles.erase(e.handle, slot, handle_at());
-        e.handle = h;
-        if (h != 0)
-            handles.put(h, slot, handle_at());
+        if (auto* e = spans.find(id))
+            e->handle = h;
+        else
+            spans.add(id).first->handle = h;
     }
-    // The plugin span id that has pipeline handle h, 0 if none.
-    std::uint64_t id_of(span_handle h) const noexcept
+    // `id` (what the pipeline says handle h was opened with) if it is one
+    // of ours and has handle h now; else 0 (another plugin's span, or one
+    // dropped meanwhile: handles are never reused).
+    std::uint64_t id_if_handle(std::uint64_t id, span_handle h) const noexcept
     {
-        const std::uint32_t slot = handles.find(h, handle_at());
-        return slot == detail::no_slot ? 0 : static_cast<std::uint64_t>(spans.at(slot).key);
+        if (id == 0 || h == 0)
+            return 0;
+        const auto* e = spans.find(id);
+        return e != nullptr && e->handle == h ? id : 0;
     }
     void erase(std::uint64_t id) noexcept
     {
         const std::uint32_t slot = spans.slot_of(id);
         if (slot == detail::no_slot)
             return;
-        if (const span_handle h = spans.at(slot).handle; h != 0)
-            handles.erase(h, slot, handle_at());
         drop_entered(spans.at(slot));
         spans.erase(id);
     }
@@ -1522,13 +1516,14 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
 
     const auto now = clock::now();
     const span_handle parent = ev.parent == TT_PARENT_ROOT ? 0 : pipeline_->current_span();
+    const std::uint64_t parent_said = parent != 0 ? pipeline_->plugin_span_id(parent) : 0;
     std::uint64_t plugin_parent = 0;
     std::uint64_t id = 0;
     {
         std::lock_guard lock(mutex_);
-        if (parent != 0) {
+        if (parent_said != 0) {
             std::lock_guard llock(local_->mutex_);
-            plugin_parent = local_->table_->id_of(parent);
+            plugin_parent = local_->table_->id_if_handle(parent_said, parent);
         }
         std::uint32_t depth = 1;
         if (auto refused = reserve_span_locked(bytes, bytes, plugin_parent, 0, id, depth))
@@ -1694,9 +1689,9 @@ span_handle receiver::resolve_parent(std::uint32_t mode, std::uint64_t explicit_
         return materialize(explicit_id);
     }
     const span_handle current = pipeline_->current_span();
-    if (current != 0) {
+    if (const std::uint64_t said = current != 0 ? pipeline_->plugin_span_id(current) : 0; said != 0) {
         std::lock_guard lock(local_->mutex_);
-        *plugin_parent = local_->table_->id_of(current);
+        *plugin_parent = local_->table_->id_if_handle(said, current);
     }
     return current;
 }

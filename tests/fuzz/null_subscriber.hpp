@@ -17,6 +17,7 @@ public:
     struct span_state {
         bool open = true;
         std::int64_t entered = 0;
+        std::uint64_t plugin_span_id = 0;
     };
 
     tt::host::span_handle new_span(const tt::host::span_attrs& attrs) noexcept override
@@ -25,6 +26,7 @@ public:
         FUZZ_CHECK(attrs.parent == 0 || spans_.count(attrs.parent), "new_span with a parent never handed out");
         const auto h = ++last_;
         spans_[h] = {};
+        spans_[h].plugin_span_id = attrs.plugin_span_id;
         ++opened_;
         return h;
     }
@@ -67,6 +69,11 @@ public:
         ++events_;
     }
     tt::host::span_handle current_span() const noexcept override { return stack_.current(); }
+    std::uint64_t plugin_span_id(tt::host::span_handle span) const noexcept override
+    {
+        const auto it = spans_.find(span);
+        return it == spans_.end() ? 0 : it->second.plugin_span_id;
+    }
 
     // How many handles are open now.
     std::size_t open_count() const

@@ -602,6 +602,29 @@ TEST_CASE("a span's thread reaches the layers as given, whichever thread opens i
     CHECK(rec->seen == want);
 }
 
+TEST_CASE("plugin_span_id: the id a span was opened with, while it is open")
+{
+    th::dispatcher d(must_parse("info,orders=off"));
+    const auto site = make_site(K::span, L::info, "work", "other", 66, {});
+    const auto off = make_site(K::span, L::info, "work", "orders", 67, {});
+    th::span_attrs a;
+    a.site = &site;
+    a.plugin = "p";
+    a.plugin_span_id = 77;
+    const auto h = d.new_span(a);
+    a.plugin_span_id = std::uint64_t{1} << 40 | 5;
+    a.site = &off;  // disabled by the filter: still known by its handle
+    const auto g = d.new_span(a);
+    CHECK(d.plugin_span_id(h) == 77);
+    CHECK(d.plugin_span_id(g) == (std::uint64_t{1} << 40 | 5));
+    CHECK(d.plugin_span_id(g + 1000) == 0);
+    CHECK(d.plugin_span_id(0) == 0);
+    d.close(h);
+    d.close(g);
+    CHECK(d.plugin_span_id(h) == 0);
+    CHECK(d.plugin_span_id(g) == 0);
+}
+
 TEST_CASE("set_filter at run time changes interest_in")
 {
     th::dispatcher d(must_parse("info"));

@@ -121,6 +121,56 @@ TEST_CASE("parents: contextual, explicit root, explicit span")
     CHECK(parent_of(expl) == ctx);
 }
 
+TEST_CASE("a contextual parent is a plugin's own span only, on the fast and the general path")
+{
+    // Two plugins on one pipeline: the pipeline's current span may be the
+    // other plugin's, whose id may also be one of ours (ids count from 1 in
+    // each receiver). The persisted parent is ours or none.
+    host::capture_layer cap;
+    cap.set_interest_policy([](const model::callsite& cs) {
+        return cs.name == "general" ? host::interest::sometimes : host::interest::always;
+    });
+    abi_site site_a{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {"a"}};
+    abi_site site_b{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {"a"}};
+    abi_site general_b{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "general", {"a"}};
+    host::receiver a{"a", cap};
+    host::receiver b{"b", cap};
+    ok(a, ev_new_callsite(site_a.get()));
+    ok(b, ev_new_callsite(site_b.get()));
+    CHECK(ok(b, ev_new_callsite(general_b.get())) == TT_INTEREST_SOMETIMES);
+
+    const auto b0 = ok(b, ev_new_span(site_b.id(), {}));  // b's span with the id a's span gets
+    const auto a1 = ok(a, ev_new_span(site_a.id(), {}));
+    REQUIRE(a1 == b0);
+    ok(a, ev_span(TT_EVENT_SPAN_ENTERED, a1));
+    const auto b_fast = ok(b, ev_new_span(site_b.id(), {}));
+    const auto b_general = ok(b, ev_new_span(general_b.id(), {}));
+    const auto a2 = ok(a, ev_new_span(site_a.id(), {}));
+    ok(b, ev_span(TT_EVENT_SPAN_ENTERED, b0));
+    const auto b_inner = ok(b, ev_new_span(general_b.id(), {}));
+    const auto b_inner_fast = ok(b, ev_new_span(site_b.id(), {}));
+    ok(b, ev_span(TT_EVENT_SPAN_EXITED, b0));
+    ok(a, ev_span(TT_EVENT_SPAN_EXITED, a1));
+
+    auto parent_of = [](const host::receiver& r, std::uint64_t id) {
+        for (const auto& s : r.snapshot().spans)
+            if (s.id == id)
+                return s.parent_id;
+        FAIL("no span " << id);
+        return std::uint64_t{0};
+    };
+    // The pipeline parents them all under what was current...
+    CHECK(cap.span(b.local()->handle_of(b_fast))->parent == a.local()->handle_of(a1));
+    CHECK(cap.span(b.local()->handle_of(b_general))->parent == a.local()->handle_of(a1));
+    // ...but a plugin's persisted parent is only ever its own span.
+    CHECK(parent_of(b, b_fast) == 0);
+    CHECK(parent_of(b, b_general) == 0);
+    CHECK(parent_of(a, a2) == a1);
+    CHECK(parent_of(b, b_inner) == b0);
+    CHECK(parent_of(b, b_inner_fast) == b0);
+    CHECK(cap.anomalies().empty());
+}
+
 // ---------------------------------------------------------------------------
 // typed errors
 

@@ -72,6 +72,7 @@ public:
     void event(const event_record& ev) noexcept override;
     // The topmost span on this thread's stack that is not closed.
     span_handle current_span() const noexcept override;
+    std::uint64_t plugin_span_id(span_handle span) const noexcept override;
 
     // Snapshots (copies, taken under the lock).
     std::vector<captured_span> spans() const;

@@ -137,6 +137,8 @@ public:
     void event(const event_record& ev) noexcept override;
     // Topmost span entered on this thread that is live and enabled.
     span_handle current_span() const noexcept override;
+    // While the span is open (the node keeps it).
+    std::uint64_t plugin_span_id(span_handle span) const noexcept override;
     bool resolves_current_span() const noexcept override { return true; }
 
     // --- the host's own instrumentation ---

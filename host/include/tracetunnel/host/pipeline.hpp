@@ -10,7 +10,15 @@
 // the call only. A layer that keeps something copies it.
 //
 //   class counter final : public tt::host::subscriber {
-//       tt::host::span_handle new_span(const tt::host::span_attrs&) noexcept override { return ++n; }
+//       tt::host::span_handle new_span(const tt::host::span_attrs& a) noexcept override
+//       {
+//           ids.push_back(a.plugin_span_id);
+//           return ids.size();
+//       }
+//       std::uint64_t plugin_span_id(tt::host::span_handle h) const noexcept override
+//       {
+//           return h != 0 && h <= ids.size() ? ids[h - 1] : 0;
+//       }
 //       ...
 //   };
 #pragma once
@@ -267,6 +275,14 @@ public:
     // The span entered last on the calling thread (0 = none): what a
     // contextual parent resolves to.
     virtual span_handle current_span() const noexcept = 0;
+    // The span_attrs::plugin_span_id that `span` was opened with; 0 for a
+    // handle this subscriber does not know. The receiver asks it for a
+    // contextual parent's id (it keeps no index by handle of its own), and
+    // checks the answer against its own spans, so a closed or another
+    // plugin's span may be answered too.
+    //
+    //   std::uint64_t plugin_span_id(span_handle h) const noexcept override { return ids_.at(h); }
+    virtual std::uint64_t plugin_span_id(span_handle span) const noexcept = 0;
     // True when event() resolves event_record::contextual itself.
     virtual bool resolves_current_span() const noexcept { return false; }
 };
