@@ -2,7 +2,7 @@
 // cache line that another emitting thread writes too:
 //
 // - Span nodes live in slabs owned by the dispatcher and are recycled through
-//   a free list. A node is small (112 bytes): one pointer to the interned
+//   a free list. A node is small (104 bytes): one pointer to the interned
 //   (call site, plugin name) pair, and the values packed into bytes in the
 //   node (packed_values; larger ones in a buffer the node keeps), so a span
 //   allocates nothing once warm.
