@@ -281,7 +281,11 @@ public:
     // checks the answer against its own spans, so a closed or another
     // plugin's span may be answered too.
     //
-    //   std::uint64_t plugin_span_id(span_handle h) const noexcept override { return ids_.at(h); }
+    //   std::uint64_t plugin_span_id(span_handle h) const noexcept override
+    //   {
+    //       auto it = ids_.find(h);  // an unknown handle answers 0, never throws
+    //       return it == ids_.end() ? 0 : it->second;
+    //   }
     virtual std::uint64_t plugin_span_id(span_handle span) const noexcept = 0;
     // True when event() resolves event_record::contextual itself.
     virtual bool resolves_current_span() const noexcept { return false; }
