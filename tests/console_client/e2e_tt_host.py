@@ -18,6 +18,8 @@ import sys
 import time
 
 tt_host, console, orders_so, work = sys.argv[1:5]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from tt_harness import wait_for  # noqa: E402  (the host ticks in its own time)
 root = os.path.join(work, f"e2e-{os.getpid()}")
 shutil.rmtree(root, ignore_errors=True)
 os.makedirs(os.path.join(root, "plugins"))
@@ -61,17 +63,6 @@ def cmd(command):
 
 def order_span_hits(sites):
     return sum(s["hits"] for s in sites or [] if s.get("kind") == "span" and s.get("name") == "order")
-
-
-def wait_for(pred, timeout=30.0, step=0.05):
-    """pred() once truthy, else its last value after `timeout` s: the host
-    ticks in its own time (slowly under a sanitizer on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def sites_with_order_hits_over(n):
