@@ -784,13 +784,7 @@ struct local_spans::table {
             return *e;
         return *spans.add(id).first;
     }
-    void set_handle(std::uint64_t id, span_handle h)
-    {
-        if (auto* e = spans.find(id))
-            e->handle = h;
-        else
-            spans.add(id).first->handle = h;
-    }
+    void set_handle(std::uint64_t id, span_handle h) { get(id).handle = h; }
     // `id` (what the pipeline says handle h was opened with) if it is one
     // of ours and has handle h now; else 0 (another plugin's span, or one
     // dropped meanwhile: handles are never reused).

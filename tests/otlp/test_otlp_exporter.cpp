@@ -32,22 +32,34 @@ namespace json = boost::json;
 
 namespace {
 
+// A TCP socket bound to a free loopback port (its number into `port`).
+int bind_loopback(int& port)
+{
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    return fd;
+}
+
+std::string traces_endpoint(int port)
+{
+    return "http://127.0.0.1:" + std::to_string(port) + "/v1/traces";
+}
+
 // Answers every POST with `status` and keeps the bodies. One connection at a
 // time (the exporter has one thread), keep-alive honoured.
 class http_sink {
 public:
     explicit http_sink(int status = 200) : status_(status)
     {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        fd_ = bind_loopback(port_);
         REQUIRE(::listen(fd_, 4) == 0);
-        socklen_t len = sizeof a;
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-        port_ = ntohs(a.sin_port);
         thread_ = std::thread([this] { serve(); });
     }
     ~http_sink()
@@ -57,7 +69,7 @@ public:
         ::close(fd_);
         thread_.join();
     }
-    std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1/traces"; }
+    std::string endpoint() const { return traces_endpoint(port_); }
     std::vector<std::string> bodies()
     {
         std::lock_guard lock(mutex_);
@@ -128,20 +140,12 @@ class refusing_port {
 public:
     refusing_port()
     {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd_ >= 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-        socklen_t len = sizeof a;
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-        port_ = ntohs(a.sin_port);
+        fd_ = bind_loopback(port_);
     }
     refusing_port(const refusing_port&) = delete;
     refusing_port& operator=(const refusing_port&) = delete;
     ~refusing_port() { ::close(fd_); }
-    std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1/traces"; }
+    std::string endpoint() const { return traces_endpoint(port_); }
 
 private:
     int fd_ = -1;
