@@ -121,7 +121,6 @@ with open(trigger, "w") as f:
     f.write("segv\n")
 
 
-
 def crashed_and_back(lines):
     """After the crash: the child restarted and ticked, and orders emitted."""
     msgs = [l.get("fields", {}).get("message") for l in lines]

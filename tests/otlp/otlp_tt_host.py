@@ -36,6 +36,7 @@ import tt_harness  # noqa: E402
 
 harness = tt_harness.Harness(work, "otlp")
 root, check = harness.root, harness.check
+wait_for = tt_harness.wait_for
 children = []
 
 
@@ -50,16 +51,6 @@ def cleanup():
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def wait_for(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class Peer:

@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from tt_harness import wait_for  # noqa: E402
+
 SKIP = 77
 PROBES = ("span_new", "span_enter", "span_exit", "span_close", "event")
 
@@ -59,15 +62,6 @@ def hits_in(path):
 def every_probe_fired(path, pid):
     fired = {h[1] for h in hits_in(path) if h[0] == pid and h[2] == "orders"}
     return fired >= set(PROBES)
-
-
-def wait_for(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def run_host(host, plugins, extra):
