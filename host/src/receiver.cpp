@@ -38,17 +38,6 @@ std::uint64_t sum_of(const Counters& counters) noexcept
     return total;
 }
 
-// Adds span `id` to `spans` as created since the last commit (counted in
-// `uncommitted`, so that a commit or a rollback without any skips the walk).
-template <class Table>
-auto& add_uncommitted(std::size_t& uncommitted, Table& spans, std::uint64_t id)
-{
-    auto& e = *spans.add(id).first;
-    e.uncommitted = 1;
-    ++uncommitted;
-    return e;
-}
-
 constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
 
 // Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
@@ -520,13 +509,13 @@ std::string_view pack(detail::blob_writer& w, const model::callsite* site, const
 
 thread_local detail::blob_writer blob_scratch;
 
-model::field_values unpack(const detail::span_rec& e)
+model::field_values unpack(const detail::span_rec& e, const model::callsite* site)
 {
     model::field_values out;
     // Every value takes at least 3 bytes packed; most sets are a call site's few fields.
-    out.reserve(e.site != nullptr ? std::min(e.site->fields.size(), std::size_t{e.values.bytes().size() / 3})
-                                  : e.values.bytes().size() / 3);
-    detail::read_blob(e.values.bytes(), e.site != nullptr ? &e.site->fields : nullptr,
+    out.reserve(site != nullptr ? std::min(site->fields.size(), std::size_t{e.values.bytes().size() / 3})
+                                : e.values.bytes().size() / 3);
+    detail::read_blob(e.values.bytes(), site != nullptr ? &site->fields : nullptr,
                       [&](std::string_view name, model::value&& v) { out.emplace_back(std::string(name), std::move(v)); });
     return out;
 }
@@ -534,13 +523,14 @@ model::field_values unpack(const detail::span_rec& e)
 // The persisted form of a span's values: the entry's bytes with each field
 // index replaced by its name (an index beyond the call site: an empty name,
 // as unpack). No model::value is built.
-void to_persisted(const detail::span_rec& e, std::string& scratch, state::packed_values& out)
+void to_persisted(const detail::span_rec& e, const model::callsite* site, std::string& scratch,
+                  state::packed_values& out)
 {
     namespace pk = state::packed;
     scratch.clear();
     std::size_t n = 0;
     const std::string_view b = e.values.bytes();
-    const std::vector<std::string>* fields = e.site != nullptr ? &e.site->fields : nullptr;
+    const std::vector<std::string>* fields = site != nullptr ? &site->fields : nullptr;
     pk::item it;
     std::size_t at = 0;  // written into scratch, which only grows (no per-byte bookkeeping)
     for (const char* p = b.data(); pk::next(p, b.data() + b.size(), it); ++n) {
@@ -616,7 +606,7 @@ std::string_view from_persisted(std::string& scratch, const model::callsite* sit
 
 thread_local std::string persist_scratch;
 
-// A span's string bytes are kept in 32 bits (span_rec::bytes).
+// A span's string bytes are kept in 32 bits (span_rec::bytes or span_table::big).
 constexpr std::size_t max_span_bytes = 0xFFFFFFFFu;
 // So is its handle count (span_rec::ref_count).
 constexpr std::uint32_t max_ref_count = 0xFFFFFFFFu;
@@ -976,16 +966,83 @@ struct receiver::span_table {
     // Call-site ids of restored spans whose call site is not known (their
     // site is null): rare, so not a member of every entry.
     std::unordered_map<std::uint64_t, std::uint64_t> unknown_sites;
+    // Call sites by span_rec::site (4 bytes in an entry where a pointer took
+    // 8): callsite_entry::number; 0 is no call site. Grows under the
+    // receiver's mutex, like callsites_, whose entries never move.
+    std::vector<const model::callsite*> sites{nullptr};
+    // String bytes of the spans whose count does not fit span_rec::bytes.
+    std::unordered_map<std::uint64_t, std::uint32_t> big;
 
     detail::span_rec* find(std::uint64_t id) noexcept { return spans.find(id); }
     bool has(std::uint64_t id) const noexcept { return spans.find(id) != nullptr; }
     std::size_t size() const noexcept { return spans.size(); }
+    const model::callsite* site_of(const detail::span_rec& e) const noexcept { return sites[e.site]; }
+    // Gives `entry` its number, once; the caller reserved room in `sites`.
+    void number(callsite_entry& entry) noexcept
+    {
+        if (entry.number != 0)
+            return;
+        entry.number = static_cast<std::uint32_t>(sites.size());
+        sites.push_back(&entry.site);
+    }
     std::uint64_t callsite_of(const detail::span_rec& e) const noexcept
     {
-        if (e.site != nullptr)
-            return e.site->id;
+        if (const model::callsite* s = site_of(e))
+            return s->id;
         const auto it = unknown_sites.find(e.key);
         return it == unknown_sites.end() ? 0 : it->second;
+    }
+    std::uint32_t bytes_of(const detail::span_rec& e) const noexcept
+    {
+        if (e.bytes != detail::span_rec::big_bytes) [[likely]]
+            return e.bytes;
+        const auto it = big.find(e.key);
+        return it == big.end() ? 0 : it->second;
+    }
+    // Two steps, so that a failure leaves the count as it was: make_room()
+    // may throw, set_bytes() then does not.
+    void make_room(std::uint64_t id, std::size_t bytes)
+    {
+        if (bytes >= detail::span_rec::big_bytes)
+            big.try_emplace(id, 0);
+    }
+    void set_bytes(detail::span_rec& e, std::size_t bytes) noexcept
+    {
+        if (bytes < detail::span_rec::big_bytes) {
+            if (e.bytes == detail::span_rec::big_bytes)
+                big.erase(e.key);
+            e.bytes = static_cast<std::uint32_t>(bytes);
+            return;
+        }
+        big.find(e.key)->second = static_cast<std::uint32_t>(bytes);  // make_room() put it there
+        e.bytes = detail::span_rec::big_bytes;
+    }
+    // A new entry for id, created since the last commit (counted in
+    // `uncommitted`), with its depth and bytes.
+    [[gnu::always_inline]] detail::span_rec& add(std::size_t& uncommitted, std::uint64_t id, std::uint32_t depth,
+                                                 std::size_t bytes)
+    {
+        if (bytes >= detail::span_rec::big_bytes) [[unlikely]]
+            return add_big(uncommitted, id, depth, bytes);
+        detail::span_rec& e = *spans.add(id).first;
+        e.depth = depth;
+        e.uncommitted = 1;
+        e.bytes = static_cast<std::uint32_t>(bytes);
+        ++uncommitted;
+        return e;
+    }
+    [[gnu::noinline]] detail::span_rec& add_big(std::size_t& uncommitted, std::uint64_t id, std::uint32_t depth,
+                                                std::size_t bytes)
+    {
+        make_room(id, bytes);
+        try {
+            detail::span_rec& e = add(uncommitted, id, depth, 0);
+            set_bytes(e, bytes);
+            return e;
+        } catch (...) {
+            big.erase(id);
+            throw;
+        }
     }
     void erase(std::uint64_t id) noexcept
     {
@@ -994,6 +1051,8 @@ struct receiver::span_table {
             follows.erase(id);
         if (!unknown_sites.empty())
             unknown_sites.erase(id);
+        if (!big.empty())
+            big.erase(id);
     }
 };
 
@@ -1009,10 +1068,13 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
 {
     if (!local_)
         local_ = std::make_shared<local_spans>(pipeline);
+    spans_ = std::make_unique<span_table>();
     for (auto& cs : restored.metadata) {
+        spans_->sites.reserve(spans_->sites.size() + 1);
         auto [it, inserted] = callsites_.try_emplace(cs.id);
         if (!inserted)
             continue;
+        spans_->number(it->second);
         it->second.site = std::move(cs);
         it->second.bytes = callsite_bytes(it->second.site);
         string_bytes_ += it->second.bytes;
@@ -1020,19 +1082,19 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
             index_callsite_locked(it->second);
     }
     next_id_ = std::max<std::uint64_t>(restored.spans.next_id, 1);
-    spans_ = std::make_unique<span_table>();
     spans_->spans.reserve(restored.spans.spans.size());
-    const model::callsite* site = nullptr;  // the last span's: spans of one call site often come together
+    const callsite_entry* site_entry = nullptr;  // the last span's: spans of one call site often come together
     for (auto& ps : restored.spans.spans) {
         if (ps.id == 0 || (ps.id & top_bit) != 0)
             continue;
         detail::span_rec* const e = spans_->spans.add_new(ps.id);
         if (e == nullptr)  // the first of an id wins
             continue;
-        if (site == nullptr || site->id != ps.callsite_id) {
+        if (site_entry == nullptr || site_entry->site.id != ps.callsite_id) {
             auto cit = callsites_.find(ps.callsite_id);
-            site = cit == callsites_.end() ? nullptr : &cit->second.site;
+            site_entry = cit == callsites_.end() ? nullptr : &cit->second;
         }
+        const model::callsite* const site = site_entry != nullptr ? &site_entry->site : nullptr;
         std::size_t bytes = 0;
         e->values.assign(from_persisted(persist_scratch, site, ps.values, bytes));
         if (site == nullptr)
@@ -1040,9 +1102,11 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         e->parent_id = ps.parent_id;
         // Kept in 32 bits: a file's bigger count (2^32 handles) is not a real one.
         e->ref_count = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(ps.ref_count, 1, max_ref_count));
-        e->start = ps.start;
-        e->bytes = static_cast<std::uint32_t>(std::min(bytes, max_span_bytes));
-        e->site = site;
+        e->set_start(ps.start);
+        bytes = std::min(bytes, max_span_bytes);
+        spans_->make_room(ps.id, bytes);
+        spans_->set_bytes(*e, bytes);
+        e->site = site_entry != nullptr ? site_entry->number : 0;
         e->depth = 0;  // not known yet (below)
         if (!ps.follows_from.empty())
             spans_->follows[ps.id] = ps.follows_from.to_vector();
@@ -1053,7 +1117,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
     // may be long; a parent that is gone ends it). Depth 0 = not known yet,
     // on_chain = on the chain being walked (met again: a cycle, which ends it).
     {
-        constexpr std::uint32_t on_chain = detail::span_rec::max_depth;
+        constexpr std::uint32_t on_chain = detail::span_rec::max_depth + 1;
         std::vector<detail::span_rec*> chain;
         const std::size_t total = spans_->size();
         spans_->spans.for_each([&](detail::span_rec& first, std::uint32_t) {
@@ -1072,8 +1136,10 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
                 if (it->parent_id == 0 || (it = spans_->find(it->parent_id)) == nullptr)
                     break;
             }
+            // A chain deeper than a receiver makes (an older file's) stops
+            // counting at the limit: its spans get no deeper children.
             for (auto c = chain.rbegin(); c != chain.rend(); ++c)
-                (*c)->depth = ++base;
+                (*c)->depth = base = std::min(base + 1, detail::span_rec::max_depth);
         });
     }
     // Local handles of spans the restored state does not have (an older
@@ -1300,7 +1366,7 @@ receive_result receiver::try_receive(const tt_event& ev)
                 const auto* it = spans_->find(ev.span_id);
                 if (it == nullptr)
                     return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(ev.span_id));
-                cs = it->site;
+                cs = spans_->site_of(*it);
                 if (cs == nullptr)
                     return fail(receive_errc::unknown_callsite, "span " + id_text(ev.span_id) +
                                                                     " has call site " + id_text(spans_->callsite_of(*it)) +
@@ -1459,9 +1525,10 @@ std::optional<receive_result> receiver::reserve_span_locked(std::size_t quota_by
     if (plugin_parent != 0)
         if (const auto* p = spans_->find(plugin_parent))
             depth = static_cast<std::uint32_t>(p->depth) + 1;
-    if (depth > limits_.max_span_depth || depth > detail::span_rec::max_depth)
+    const std::size_t max_depth = std::min<std::size_t>(limits_.max_span_depth, detail::span_rec::max_depth);
+    if (depth > max_depth)
         return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
-                                                      std::to_string(limits_.max_span_depth) + " reached (parent " +
+                                                      std::to_string(max_depth) + " reached (parent " +
                                                       id_text(plugin_parent) + ")");
     if (proposed != 0 && (proposed & top_bit) == 0 && !spans_->has(proposed)) {
         id = proposed;
@@ -1522,13 +1589,11 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
         std::uint32_t depth = 1;
         if (auto refused = reserve_span_locked(bytes, bytes, plugin_parent, 0, id, depth))
             return refused;
-        detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
+        detail::span_rec* const e = &spans_->add(uncommitted_, id, depth, bytes);
         e->parent_id = plugin_parent;
-        e->site = &site;
-        e->start = now;
+        e->site = entry->number;
+        e->set_start(now);
         e->ref_count = 1;
-        e->depth = depth;
-        e->bytes = static_cast<std::uint32_t>(bytes);
         e->values = std::move(values);
         string_bytes_ += bytes;
         dirty_.store(true, std::memory_order_relaxed);
@@ -1640,11 +1705,11 @@ span_handle receiver::materialize(std::uint64_t span_id)
         if (const auto* e = lt.spans.find(span_id))
             return e->handle;
         const auto* it = spans_->find(span_id);
-        if (it == nullptr || it->site == nullptr)
+        if (it == nullptr || spans_->site_of(*it) == nullptr)
             return 0;
-        values = unpack(*it);
-        attrs.site = it->site;
-        attrs.time = it->start;
+        values = unpack(*it, spans_->site_of(*it));
+        attrs.site = spans_->site_of(*it);
+        attrs.time = it->start();
         if (it->parent_id != 0)
             if (const auto* p = lt.spans.find(it->parent_id))
                 attrs.parent = p->handle;
@@ -1705,7 +1770,7 @@ bool receiver::drop_span(std::uint64_t span_id)
         dirty_.store(true, std::memory_order_relaxed);
         if (--it->ref_count > 0)
             return true;
-        string_bytes_ -= it->bytes;
+        string_bytes_ -= spans_->bytes_of(*it);
         uncommitted_ -= it->uncommitted;
         spans_->erase(span_id);
         std::lock_guard llock(local_->mutex_);
@@ -1752,8 +1817,10 @@ receive_result receiver::apply(op& o)
                 if (string_bytes_ + bytes > limits_.max_string_bytes)
                     return fail(receive_errc::quota_exceeded,
                                 "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+                spans_->sites.reserve(spans_->sites.size() + 1);
                 auto [nit, inserted] = callsites_.try_emplace(cs.id);
                 (void)inserted;
+                spans_->number(nit->second);
                 nit->second.site = cs;
                 nit->second.bytes = bytes;
                 string_bytes_ += bytes;
@@ -1838,14 +1905,12 @@ receive_result receiver::apply(op& o)
                 return *refused;
             detail::value_blob values;
             values.assign(pack(blob_scratch, site, merged));
-            detail::span_rec* const e = &add_uncommitted(uncommitted_, spans_->spans, id);
+            detail::span_rec* const e = &spans_->add(uncommitted_, id, depth, bytes);
             e->parent_id = plugin_parent;
             e->values = std::move(values);
             e->ref_count = 1;
-            e->start = now;
-            e->bytes = static_cast<std::uint32_t>(bytes);
-            e->site = site;
-            e->depth = depth;
+            e->set_start(now);
+            e->site = entry->number;
             string_bytes_ += bytes;
             dirty_.store(true, std::memory_order_relaxed);
         }
@@ -1993,24 +2058,26 @@ receive_result receiver::apply(op& o)
             auto* it = spans_->find(o.span_id);
             if (it == nullptr)
                 return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(o.span_id));
-            if (it->site == nullptr)
+            const model::callsite* const site = spans_->site_of(*it);
+            if (site == nullptr)
                 return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has call site " +
                                                                 id_text(spans_->callsite_of(*it)) + ", which is not known");
-            if (const std::string* bad = undeclared_field(*it->site, o.values))
+            if (const std::string* bad = undeclared_field(*site, o.values))
                 return fail(receive_errc::unknown_field, "value for field '" + *bad + "', which call site '" +
-                                                             it->site->name + "' does not declare");
-            model::field_values current = unpack(*it);
+                                                             site->name + "' does not declare");
+            model::field_values current = unpack(*it, site);
             const std::ptrdiff_t delta = merge_delta(current, o.values);
             if (delta > 0 && string_bytes_ + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
             const std::ptrdiff_t real = merge_values(current, o.values);
-            const auto bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(it->bytes) + real);
+            const auto bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(spans_->bytes_of(*it)) + real);
             if (bytes > max_span_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
-            it->values.assign(pack(blob_scratch, it->site, current));
-            it->bytes = static_cast<std::uint32_t>(bytes);
+            spans_->make_room(o.span_id, bytes);
+            it->values.assign(pack(blob_scratch, site, current));
+            spans_->set_bytes(*it, bytes);
             string_bytes_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(string_bytes_) + real);
             dirty_.store(true, std::memory_order_relaxed);
             // A span without a pipeline span yet (host restart) gets its
@@ -2054,9 +2121,9 @@ void receiver::fill_snapshot(persisted_spans& out) const
         ps.id = e.key;
         ps.callsite_id = spans_->callsite_of(e);
         ps.parent_id = e.parent_id;
-        to_persisted(e, persist_scratch, ps.values);
+        to_persisted(e, spans_->site_of(e), persist_scratch, ps.values);
         ps.ref_count = e.ref_count;
-        ps.start = e.start;
+        ps.start = e.start();
         if (!spans_->follows.empty())
             if (auto ff = spans_->follows.find(e.key); ff != spans_->follows.end())
                 ps.follows_from = ff->second;

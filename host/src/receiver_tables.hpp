@@ -148,25 +148,27 @@ public:
     {
         return insert(key, at, key_of, false);
     }
-    // Removes the key if it maps to `at` (or to anything when at is no_slot).
+    // Removes the key if it maps to `at` (or to anything when at is no_slot):
+    // the slot it mapped to, or no_slot when nothing was removed.
     template <class KeyOf>
-    void erase(std::uint64_t key, std::uint32_t at, const KeyOf& key_of) noexcept
+    std::uint32_t erase(std::uint64_t key, std::uint32_t at, const KeyOf& key_of) noexcept
     {
         if (size_ == 0)
-            return;
+            return no_slot;
         const std::uint64_t h = mix64(key);
         const std::uint32_t tag = tag_of(h);
         std::size_t i = h & mask_;
         for (;; i = (i + 1) & mask_) {
             const std::uint32_t s = slots_[i];
             if (s == 0)
-                return;
+                return no_slot;
             if ((s & ~mask32()) == tag && key_of(ref_of(s)) == key) {
                 if (at != no_slot && ref_of(s) != at)
-                    return;
+                    return no_slot;
                 break;
             }
         }
+        const std::uint32_t removed = ref_of(slots_[i]);
         // Backward shift: pull later entries of the run into the hole when
         // their home is not between the hole and themselves.
         for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
@@ -181,6 +183,7 @@ public:
         }
         slots_[i] = 0;
         --size_;
+        return removed;
     }
     std::size_t size() const noexcept { return size_; }
     // Room for n keys without a grow (a restore of n spans).
@@ -450,25 +453,53 @@ void read_blob(std::string_view b, const std::vector<std::string>* fields, Fn&& 
     }
 }
 
-// A span as the receiver keeps it: 80 bytes. Its call site's id is
-// site->id; a restored span whose call site is not known (site null) keeps
-// the id in span_table's side map instead of 8 bytes in every entry.
+// A 64-bit number aligned to 4, so that a table entry of two of them and a
+// 32-bit field takes 20 bytes, not 24 (local_rec).
+class u64_align4 {
+public:
+    u64_align4() noexcept = default;
+    u64_align4(std::uint64_t v) noexcept { std::memcpy(w_, &v, sizeof v); }
+    operator std::uint64_t() const noexcept
+    {
+        std::uint64_t v;
+        std::memcpy(&v, w_, sizeof v);
+        return v;
+    }
+
+private:
+    std::uint32_t w_[2] = {0, 0};
+};
+static_assert(sizeof(u64_align4) == 8 && alignof(u64_align4) == 4);
+
+// A span as the receiver keeps it: 72 bytes, aligned to 4 (S11: a live
+// span's memory). Its call site is a 4-byte number into span_table::sites
+// (0: not known; a restored span's id is then in span_table's side map).
+// Its string bytes are kept here below `big_bytes`, else in a side map
+// (span_table::bytes_of): few spans carry 32 KiB of names and strings.
 struct span_rec {
-    std::uint64_t key = 0;  // the span id; 0 = a free slot
-    std::uint64_t parent_id = 0;
-    const model::callsite* site = nullptr;  // into the receiver's call sites (stable)
-    clock::time_point start{};
-    // Deeper than this is refused whatever the quota says (31 bits).
-    static constexpr std::uint32_t max_depth = 0x7FFFFFFFu;
-    std::uint32_t ref_count = 1;  // a clone beyond 2^32 - 1 handles is refused
-    std::uint32_t depth : 31 = 1;  // 1 + the parent's, within this lineage
+    u64_align4 key;  // the span id; 0 = a free slot
+    u64_align4 parent_id;
+    u64_align4 start_ns;  // clock::time_point's count (start(), set_start())
+    std::uint32_t site = 0;  // span_table::sites index; 0 = no call site known
+    std::uint32_t ref_count = 1;  // a clone beyond max_ref_count handles is refused
+    // Deeper than this is refused whatever the quota says (16 bits; 0xFFFF
+    // marks a span on the chain being walked when a receiver restores).
+    static constexpr std::uint32_t max_depth = 0xFFFEu;
+    static constexpr std::uint32_t big_bytes = 0x7FFFu;
+    std::uint32_t depth : 16 = 1;  // 1 + the parent's, within this lineage
     // Created since the last commit: a rollback closes it. A bit here
     // instead of a list of ids in the receiver (8 to 16 bytes a span).
     std::uint32_t uncommitted : 1 = 0;
-    std::uint32_t bytes = 0;      // names + string values, for the string quota
-    value_blob values;            // creation values + records, first-recorded order
+    std::uint32_t bytes : 15 = 0;  // names + string values (string quota); big_bytes: aside
+    value_blob values;             // creation values + records, first-recorded order
+
+    clock::time_point start() const noexcept
+    {
+        return clock::time_point(clock::duration(static_cast<clock::rep>(std::uint64_t{start_ns})));
+    }
+    void set_start(clock::time_point t) noexcept { start_ns = static_cast<std::uint64_t>(t.time_since_epoch().count()); }
 };
-static_assert(sizeof(span_rec) <= 80);
+static_assert(sizeof(span_rec) == 72 && alignof(span_rec) == 4);
 
 // On which threads a span is entered, how often, in 16 bytes: one thread
 // inline (the common case), or, once a second thread enters, all of them in
@@ -603,23 +634,6 @@ private:
     std::uint32_t n_ = 0;
 };
 
-// A 64-bit number aligned to 4, so that a table entry of two of them and a
-// 32-bit field takes 20 bytes, not 24 (local_rec).
-class u64_align4 {
-public:
-    u64_align4() noexcept = default;
-    u64_align4(std::uint64_t v) noexcept { std::memcpy(w_, &v, sizeof v); }
-    operator std::uint64_t() const noexcept
-    {
-        std::uint64_t v;
-        std::memcpy(&v, w_, sizeof v);
-        return v;
-    }
-
-private:
-    std::uint32_t w_[2] = {0, 0};
-};
-static_assert(sizeof(u64_align4) == 8 && alignof(u64_align4) == 4);
 
 // A plugin span id's pipeline handle (local_spans). Its entered threads
 // are kept aside (local_spans::table::entered), for the few spans entered at
@@ -689,10 +703,9 @@ public:
     }
     void erase(std::uint64_t key) noexcept
     {
-        const std::uint32_t i = index_.find(key, key_of());
+        const std::uint32_t i = index_.erase(key, no_slot, key_of());  // one probe
         if (i == no_slot)
             return;
-        index_.erase(key, i, key_of());
         slab_[i] = T{};
         try {
             slab_.release(i);

@@ -14,6 +14,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <future>
@@ -1278,4 +1279,144 @@ TEST_CASE("the fast path still refuses bad text with its error, and the layers s
     const std::vector<tt_field_value> good{fv_str(0, "m"), fv_str(5, "\xc3\xbc ok")};
     CHECK(r.receive(ev_new_event(k.site.id(), good)) == TT_STATUS_OK);
     CHECK(p.json.str().find(R"("s":"ü ok")") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// the span entry's packed fields (receiver_tables.hpp: span_rec)
+
+TEST_CASE("a span's call-site number finds its call site after a restart and a reload, sites in another order")
+{
+    host::capture_layer cap;
+    abi_site a{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "site-a", {"a1", "a2"}};
+    abi_site b{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "site-b", {"b1", "b2", "b3"}};
+    abi_site c{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "site-c", {"c1"}};
+    host::receiver_state state;
+    std::shared_ptr<host::local_spans> local;
+    std::uint64_t sa = 0, sb = 0;
+    {
+        host::receiver first("demo", cap);
+        ok(first, ev_new_callsite(a.get()));
+        ok(first, ev_new_callsite(b.get()));
+        sa = ok(first, ev_new_span(a.id(), {fv_i64(1, 5)}));
+        sb = ok(first, ev_new_span(b.id(), {fv_str(2, "three")}));
+        state = state_of(first);
+        local = first.local();
+    }
+    // Another call site first: every restored number differs from the first receiver's.
+    state.metadata.insert(state.metadata.begin(), c.model());
+    std::reverse(state.metadata.begin(), state.metadata.end());
+    auto check = [&](host::receiver& r) {
+        CHECK(r.snapshot() == state.spans);
+        const auto wrong = r.try_receive(model::event{model::values_recorded{sa, {{"b1", std::int64_t{1}}}}});
+        REQUIRE_FALSE(wrong);
+        CHECK(wrong.error().code == receive_errc::unknown_field);
+        CHECK(wrong.error().message.find("'site-a'") != std::string::npos);
+        ok(r, model::event{model::values_recorded{sb, {{"b1", std::int64_t{1}}}}});
+        ok(r, model::event{model::values_recorded{sa, {{"a2", std::int64_t{6}}}}});
+        const auto snap = r.snapshot();
+        REQUIRE(snap.spans.size() == 2);
+        CHECK(snap.spans[0].callsite_id == (sa < sb ? a.id() : b.id()));
+        CHECK(snap.spans[1].callsite_id == (sa < sb ? b.id() : a.id()));
+        // A span made after the restore gets its own site's number.
+        const auto sc = ok(r, ev_new_span(c.id(), {fv_i64(0, 9)}));
+        ok(r, model::event{model::values_recorded{sc, {{"c1", std::int64_t{10}}}}});
+        CHECK_FALSE(r.try_receive(model::event{model::values_recorded{sc, {{"a1", std::int64_t{1}}}}}));
+    };
+    SUBCASE("restart (no local spans)")
+    {
+        host::capture_layer cap2;
+        host::receiver second("demo", cap2, state);
+        check(second);
+        ok(second, ev_span(TT_EVENT_SPAN_ENTERED, sb));
+        REQUIRE(cap2.spans().size() == 2);  // site-c's, then sb materialized
+        CHECK(cap2.spans()[1].name == "site-b");
+    }
+    SUBCASE("reload (local spans kept)")
+    {
+        host::receiver second("demo", cap, state, {}, local);
+        check(second);
+    }
+}
+
+TEST_CASE("span nesting stops at the entry's 16-bit depth, whatever the quota says")
+{
+    host::capture_layer cap;
+    host::quotas q;
+    q.max_span_depth = 100'000;
+    q.max_live_spans = 100'000;
+    abi_site a{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "deep", {}};
+    constexpr std::uint64_t limit = 0xFFFE;
+    SUBCASE("made one by one")
+    {
+        host::receiver r("demo", cap, {}, q);
+        ok(r, ev_new_callsite(a.get()));
+        std::uint64_t parent = 0;
+        for (std::uint64_t d = 1; d <= limit; ++d) {
+            parent = ok(r, ev_new_span(a.id(), {}, parent != 0 ? TT_PARENT_EXPLICIT : TT_PARENT_ROOT, parent));
+        }
+        const auto res = r.try_receive(ev_new_span(a.id(), {}, TT_PARENT_EXPLICIT, parent));
+        REQUIRE_FALSE(res);
+        CHECK(res.error().code == receive_errc::quota_exceeded);
+        CHECK(res.error().message.find("limit of 65534 reached") != std::string::npos);
+        CHECK(ok(r, ev_new_span(a.id(), {}, TT_PARENT_ROOT)) != 0);
+    }
+    SUBCASE("restored from a chain longer than that")
+    {
+        host::receiver_state state;
+        state.metadata.push_back(a.model());
+        constexpr std::uint64_t chain = 70'000;
+        for (std::uint64_t id = 1; id <= chain; ++id) {
+            auto& ps = state.spans.spans.emplace_back();
+            ps.id = id;
+            ps.callsite_id = a.id();
+            ps.parent_id = id - 1;
+        }
+        state.spans.next_id = chain + 1;
+        host::receiver r("demo", cap, state, q);
+        CHECK(r.snapshot() == state.spans);
+        CHECK(TT_STATUS_CODE(r.receive(ev_new_span(a.id(), {}, TT_PARENT_EXPLICIT, chain))) ==
+              TT_STATUS_QUOTA_EXCEEDED);
+        CHECK(TT_STATUS_CODE(r.receive(ev_new_span(a.id(), {}, TT_PARENT_EXPLICIT, limit))) ==
+              TT_STATUS_QUOTA_EXCEEDED);
+        CHECK(ok(r, ev_new_span(a.id(), {}, TT_PARENT_EXPLICIT, limit - 1)) != 0);
+    }
+}
+
+TEST_CASE("a span's string bytes too many for its entry are counted aside and given back")
+{
+    fixture f;
+    const auto base = f.recv.stats().string_bytes;
+    const std::string big(40'000, 'v');
+    const std::string bigger(50'000, 'w');
+    const auto s = f.span({fv_str(0, big)});
+    const auto small = f.span({fv_str(0, "x")});
+    CHECK(f.recv.stats().string_bytes == base + 1 + big.size() + 1 + 1);  // names "a", values
+    ok(f.recv, ev_record(s, {fv_str(0, "y")}));  // below what the entry holds again
+    CHECK(f.recv.stats().string_bytes == base + 2 + 2);
+    ok(f.recv, ev_record(s, {fv_str(1, bigger)}));  // and above
+    CHECK(f.recv.stats().string_bytes == base + 2 + 1 + bigger.size() + 2);
+    const auto state = state_of(f.recv);
+
+    host::capture_layer cap;
+    host::receiver second("demo", cap, state);
+    CHECK(second.stats().string_bytes == f.recv.stats().string_bytes);
+    ok(second, ev_span(TT_EVENT_SPAN_DROPPED, s));
+    CHECK(second.stats().string_bytes == base + 2);
+    ok(second, ev_span(TT_EVENT_SPAN_DROPPED, small));
+    CHECK(second.stats().string_bytes == base);
+
+    ok(f.recv, ev_span(TT_EVENT_SPAN_DROPPED, small));
+    ok(f.recv, ev_span(TT_EVENT_SPAN_DROPPED, s));
+    CHECK(f.recv.stats().string_bytes == base);
+    // The quota sees the same count: a span of (almost) all of it fits again.
+    host::quotas q;
+    q.max_string_bytes = base + 60'000;
+    host::receiver tight("demo", cap, {}, q);
+    ok(tight, ev_new_callsite(f.span_site.get()));
+    for (int i = 0; i < 3; ++i) {
+        const auto id = ok(tight, ev_new_span(f.span_site.id(), {fv_str(0, bigger)}));
+        CHECK(TT_STATUS_CODE(tight.receive(ev_new_span(f.span_site.id(), {fv_str(0, big)}))) ==
+              TT_STATUS_QUOTA_EXCEEDED);
+        ok(tight, ev_span(TT_EVENT_SPAN_DROPPED, id));
+    }
 }

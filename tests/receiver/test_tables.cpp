@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -75,9 +76,9 @@ TEST_CASE("key_index finds what was put, through growth and erases, for any slab
                 std::advance(it, static_cast<long>(rng() % ref.size()));
                 const auto [key, at] = *it;
                 if (rng() % 4 == 0)
-                    idx.erase(key, at + 1, slab.key_of());  // another slot: nothing happens
+                    CHECK(idx.erase(key, at + 1, slab.key_of()) == detail::no_slot);  // another slot: nothing happens
                 else {
-                    idx.erase(key, at, slab.key_of());
+                    CHECK(idx.erase(key, rng() % 2 == 0 ? at : detail::no_slot, slab.key_of()) == at);
                     slab.keys[at] = 0;
                     free_slots.push_back(at);
                     ref.erase(it);
@@ -136,4 +137,55 @@ TEST_CASE("keyed_table of local entries (4-byte aligned 64-bit fields) keeps ful
         CHECK(ref.at(e.key) == static_cast<std::uint64_t>(e.handle));
     });
     CHECK(seen == ref.size());
+}
+
+TEST_CASE("keyed_table of span entries (72 bytes, aligned to 4) keeps ids, starts, counters and values apart")
+{
+    static_assert(sizeof(detail::span_rec) == 72 && alignof(detail::span_rec) == 4);
+    detail::keyed_table<detail::span_rec> t;
+    std::mt19937_64 rng(11);
+    struct want {
+        std::uint64_t parent;
+        tt::host::clock::time_point start;
+        std::uint32_t depth, site, refs;
+        std::string values;
+    };
+    std::unordered_map<std::uint64_t, want> ref;
+    for (int n = 0; n < 2000; ++n) {  // 31 chunks of 64: entries stay where they were
+        const std::uint64_t key = (rng() | 1) ^ std::uint64_t(n) << 40;
+        if (ref.count(key) != 0)
+            continue;
+        want w{rng(), tt::host::clock::time_point(tt::host::clock::duration(static_cast<std::int64_t>(rng()))),
+               static_cast<std::uint32_t>(n % detail::span_rec::max_depth) + 1, static_cast<std::uint32_t>(n),
+               static_cast<std::uint32_t>(rng()), std::string(static_cast<std::size_t>(n % 50), char('a' + n % 26))};
+        auto [e, slot] = t.add(key);
+        e->parent_id = w.parent;
+        e->set_start(w.start);
+        e->depth = w.depth;
+        e->site = w.site;
+        e->ref_count = w.refs;
+        e->bytes = detail::span_rec::big_bytes;
+        e->uncommitted = 1;
+        e->values.assign(w.values);
+        CHECK(&t.at(slot) == e);
+        ref.emplace(key, std::move(w));
+        if (n % 7 == 0) {
+            t.erase(key);
+            ref.erase(key);
+        }
+    }
+    REQUIRE(t.size() == ref.size());
+    for (const auto& [k, w] : ref) {
+        const auto* e = t.find(k);
+        REQUIRE(e != nullptr);
+        CHECK(std::uint64_t{e->key} == k);
+        CHECK(std::uint64_t{e->parent_id} == w.parent);
+        CHECK(e->start() == w.start);
+        CHECK(e->depth == w.depth);
+        CHECK(e->site == w.site);
+        CHECK(e->ref_count == w.refs);
+        CHECK(e->bytes == detail::span_rec::big_bytes);
+        CHECK(e->uncommitted == 1);
+        CHECK(e->values.bytes() == w.values);
+    }
 }

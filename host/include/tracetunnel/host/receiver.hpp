@@ -256,6 +256,7 @@ private:
         model::callsite site;  // never changed once inserted; entries are never erased
         std::size_t bytes = 0;
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
+        std::uint32_t number = 0;  // what a span entry keeps of its call site (span_table::sites)
         // accepted NEW_SPAN / NEW_EVENT (relaxed), by thread stripe
         std::array<std::atomic<std::uint64_t>, count_stripes> hits{};
     };
