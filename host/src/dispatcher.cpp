@@ -2,7 +2,7 @@
 // cache line that another emitting thread writes too:
 //
 // - Span nodes live in slabs owned by the dispatcher and are recycled through
-//   a free list. A node is small (104 bytes): one pointer to the interned
+//   a free list. A node is small (96 bytes): the number of the interned
 //   (call site, plugin name) pair, and the values packed into bytes in the
 //   node (packed_values; larger ones in a buffer the node keeps), so a span
 //   allocates nothing once warm.
@@ -155,12 +155,13 @@ struct interned_site {
     model::callsite site;
     const std::string* plugin = nullptr;  // interned
     bool known = true;
+    std::uint32_t number = 0;             // site_numbers::at(number) is this one
     const interned_site* next = nullptr;  // same bucket; immutable once published
 };
 
 // ---------------------------------------------------------------------------
-// Thread ids as 4-byte numbers, so that a span node keeps 4 bytes for its
-// thread instead of 8. Interned for the life of the process: the library
+// Thread ids as 14-bit numbers, so that a span node keeps 2 bytes (with its
+// two flags) for its thread instead of 8. Interned for the life of the process: the library
 // reuses a thread's id for later threads, so there are few distinct ones.
 // Number 0 is the default id (and what an id gets past the last number or
 // when interning it fails to allocate: the span then shows no thread).
@@ -193,7 +194,7 @@ public:
 
 private:
     static constexpr std::uint32_t chunk_size = 1024;
-    static constexpr std::uint32_t chunk_count = 4096;  // 4M distinct ids
+    static constexpr std::uint32_t chunk_count = 16;  // 16K distinct ids: span_node::thread's 14 bits
 
     static std::atomic<std::thread::id*>* chunks() noexcept
     {
@@ -228,6 +229,73 @@ private:
 };
 
 // ---------------------------------------------------------------------------
+// Interned call sites by 4-byte number, so that a span node keeps 4 bytes for
+// its origin instead of a pointer (S11). The directory is process-wide, so a
+// node reads it without its dispatcher; each dispatcher claims chunks of
+// numbers for the sites it interns (stored in the chunk it hands over) and
+// gives them back when it dies, when no node of it is left.
+
+class site_numbers {
+public:
+    static constexpr std::uint32_t chunk_bits = 8;
+    static constexpr std::uint32_t chunk_size = std::uint32_t{1} << chunk_bits;
+    static constexpr std::uint32_t chunk_count = 16384;  // 4M sites in the live dispatchers
+
+    static const interned_site& at(std::uint32_t n) noexcept
+    {
+        return chunks()[n >> chunk_bits].load(std::memory_order_acquire)[n & (chunk_size - 1)];
+    }
+    // Publishes `sites` (chunk_size of them) under a free chunk: the number of
+    // its first. std::bad_alloc when every chunk is taken.
+    static std::uint32_t claim(interned_site* sites)
+    {
+        std::lock_guard lock(state().mutex);
+        auto& st = state();
+        std::uint32_t c;
+        if (!st.free.empty()) {
+            c = st.free.back();
+            st.free.pop_back();
+        } else {
+            if (st.next == chunk_count)
+                throw std::bad_alloc();
+            c = st.next++;
+        }
+        chunks()[c].store(sites, std::memory_order_release);
+        return c << chunk_bits;
+    }
+    static void release(std::uint32_t first) noexcept
+    {
+        std::lock_guard lock(state().mutex);
+        const std::uint32_t c = first >> chunk_bits;
+        chunks()[c].store(nullptr, std::memory_order_relaxed);
+        try {
+            state().free.push_back(c);
+        } catch (...) {
+            // the chunk number is lost to reuse
+        }
+    }
+
+private:
+    struct shared {
+        std::mutex mutex;
+        std::vector<std::uint32_t> free;
+        std::uint32_t next = 0;
+    };
+    // Never destroyed: a dispatcher that is itself a static object may give
+    // its chunks back after the function-local statics are gone.
+    static shared& state() noexcept
+    {
+        static shared* const s = new shared;
+        return *s;
+    }
+    static std::atomic<interned_site*>* chunks() noexcept
+    {
+        static std::atomic<interned_site*> c[chunk_count] = {};
+        return c;
+    }
+};
+
+// ---------------------------------------------------------------------------
 // Span nodes
 
 struct span_version;
@@ -241,7 +309,7 @@ struct span_version;
 // Byte-aligned so that it fills the end of span_node.
 class packed_values {
 public:
-    // Sized so that span_node is 104 bytes: a span of three small fields
+    // Sized so that span_node is 96 bytes: a span of three small fields
     // (an integer, a short text and a double) fits.
     static constexpr std::size_t inline_bytes = 29;
 
@@ -291,7 +359,9 @@ struct span_node {
     std::atomic<std::uint64_t> tag{0};
     // 1 while open, plus 1 per child whose parent_node this is.
     std::atomic<std::uint32_t> refs{0};
-    std::uint32_t thread = 0;  // thread_numbers; set before the node is published, as below
+    // Set before the node is published, constant while it is in use (so are
+    // the fields from `parent_node` on).
+    std::uint32_t origin = 0;  // site_numbers: call site and plugin name
     // The span's filter level, cached: filter generation << 32 | values
     // version << 8 | level_valid | level. record() bumps the version (and
     // clears level_valid); span_level() stores a level only by a CAS from the
@@ -307,13 +377,12 @@ struct span_node {
     // walk it inside a read section); the next free node while free.
     std::atomic<span_node*> chain{nullptr};
 
-    // Set before the node is published, constant while it is in use.
-    const interned_site* origin = nullptr;  // call site and plugin name
-    span_node* parent_node = nullptr;       // nearest enabled ancestor, referenced (refs)
+    span_node* parent_node = nullptr;  // nearest enabled ancestor, referenced (refs)
     clock::time_point start;
     std::uint64_t plugin_span_id = 0;
-    bool resumed = false;
-    bool enabled = false;
+    std::uint16_t thread : 14 = 0;  // thread_numbers
+    std::uint16_t resumed : 1 = 0;
+    std::uint16_t enabled : 1 = 0;
     packed_values initial;
 
     // Handles count from 1 and never get near 2^63.
@@ -321,10 +390,15 @@ struct span_node {
     // Readable while the node is reachable (a read section), open or closed.
     span_handle handle() const noexcept { return tag.load(std::memory_order_relaxed) & ~closed_bit; }
     bool is(span_handle h) const noexcept { return tag.load() == h; }
-    const model::callsite* site() const noexcept { return origin->known ? &origin->site : nullptr; }
+    const interned_site& interned() const noexcept { return site_numbers::at(origin); }
+    const model::callsite* site() const noexcept
+    {
+        const interned_site& o = interned();
+        return o.known ? &o.site : nullptr;
+    }
 };
 // The dispatcher's memory per live span (S11): keep it from growing unnoticed.
-static_assert(sizeof(span_node) == 104);
+static_assert(sizeof(span_node) == 96);
 
 // A span's view after a record() or follows_from(): immutable once published.
 struct span_version {
@@ -338,12 +412,13 @@ span_ref base_view(const span_node& n) noexcept
 {
     span_ref v;
     v.id = n.handle();
-    v.site = n.site();
-    v.plugin = *n.origin->plugin;
+    const interned_site& origin = n.interned();
+    v.site = origin.known ? &origin.site : nullptr;
+    v.plugin = *origin.plugin;
     v.parent = n.parent_node != nullptr ? n.parent_node->handle() : 0;
     v.start = n.start;
     v.thread = thread_numbers::id_of(n.thread);
-    v.resumed = n.resumed;
+    v.resumed = n.resumed != 0;
     v.plugin_span_id = n.plugin_span_id;
     return v;
 }
@@ -1038,7 +1113,14 @@ struct dispatcher::impl {
     // Interned call sites: buckets of lists that only grow, read without a lock.
     static constexpr std::size_t bucket_count = 4096;
     std::mutex intern_mutex;
-    std::vector<std::unique_ptr<const interned_site>> interned;
+    // Interned sites, in chunks numbered by site_numbers (given back by ~impl);
+    // the last chunk is filled up to site_fill.
+    struct site_chunk {
+        std::unique_ptr<interned_site[]> sites;
+        std::uint32_t first = 0;
+    };
+    std::vector<site_chunk> site_chunks;
+    std::uint32_t site_fill = site_numbers::chunk_size;
     std::unique_ptr<std::atomic<const interned_site*>[]> buckets =
         std::make_unique<std::atomic<const interned_site*>[]>(bucket_count);
     // Interned plugin names (few): one list, read without a lock.
@@ -1109,16 +1191,22 @@ struct dispatcher::impl {
         for (const interned_site* p = bucket.load(std::memory_order_acquire); p != nullptr; p = p->next)
             if (same(p))
                 return p;
-        interned.reserve(interned.size() + 1);
-        auto fresh = std::make_unique<interned_site>();
-        fresh->site = site;
-        fresh->plugin = plugin;
-        fresh->known = known;
-        fresh->next = bucket.load(std::memory_order_relaxed);
-        const interned_site* p = fresh.get();
-        interned.push_back(std::move(fresh));
-        bucket.store(p, std::memory_order_release);
-        return p;
+        if (site_fill == site_numbers::chunk_size) {
+            site_chunks.reserve(site_chunks.size() + 1);
+            auto sites = std::make_unique<interned_site[]>(site_numbers::chunk_size);
+            const std::uint32_t first = site_numbers::claim(sites.get());
+            site_chunks.push_back(site_chunk{std::move(sites), first});
+            site_fill = 0;
+        }
+        interned_site& fresh = site_chunks.back().sites[site_fill];
+        fresh.site = site;
+        fresh.plugin = plugin;
+        fresh.known = known;
+        fresh.number = site_chunks.back().first + site_fill;
+        fresh.next = bucket.load(std::memory_order_relaxed);
+        ++site_fill;
+        bucket.store(&fresh, std::memory_order_release);
+        return &fresh;
     }
 
     // The dispatcher's copy of a plugin name. Known names: no lock.
@@ -1335,7 +1423,7 @@ struct dispatcher::impl {
         if (fr == nullptr)
             return best;
         for (const frame& f : *fr)
-            if (f.owner == owner && f.node->is(f.span) && f.node->enabled && f.node->origin->known)
+            if (f.owner == owner && f.node->is(f.span) && f.node->enabled && f.node->interned().known)
                 best = std::max(best, span_level(*f.node, c));
         return best;
     }
@@ -1400,6 +1488,8 @@ dispatcher::impl::~impl()
     }
     if (auto* fr = thread_frames())
         std::erase_if(*fr, [&](const frame& f) { return f.owner == owner; });
+    for (const site_chunk& c : site_chunks)
+        site_numbers::release(c.first);
 }
 
 dispatcher::dispatcher() : dispatcher(std::get<filter>(parse_filter("info"))) {}
@@ -1505,13 +1595,13 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         // The node is ours alone until it is published (tag open, then the
         // table); its handle is readable (closed tag) for the view below.
         node->tag.store(h | span_node::closed_bit, std::memory_order_relaxed);
-        node->origin = origin;
+        node->origin = origin->number;
         node->parent_node = nullptr;
         node->start = attrs.time;
         node->thread = thread_numbers::number_of(attrs.thread);
         node->plugin_span_id = attrs.plugin_span_id;
-        node->resumed = attrs.resumed;
-        node->enabled = false;
+        node->resumed = attrs.resumed ? 1 : 0;
+        node->enabled = 0;
         node->initial.assign(attrs.values, site);
         node->version_ptr.store(nullptr, std::memory_order_relaxed);
         node->level_cache.store(0, std::memory_order_relaxed);
@@ -1528,7 +1618,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         }
         if (site != nullptr) {
             if (interest == TT_INTEREST_ALWAYS)
-                node->enabled = true;
+                node->enabled = 1;
             else if (interest == TT_INTEREST_SOMETIMES)
                 node->enabled = cfg->f.enabled_at(*site, impl_->scope_level(*cfg),
                                                   view_of(impl_->owner, *node).fields);

@@ -1141,3 +1141,79 @@ TEST_CASE("the dispatcher's flush writes out every layer's buffered lines")
         CHECK(d.statistics().layer_errors == 0);
     }
 }
+
+TEST_CASE("spans of many call sites and plugins keep theirs, over dispatchers that come and go")
+{
+    // A span node keeps its (call site, plugin) pair as a 4-byte number into
+    // chunks of 256 that each dispatcher claims and gives back: more sites
+    // than a chunk, two dispatchers at once, and one made after another died.
+    struct site_layer final : th::layer {
+        struct seen_span {
+            std::string name, plugin;
+            bool resumed = false, has_site = false;
+        };
+        std::vector<seen_span> seen;
+        void on_enter(const th::span_ref& span) noexcept override
+        {
+            seen.push_back({span.site != nullptr ? span.site->name : "", std::string(span.plugin), span.resumed,
+                            span.site != nullptr});
+        }
+        void on_event(const th::event_view&) noexcept override {}
+    };
+    constexpr int site_count = 600;
+    std::vector<model::callsite> sites;
+    for (int i = 0; i < site_count; ++i)
+        sites.push_back(make_site(K::span, L::info, "site-" + std::to_string(i), "orders", 70, {}));
+    auto open_all = [&](th::dispatcher& d, int round) {
+        std::vector<th::span_handle> handles;
+        for (int i = 0; i < site_count; ++i) {
+            th::span_attrs a;
+            a.site = (i + round) % 97 == 0 ? nullptr : &sites[static_cast<std::size_t>(i)];
+            a.plugin = (i + round) % 2 == 0 ? "even" : "odd";
+            a.resumed = (i + round) % 3 == 0;
+            a.time = fixed_instant();
+            handles.push_back(d.new_span(a));
+        }
+        return handles;
+    };
+    auto check_all = [&](th::dispatcher& d, const std::shared_ptr<site_layer>& l,
+                         const std::vector<th::span_handle>& handles, int round) {
+        l->seen.clear();
+        for (const auto h : handles) {
+            d.enter(h);
+            d.exit(h);
+        }
+        // Spans without a call site are never enabled: they take numbers, and are not seen.
+        std::size_t k = 0;
+        for (int i = 0; i < site_count; ++i) {
+            if ((i + round) % 97 == 0)
+                continue;
+            CAPTURE(i);
+            CAPTURE(round);
+            REQUIRE(k < l->seen.size());
+            const auto& s = l->seen[k++];
+            CHECK(s.has_site);
+            CHECK(s.name == "site-" + std::to_string(i));
+            CHECK(s.plugin == ((i + round) % 2 == 0 ? "even" : "odd"));
+            CHECK(s.resumed == ((i + round) % 3 == 0));
+        }
+        CHECK(k == l->seen.size());
+    };
+    auto first = std::make_unique<th::dispatcher>(must_parse("trace"));
+    auto first_layer = std::make_shared<site_layer>();
+    first->add_layer(first_layer);
+    const auto first_spans = open_all(*first, 0);
+    for (int round = 1; round <= 3; ++round) {
+        th::dispatcher d(must_parse("trace"));
+        auto l = std::make_shared<site_layer>();
+        d.add_layer(l);
+        const auto spans = open_all(d, round);
+        check_all(d, l, spans, round);
+        if (first)
+            check_all(*first, first_layer, first_spans, 0);  // its numbers are still its own
+        for (const auto h : spans)
+            d.close(h);
+        if (round == 2)
+            first.reset();  // its chunks go back, for the next dispatcher to take
+    }
+}
