@@ -792,6 +792,9 @@ struct site_memo {
     std::uint64_t registrations = 0;
     const std::string* plugin = nullptr;        // interned; null: not checked (enabled())
     const interned_site* interned = nullptr;  // with `plugin`; null until a span needs it
+    // The sender's event_record::plugin_key for `plugin` (0: none): equal
+    // keys mean equal names, so the text compare is skipped.
+    std::uint64_t plugin_key = 0;
     std::uint32_t answer = 0;
 };
 constexpr std::size_t site_memo_size = 16;  // the top 4 bits of a 64-bit hash pick one
@@ -1430,33 +1433,37 @@ struct dispatcher::impl {
 
     // The memo of `site` as sent by `plugin` (null: by whom is not known,
     // enabled()), filled on a miss.
-    [[gnu::always_inline]] site_memo& memo(const config& c, const model::callsite& site, std::string_view* plugin)
+    // `key`: the sender's event_record::plugin_key for `plugin`, 0 if none.
+    [[gnu::always_inline]] site_memo& memo(const config& c, const model::callsite& site, std::string_view* plugin,
+                                           std::uint64_t key = 0)
     {
         const auto addr = reinterpret_cast<std::uintptr_t>(&site);
         site_memo& m = tls.memos[(addr * 0x9E3779B97F4A7C15ULL) >> 60];
         if (m.owner == owner && m.site == &site && m.id == site.id && m.generation == c.generation &&
             m.registrations == registrations.load(std::memory_order_acquire) &&
-            (plugin == nullptr || (m.plugin != nullptr && same_text(*m.plugin, *plugin)))) [[likely]]
+            (plugin == nullptr ||
+             (m.plugin != nullptr && ((key != 0 && m.plugin_key == key) || same_text(*m.plugin, *plugin))))) [[likely]]
             return m;
-        return memo_miss(m, c, site, plugin);
+        return memo_miss(m, c, site, plugin, key);
     }
 
     [[gnu::noinline]] site_memo& memo_miss(site_memo& m, const config& c, const model::callsite& site,
-                                           std::string_view* plugin)
+                                           std::string_view* plugin, std::uint64_t key)
     {
         const std::uint64_t reg = registrations.load(std::memory_order_acquire);
         const std::string* name = plugin != nullptr ? intern_name(*plugin) : nullptr;
-        m = site_memo{owner, &site, site.id, c.generation, reg, name, nullptr, c.f.interest(site)};
+        m = site_memo{owner, &site, site.id, c.generation, reg, name, nullptr, name != nullptr ? key : 0,
+                      c.f.interest(site)};
         return m;
     }
 
     // The static interest of `site`, cached per thread; never throws (a
     // memo that cannot be made is not made).
     [[gnu::always_inline]] std::uint32_t static_interest(const config& c, const model::callsite& site,
-                                                         std::string_view* plugin) noexcept
+                                                         std::string_view* plugin, std::uint64_t key = 0) noexcept
     {
         try {
-            return memo(c, site, plugin).answer;
+            return memo(c, site, plugin, key).answer;
         } catch (...) {
             return c.f.interest(site);
         }
@@ -1828,7 +1835,7 @@ void dispatcher::event(const event_record& ev) noexcept
         const auto* layers = impl_->load_layers();
         read_section rs;
         std::string_view plugin = ev.plugin;
-        const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &plugin);
+        const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &plugin, ev.plugin_key);
         // What enabled() just answered counts for the one event that follows it.
         const model::callsite* asked = std::exchange(tls.last_enabled.site, nullptr);
         bool pass = i == TT_INTEREST_ALWAYS;

@@ -1064,7 +1064,12 @@ receiver::callsite_entry* receiver::find_callsite_fast(std::uint64_t id) const n
 
 receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state restored, quotas limits,
                    std::shared_ptr<local_spans> local)
-    : lineage_(std::move(lineage)), pipeline_(&pipeline), limits_(limits), local_(std::move(local))
+    : lineage_(std::move(lineage)),
+      pipeline_(&pipeline),
+      limits_(limits),
+      pipeline_resolves_(pipeline.resolves_current_span()),
+      plugin_key_(new_plugin_key()),
+      local_(std::move(local))
 {
     if (!local_)
         local_ = std::make_shared<local_spans>(pipeline);
@@ -1248,6 +1253,12 @@ void receiver::count_error(const receive_error& e) noexcept
     }
 }
 
+std::uint64_t new_plugin_key() noexcept
+{
+    static constinit std::atomic<std::uint64_t> last{0};
+    return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
 std::uint64_t receiver::answer_of(receive_result&& r) noexcept
 {
     if (r)
@@ -1256,11 +1267,23 @@ std::uint64_t receiver::answer_of(receive_result&& r) noexcept
     return TT_STATUS_ERROR_BIT | status_of(r.error().code);
 }
 
+// The fast paths inline with the smallest frame; the general path's result
+// object and its handling in a function of its own.
 std::uint64_t receiver::receive(const tt_event& ev) noexcept
 {
     try {
-        if (std::uint64_t answer = 0; receive_fast(ev, answer))
+        if (std::uint64_t answer = 0; receive_fast(ev, answer)) [[likely]]
             return answer;
+    } catch (...) {
+        error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
+        return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
+    }
+    return receive_general(ev);
+}
+
+[[gnu::noinline]] std::uint64_t receiver::receive_general(const tt_event& ev) noexcept
+{
+    try {
         return answer_of(try_receive(ev));
     } catch (...) {
         error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
@@ -1413,7 +1436,8 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
         return false;
     if (ev.value_count > limits_.max_values_per_event || (ev.value_count > 0 && ev.values == nullptr))
         return false;
-    callsite_entry* entry = find_callsite_fast(ev.callsite_id);
+    const callsite_index* index = index_.load(std::memory_order_acquire);  // find_callsite_fast, inline
+    callsite_entry* entry = index == nullptr || ev.callsite_id == 0 ? nullptr : index->get(ev.callsite_id);
     if (entry == nullptr || entry->site.kind != model::callsite_kind::event)
         return false;
     if (ev.value_count > fast_event_values)
@@ -1422,7 +1446,8 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
     event_refs refs;
     if (!view_values(refs.refs, site, ev, limits_))
         return false;
-    count_event(event_counts_, TT_EVENT_NEW_EVENT - 1);
+    const unsigned stripe = detail::my_stripe();  // once, for both counts
+    detail::bump(event_counts_[stripe].events[TT_EVENT_NEW_EVENT - 1], stripe);
 
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
     if (cached != interest::always && (cached == interest::never || !pipeline_->enabled(site))) [[unlikely]] {
@@ -1430,12 +1455,13 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
         answer = TT_STATUS_FILTERED;
         return true;
     }
-    count_hit(entry->hits);
+    detail::bump(entry->hits[stripe], stripe);
     event_record rec;
     rec.site = &site;
     rec.plugin = lineage_;
+    rec.plugin_key = plugin_key_;
     if (ev.parent != TT_PARENT_ROOT) {
-        if (pipeline_->resolves_current_span())
+        if (pipeline_resolves_)
             rec.contextual = true;
         else
             rec.parent = pipeline_->current_span();
@@ -1457,8 +1483,15 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
 {
     if (ev.struct_size < sizeof(tt_event)) [[unlikely]]
         return false;
+    // The commonest kind first. Both are tail calls.
+    if (ev.kind == TT_EVENT_NEW_EVENT) [[likely]]
+        return receive_event_fast(ev, answer);
+    return receive_span_op_fast(ev, answer);
+}
+
+[[gnu::noinline]] bool receiver::receive_span_op_fast(const tt_event& ev, std::uint64_t& answer)
+{
     switch (ev.kind) {
-    case TT_EVENT_NEW_EVENT: return receive_event_fast(ev, answer);
     case TT_EVENT_SPAN_ENTERED: {
         const auto me = std::this_thread::get_id();
         span_handle h = 0;
@@ -1879,6 +1912,7 @@ receive_result receiver::apply(op& o)
             event_record rec;
             rec.site = site;
             rec.plugin = lineage_;
+            rec.plugin_key = plugin_key_;
             rec.parent = parent;
             rec.values = refs;
             rec.thread = std::this_thread::get_id();

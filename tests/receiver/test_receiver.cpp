@@ -18,6 +18,7 @@
 #include <atomic>
 #include <functional>
 #include <future>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -1419,4 +1420,144 @@ TEST_CASE("a span's string bytes too many for its entry are counted aside and gi
               TT_STATUS_QUOTA_EXCEEDED);
         ok(tight, ev_span(TT_EVENT_SPAN_DROPPED, id));
     }
+}
+
+namespace {
+
+// Passes everything on to a dispatcher and notes each event's plugin name
+// and key, and how often it is asked whether it resolves contextual parents.
+class key_spy final : public host::subscriber {
+public:
+    host::dispatcher d;
+    std::vector<std::pair<std::string, std::uint64_t>> seen;
+    mutable int asked_resolves = 0;
+
+    host::interest interest_in(const model::callsite& s) noexcept override { return d.interest_in(s); }
+    bool enabled(const model::callsite& s) noexcept override { return d.enabled(s); }
+    host::span_handle new_span(const host::span_attrs& a) noexcept override { return d.new_span(a); }
+    void record(host::span_handle s, host::field_refs v) noexcept override { d.record(s, v); }
+    void follows_from(host::span_handle s, host::span_handle c) noexcept override { d.follows_from(s, c); }
+    void enter(host::span_handle s) noexcept override { d.enter(s); }
+    void exit(host::span_handle s) noexcept override { d.exit(s); }
+    void force_exit(host::span_handle s, std::thread::id t) noexcept override { d.force_exit(s, t); }
+    void close(host::span_handle s) noexcept override { d.close(s); }
+    void suspend(host::span_handle s) noexcept override { d.suspend(s); }
+    void event(const host::event_record& ev) noexcept override
+    {
+        seen.emplace_back(std::string(ev.plugin), ev.plugin_key);
+        d.event(ev);
+    }
+    host::span_handle current_span() const noexcept override { return d.current_span(); }
+    std::uint64_t plugin_span_id(host::span_handle s) const noexcept override { return d.plugin_span_id(s); }
+    bool resolves_current_span() const noexcept override
+    {
+        ++asked_resolves;
+        return d.resolves_current_span();
+    }
+};
+
+// Counts events and notes the plugin of each new span.
+class plugin_notes final : public host::layer {
+public:
+    std::size_t events = 0;
+    std::vector<std::string> span_plugins;
+    void on_new_span(host::span_context scope) noexcept override { span_plugins.emplace_back(scope.back().plugin); }
+    void on_event(const host::event_view&) noexcept override { ++events; }
+};
+
+}  // namespace
+
+TEST_CASE("plugin keys: one per receiver, for its whole life, never shared, even by equal names")
+{
+    key_spy spy;
+    auto notes = std::make_shared<plugin_notes>();
+    spy.d.add_layer(notes);
+    abi_site site{TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event keys.cpp:1", {"message"}};
+    abi_site span_site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {}};
+    const std::vector<tt_field_value> values{fv_str(0, "hi")};
+
+    std::optional<host::receiver> first(std::in_place, "same", spy);
+    host::receiver second("same", spy);
+    CHECK(spy.asked_resolves == 2);  // once per receiver, not per event
+    for (host::receiver* r : {&*first, &second}) {
+        ok(*r, ev_new_callsite(site.get()));
+        ok(*r, ev_new_callsite(span_site.get()));
+    }
+    CHECK(first->receive(ev_new_event(site.id(), values)) == TT_STATUS_OK);                    // fast path
+    CHECK(second.receive(ev_new_event(site.id(), values, TT_PARENT_ROOT)) == TT_STATUS_OK);   // fast path
+    const auto id = ok(*first, ev_new_span(span_site.id()));
+    CHECK(first->receive(ev_new_event(site.id(), values, TT_PARENT_EXPLICIT, id)) == TT_STATUS_OK);  // general path
+    CHECK(first->receive(ev_new_event(site.id(), values)) == TT_STATUS_OK);
+    CHECK(spy.asked_resolves == 2);
+    REQUIRE(spy.seen.size() == 4);
+    const std::uint64_t k1 = spy.seen[0].second;
+    const std::uint64_t k2 = spy.seen[1].second;
+    CHECK(k1 != 0);
+    CHECK(k2 != 0);
+    CHECK(k1 != k2);
+    CHECK(spy.seen[2].second == k1);
+    CHECK(spy.seen[3].second == k1);
+    for (const auto& [name, key] : spy.seen)
+        CHECK(name == "same");
+
+    // The same storage, another name: a new key, and its spans carry its name.
+    ok(*first, ev_span(TT_EVENT_SPAN_DROPPED, id));
+    first.emplace("renamed", spy);
+    ok(*first, ev_new_callsite(site.get()));
+    ok(*first, ev_new_callsite(span_site.get()));
+    CHECK(first->receive(ev_new_event(site.id(), values)) == TT_STATUS_OK);
+    ok(*first, ev_new_span(span_site.id()));
+    REQUIRE(spy.seen.size() == 5);
+    CHECK(spy.seen[4].first == "renamed");
+    CHECK(spy.seen[4].second != 0);
+    CHECK(spy.seen[4].second != k1);
+    CHECK(spy.seen[4].second != k2);
+    CHECK(notes->events == 5);
+    CHECK(notes->span_plugins == std::vector<std::string>{"same", "renamed"});
+}
+
+TEST_CASE("the dispatcher's call-site memo: a plugin key skips the name compare, never a filter or plugin check")
+{
+    host::dispatcher d;  // "info"
+    auto notes = std::make_shared<plugin_notes>();
+    d.add_layer(notes);
+    abi_site span_abi{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {}};
+    const model::callsite site = span_abi.model();
+    REQUIRE(d.interest_in(site) == host::interest::always);
+    const std::uint64_t key = host::new_plugin_key();
+    CHECK(host::new_plugin_key() != key);
+    auto emit = [&](std::string_view plugin, std::uint64_t k) {
+        host::event_record r;
+        r.site = &site;
+        r.plugin = plugin;
+        r.plugin_key = k;
+        d.event(r);
+    };
+    auto span_from = [&](std::string_view plugin) {
+        host::span_attrs a;
+        a.site = &site;
+        a.plugin = plugin;
+        d.close(d.new_span(a));
+    };
+    // The memo filled by a keyed event of "alpha" answers neither "beta" nor
+    // an unkeyed "alpha" by the key; an unkeyed event leaves no key behind.
+    emit("alpha", key);
+    span_from("beta");
+    emit("gamma", 0);
+    span_from("alpha");
+    emit("alpha", key);
+    emit("alpha", key);
+    span_from("alpha");
+    CHECK(notes->span_plugins == std::vector<std::string>{"beta", "alpha", "alpha"});
+    CHECK(notes->events == 4);
+
+    // A new filter: the same key does not keep the old answer.
+    d.set_filter(std::get<host::filter>(host::parse_filter("warn")));
+    emit("alpha", key);
+    CHECK(notes->events == 4);
+    CHECK(d.statistics().events_filtered == 1);
+    d.set_filter(std::get<host::filter>(host::parse_filter("info")));
+    emit("alpha", key);
+    CHECK(notes->events == 5);
+    CHECK(d.statistics().anomalies == 0);
 }

@@ -207,6 +207,11 @@ struct span_attrs {
 struct event_record {
     const model::callsite* site = nullptr;
     std::string_view plugin;
+    // Non-zero: a number that stands for `plugin`'s text, so that a
+    // subscriber may compare it instead of the text. Whoever sets it sends
+    // that same text with it every time and never hands it to another text
+    // (a receiver takes a fresh one from new_plugin_key()). 0: compare the text.
+    std::uint64_t plugin_key = 0;
     span_handle parent = 0;
     // Instead of `parent`: "the calling thread's current span", left for the
     // subscriber to resolve. Only set for a subscriber whose
@@ -220,6 +225,11 @@ struct event_record {
     event_time time;
     std::thread::id thread;
 };
+
+// A fresh event_record::plugin_key, never handed out before in this process.
+//
+//   rec.plugin = name_;  rec.plugin_key = key_;  // key_ = new_plugin_key(), once
+std::uint64_t new_plugin_key() noexcept;
 
 // The subscriber interface. Every method is noexcept: a layer reports its own
 // failures to its own error handler, never into a plugin's emit.
@@ -287,7 +297,8 @@ public:
     //       return it == ids_.end() ? 0 : it->second;
     //   }
     virtual std::uint64_t plugin_span_id(span_handle span) const noexcept = 0;
-    // True when event() resolves event_record::contextual itself.
+    // True when event() resolves event_record::contextual itself. A
+    // receiver asks once, when it is made: the answer must not change.
     virtual bool resolves_current_span() const noexcept { return false; }
 };
 

@@ -276,6 +276,9 @@ private:
     // and SPAN_DROPPED of a live span, without the general path's decoding;
     // false (nothing changed): the general path decides and words errors.
     bool receive_fast(const tt_event& ev, std::uint64_t& answer);
+    // receive_fast's kinds other than NEW_EVENT (apart, so that an event's
+    // trip through receive_fast is a compare and a jump, without a frame).
+    bool receive_span_op_fast(const tt_event& ev, std::uint64_t& answer);
     // One reference dropped; the last closes the span. False: not live.
     bool drop_span(std::uint64_t span_id);
     // NEW_SPAN from a plugin with a contextual or root parent: the values go
@@ -294,6 +297,8 @@ private:
     receive_result fail(receive_errc code, std::string message);
     void count_error(const receive_error& e) noexcept;
     std::uint64_t answer_of(receive_result&& r) noexcept;
+    // receive() when no fast path decides: try_receive, its error counted.
+    std::uint64_t receive_general(const tt_event& ev) noexcept;
     span_handle materialize(std::uint64_t span_id);
     span_handle resolve_parent(std::uint32_t mode, std::uint64_t explicit_id, std::uint64_t* plugin_parent);
     void rollback() noexcept;
@@ -302,6 +307,10 @@ private:
     std::string lineage_;
     subscriber* pipeline_;
     quotas limits_;
+    // pipeline_->resolves_current_span(), asked once (a virtual call less per event).
+    bool pipeline_resolves_ = false;
+    // Names lineage_ for the pipeline's memos (event_record::plugin_key): this receiver's own.
+    std::uint64_t plugin_key_ = 0;
     std::shared_ptr<local_spans> local_;
 
     // The tables. One mutex for now; the fast path (a sharded span table and
