@@ -209,82 +209,6 @@ std::vector<field_ref> refs_of(const model::field_values& fv)
     return out;
 }
 
-// Converts into a value that is kept from one event to the next, so that a
-// string's buffer is reused instead of allocated per event.
-bool assign_from_abi(model::value& out, const tt_field_value& v)
-{
-    // Scalars in place when the slot already holds that type (the common
-    // case: the same call site again), without a temporary variant.
-    auto scalar = [&](auto x) {
-        using T = decltype(x);
-        if (auto* p = std::get_if<T>(&out))
-            *p = x;
-        else
-            out.emplace<T>(x);
-        return true;
-    };
-    switch (v.kind) {
-    case TT_VALUE_BOOL: return scalar(v.as.boolean != 0);
-    case TT_VALUE_I64: return scalar(std::int64_t{v.as.i64});
-    case TT_VALUE_U64: return scalar(std::uint64_t{v.as.u64});
-    case TT_VALUE_F64: return scalar(double{v.as.f64});
-    default: break;
-    }
-    if (v.kind == TT_VALUE_STR) {
-        if (!readable(v.as.str))
-            return false;
-        if (auto* s = std::get_if<std::string>(&out))
-            s->assign(view(v.as.str));
-        else
-            out.emplace<std::string>(view(v.as.str));
-        return true;
-    }
-    auto x = model::value_from_abi(v);
-    if (!x)
-        return false;
-    out = std::move(*x);
-    return true;
-}
-
-// The values of the span being relayed on this thread (receive_span_fast),
-// converted: the span table keeps them packed from model::value.
-struct span_value_scratch {
-    std::vector<model::value> values;
-    std::vector<field_ref> refs;
-    bool busy = false;  // a layer that somehow re-enters gets the general path
-};
-thread_local span_value_scratch span_scratch;
-
-// Strings longer than this are not kept in the scratch between events.
-constexpr std::size_t scratch_keep_bytes = 4096;
-
-// True when n bytes at a and b are equal; short strings (the common case)
-// without a call.
-inline bool same_bytes(const char* a, const char* b, std::size_t n) noexcept
-{
-    if (n >= 8 && n <= 16) {
-        std::uint64_t x, y, u, v;
-        std::memcpy(&x, a, 8);
-        std::memcpy(&y, b, 8);
-        std::memcpy(&u, a + n - 8, 8);
-        std::memcpy(&v, b + n - 8, 8);
-        return ((x ^ y) | (u ^ v)) == 0;
-    }
-    return n == 0 || std::memcmp(a, b, n) == 0;
-}
-
-// A scalar into a slot that already holds its type (the same call site
-// again), without a temporary variant; false when the slot holds another.
-template <class T>
-inline bool put_scalar(model::value& slot, T x) noexcept
-{
-    if (auto* p = std::get_if<T>(&slot)) {
-        *p = x;
-        return true;
-    }
-    return false;
-}
-
 // A string or debug value's length and pointer: over the length quota (checked
 // before a byte is read) or a NULL pointer with a length both go to the
 // general path, which words the error.
@@ -296,7 +220,7 @@ inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
 // True for a string of at most 16 bytes, all ASCII (most values): checked
 // with two overlapping loads, without a call. False says "not known", and
 // valid_utf8 decides.
-inline bool short_ascii(const tt_str& s) noexcept
+[[gnu::always_inline]] inline bool short_ascii(const tt_str& s) noexcept
 {
     const std::size_t n = s.len;
     const char* p = s.ptr;
@@ -317,106 +241,9 @@ inline bool short_ascii(const tt_str& s) noexcept
 }
 
 // A plugin's text as the general path accepts it: plausible, valid UTF-8.
-inline bool checked_text(const tt_str& s, std::size_t max_len) noexcept
+[[gnu::always_inline]] inline bool checked_text(const tt_str& s, std::size_t max_len) noexcept
 {
     return plausible(s, max_len) && (short_ascii(s) || valid_utf8(view(s)));
-}
-
-// put_string's other text: checked once, then copied into the slot's reused
-// buffer (out of line, so that the common case stays small).
-[[gnu::noinline]] bool put_new_string(model::value& slot, const tt_str& str) noexcept
-{
-    const std::size_t len = str.len;
-    auto* s = std::get_if<std::string>(&slot);
-    if (s != nullptr && s->size() == len) {
-        if (!valid_utf8(std::string_view(str.ptr, len)))
-            return false;
-        std::memcpy(s->data(), str.ptr, len);
-        return true;
-    }
-    if (!valid_utf8(view(str)))
-        return false;
-    try {
-        if (s != nullptr)
-            s->assign(str.ptr, len);
-        else
-            slot.emplace<std::string>(view(str));
-    } catch (...) {
-        return false;  // out of memory: the general path decides
-    }
-    return true;
-}
-
-// A string value into its scratch slot. The same text as this slot's last
-// event (a constant string of the same call site, the common case) is
-// already checked and needs no copy: the scratch only ever holds valid UTF-8.
-inline bool put_string(model::value& slot, const tt_str& str) noexcept
-{
-    const auto* s = std::get_if<std::string>(&slot);
-    if (s != nullptr && s->size() == str.len && same_bytes(s->data(), str.ptr, str.len)) [[likely]]
-        return true;
-    return put_new_string(slot, str);
-}
-
-// Converts a plugin's values for `site` into the scratch (values and refs),
-// checking what the general path checks. False for anything unusual (an
-// error value, a bad index, length, pointer or UTF-8): the general path then
-// decides and words the error. `bytes` gets the span-quota size (field
-// names + string values); `big` tells whether a string is over
-// scratch_keep_bytes. One pass, no allocation once the slots hold the call
-// site's types.
-bool fill_scratch(span_value_scratch& sc, const model::callsite& site, const tt_event& ev, const quotas& q, bool& big,
-                  std::size_t& bytes)
-{
-    const std::uint32_t n = ev.value_count;
-    if (sc.values.size() < n) [[unlikely]] {
-        sc.values.resize(n);
-        sc.refs.resize(n);
-    }
-    model::value* const vals = sc.values.data();
-    field_ref* const refs = sc.refs.data();
-    const std::string* const names = site.fields.data();
-    const std::size_t field_count = site.fields.size();
-    const std::size_t max_len = q.max_string_length;
-    const tt_field_value* const in = ev.values;
-    bool any_big = false;
-    std::size_t total = 0;
-    for (std::uint32_t i = 0; i < n; ++i) {
-        const tt_field_value& v = in[i];
-        const std::uint32_t f = v.field;
-        if (f >= field_count)
-            return false;
-        model::value& slot = vals[i];
-        bool done = false;
-        switch (v.kind) {
-        case TT_VALUE_I64: done = put_scalar(slot, std::int64_t{v.as.i64}); break;
-        case TT_VALUE_F64: done = put_scalar(slot, double{v.as.f64}); break;
-        case TT_VALUE_U64: done = put_scalar(slot, std::uint64_t{v.as.u64}); break;
-        case TT_VALUE_BOOL: done = put_scalar(slot, v.as.boolean != 0); break;
-        case TT_VALUE_STR:
-            if (!plausible(v.as.str, max_len) || !put_string(slot, v.as.str))
-                return false;
-            any_big = any_big || v.as.str.len > scratch_keep_bytes;
-            total += v.as.str.len;
-            done = true;
-            break;
-        case TT_VALUE_DEBUG:
-            if (!checked_text(v.as.str, max_len))
-                return false;
-            any_big = any_big || v.as.str.len > scratch_keep_bytes;
-            total += v.as.str.len;
-            break;
-        case TT_VALUE_ERROR: return false;
-        default: break;
-        }
-        if (!done && !assign_from_abi(slot, v)) [[unlikely]]
-            return false;
-        total += names[f].size();
-        refs[i] = field_ref{names[f], value_ref(slot)};
-    }
-    big = any_big;
-    bytes = total;
-    return true;
 }
 
 // The most values an event's views are made for on the stack; more (a raised
@@ -436,7 +263,9 @@ union event_refs {
 // bad index, length, pointer or UTF-8): the general path then decides and words
 // the error. Nothing is copied: the views borrow the plugin's values, which
 // live for the emit call.
-bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev, const quotas& q) noexcept
+// Inlined into both fast paths: the typical event's path must not pay a call.
+[[gnu::always_inline]] inline bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev,
+                                               const quotas& q) noexcept
 {
     const std::size_t max_len = q.max_string_length;
     const std::uint32_t n = ev.value_count;
@@ -466,22 +295,6 @@ bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev
     }
     return true;
 }
-
-// Lets go of long strings in the scratch once an event is relayed, and marks
-// the scratch free again.
-struct scratch_release {
-    span_value_scratch& sc;
-    std::uint32_t n;
-    bool big;
-    ~scratch_release()
-    {
-        sc.busy = false;
-        if (big)
-            for (std::uint32_t i = 0; i < n; ++i)
-                if (value_bytes(sc.values[i]) > scratch_keep_bytes)
-                    sc.values[i] = model::value(false);
-    }
-};
 
 // Packs a span's values: declared names by their index in the call site,
 // others (no call site, an undeclared name) by name.
@@ -1586,27 +1399,37 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     if (entry == nullptr || entry->site.kind != model::callsite_kind::span ||
         static_cast<interest>(entry->cached.load(std::memory_order_relaxed)) != interest::always)
         return std::nullopt;
-    span_value_scratch& sc = span_scratch;
-    if (sc.busy)
+    if (ev.value_count > fast_event_values)
         return std::nullopt;
     const model::callsite& site = entry->site;
-    bool big = false;
-    std::size_t bytes = 0;
-    if (!fill_scratch(sc, site, ev, limits_, big, bytes))
+    // Checked views of the plugin's values (the event path's checks), packed
+    // from those straight into the span's blob: no model::value between.
+    event_refs refs;
+    if (!view_values(refs.refs, site, ev, limits_))
         return std::nullopt;
     // A field given twice: the general path merges them.
     for (std::uint32_t i = 1; i < ev.value_count; ++i)
         for (std::uint32_t k = 0; k < i; ++k)
             if (ev.values[i].field == ev.values[k].field)
                 return std::nullopt;
-    scratch_release guard{sc, ev.value_count, big};
-    sc.busy = true;
-    detail::blob_writer& w = blob_scratch;
-    w.clear();
-    for (std::uint32_t i = 0; i < ev.value_count; ++i)
-        w.add(ev.values[i].field, sc.values[i]);
+    std::size_t bytes = 0;  // the span quota's size: names + string bytes (fields_bytes)
+    std::size_t packed = 0;
+    for (std::uint32_t i = 0; i < ev.value_count; ++i) {
+        const value_ref v = refs.refs[i].value;
+        bytes += refs.refs[i].name.size();
+        if (v.type() == value_ref::kind::error) {
+            const value_ref::error_view chain = v.chain();
+            for (std::size_t k = 0; k < chain.size(); ++k)
+                bytes += chain[k].size();
+        } else {
+            bytes += v.text().size();  // empty for a scalar
+        }
+        packed += detail::blob::size_of(ev.values[i].field, v);
+    }
     detail::value_blob values;
-    values.assign(w.bytes());
+    char* out = values.prepare(packed);
+    for (std::uint32_t i = 0; i < ev.value_count; ++i)
+        out = detail::blob::put(out, ev.values[i].field, refs.refs[i].value);
 
     const auto now = clock::now();
     const span_handle parent = ev.parent == TT_PARENT_ROOT ? 0 : pipeline_->current_span();
@@ -1636,7 +1459,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     attrs.site = &site;
     attrs.plugin = lineage_;
     attrs.parent = parent;
-    attrs.values = field_refs(sc.refs.data(), ev.value_count);
+    attrs.values = field_refs(refs.refs, ev.value_count);
     attrs.time = now;
     attrs.thread = std::this_thread::get_id();
     attrs.plugin_span_id = id;

@@ -295,6 +295,19 @@ public:
             delete[] heap();
         size_ = 0;
     }
+    // Room for `n` bytes, which the caller then writes in full (no copy
+    // through a scratch buffer); on an allocation failure the old bytes stay.
+    char* prepare(std::size_t n)
+    {
+        if (n > 0xFFFFFFFFu)
+            throw std::length_error("span values too large");
+        char* dst = n > inline_bytes ? new char[n] : nullptr;
+        reset();
+        if (dst != nullptr)
+            std::memcpy(buf_, &dst, sizeof dst);
+        size_ = static_cast<std::uint32_t>(n);
+        return data();
+    }
     // A copy of `b`; on an allocation failure the old bytes stay.
     void assign(std::string_view b)
     {
@@ -391,6 +404,79 @@ private:
     }
     std::string out_;
 };
+
+// The same format written straight from a checked view of a plugin's value
+// (value_ref::from_abi): what blob_writer::add(index, v.to_value()) writes,
+// without building the model::value. size_of first, then put into a buffer
+// of the summed sizes.
+namespace blob {
+inline std::size_t len_size(std::uint64_t n) noexcept
+{
+    return n < 255 ? 1 : 9;
+}
+inline char* put_len(char* out, std::uint64_t n) noexcept
+{
+    if (n < 255) {
+        *out++ = static_cast<char>(n);
+        return out;
+    }
+    *out++ = static_cast<char>(255);
+    std::memcpy(out, &n, 8);
+    return out + 8;
+}
+inline char* put_str(char* out, std::string_view s) noexcept
+{
+    out = put_len(out, s.size());
+    if (!s.empty())
+        std::memcpy(out, s.data(), s.size());
+    return out + s.size();
+}
+// Head, index and payload of field #index's value `v` (not kind::none).
+inline std::size_t size_of(std::uint32_t index, value_ref v) noexcept
+{
+    const std::size_t fixed = 1 + len_size(index);
+    return fixed + v.visit([](const auto& x) -> std::size_t {
+               using T = std::decay_t<decltype(x)>;
+               if constexpr (std::is_same_v<T, bool>)
+                   return 1;
+               else if constexpr (std::is_same_v<T, std::string_view>)
+                   return len_size(x.size()) + x.size();
+               else if constexpr (std::is_same_v<T, value_ref::debug>)
+                   return len_size(x.text.size()) + x.text.size();
+               else if constexpr (std::is_same_v<T, value_ref::error_view>) {
+                   std::size_t n = len_size(x.size());
+                   for (std::size_t i = 0; i < x.size(); ++i)
+                       n += len_size(x[i].size()) + x[i].size();
+                   return n;
+               } else
+                   return sizeof(T);
+           });
+}
+inline char* put(char* out, std::uint32_t index, value_ref v) noexcept
+{
+    *out++ = static_cast<char>(static_cast<unsigned char>(v.type()) - 1);  // kind - 1: the variant's index
+    out = put_len(out, index);
+    return v.visit([out](const auto& x) mutable -> char* {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, bool>) {
+            *out = x ? 1 : 0;
+            return out + 1;
+        } else if constexpr (std::is_same_v<T, std::string_view>)
+            return put_str(out, x);
+        else if constexpr (std::is_same_v<T, value_ref::debug>)
+            return put_str(out, x.text);
+        else if constexpr (std::is_same_v<T, value_ref::error_view>) {
+            out = put_len(out, x.size());
+            for (std::size_t i = 0; i < x.size(); ++i)
+                out = put_str(out, x[i]);
+            return out;
+        } else {
+            std::memcpy(out, &x, sizeof(T));
+            return out + sizeof(T);
+        }
+    });
+}
+}  // namespace blob
 
 // Reads a packed value set back: `fn(name, value)` per value, in order.
 // `fields` names indexed fields (the call site's); an index beyond it (a

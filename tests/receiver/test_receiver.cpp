@@ -1225,6 +1225,127 @@ TEST_CASE("every value kind through the fast path reaches the layers as before, 
     CHECK(model::same_value(host::value_ref().to_value(), model::value(std::string())));
 }
 
+TEST_CASE("every value kind of a span through the fast path reaches the layers and the state as on the general path")
+{
+    // all_kinds as a span's values, and a string of 255 bytes (over the
+    // blob's inline bytes, and the first length that packs in 9 bytes).
+    all_kinds k;
+    abi_site span_site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "kinds", {"message", "b", "i", "u", "f", "s", "d", "wi", "wu", "e", "long"}};
+    std::string long_text(255, 'l');
+    long_text[254] = 'z';
+    std::vector<tt_field_value> values = k.values;
+    values.push_back(fv_str(10, long_text));
+    const std::vector<tt_field_value> inside{fv_str(0, "inside")};
+
+    // The fast path: a plugin's tt_event, packed from the ABI values.
+    text_pipeline fast;
+    host::receiver r("demo", fast.d);
+    ok(r, ev_new_callsite(k.site.get()));
+    CHECK(ok(r, ev_new_callsite(span_site.get())) == TT_INTEREST_ALWAYS);
+    const auto id = ok(r, ev_new_span(span_site.id(), values, TT_PARENT_ROOT));
+    ok(r, ev_span(TT_EVENT_SPAN_ENTERED, id));
+    ok(r, ev_new_event(k.site.id(), inside));
+    ok(r, ev_span(TT_EVENT_SPAN_EXITED, id));
+
+    // The general path: the same values owned (model::value).
+    text_pipeline owned;
+    host::receiver r2("demo", owned.d);
+    ok(r2, ev_new_callsite(k.site.get()));
+    ok(r2, ev_new_callsite(span_site.get()));
+    model::new_span ns;
+    ns.callsite_id = span_site.id();
+    ns.parent = model::parent_mode::root;
+    const auto names = span_site.model().fields;
+    for (const auto& v : values)
+        ns.values.emplace_back(names[v.field], *model::value_from_abi(v));
+    const auto id2 = ok(r2, model::event(ns));
+    ok(r2, ev_span(TT_EVENT_SPAN_ENTERED, id2));
+    ok(r2, ev_new_event(k.site.id(), inside));
+    ok(r2, ev_span(TT_EVENT_SPAN_EXITED, id2));
+
+    CHECK(fast.compact.str() == owned.compact.str());
+    CHECK(fast.pretty.str() == owned.pretty.str());
+    CHECK(fast.json.str() == owned.json.str());
+    CHECK(fast.json.str().find(R"("wi":"-756316507022091616251")") != std::string::npos);
+    CHECK(fast.json.str().find(R"("e":"outer failed: inner cause")") != std::string::npos);
+    CHECK(fast.json.str().find(long_text) != std::string::npos);
+    CHECK(fast.compact.str().find("s=\"quote") != std::string::npos);
+
+    // The persisted values: byte for byte the general path's, and the string quota alike.
+    const auto st = state_of(r);
+    const auto st2 = state_of(r2);
+    REQUIRE(st.spans.spans.size() == 1);
+    REQUIRE(st2.spans.spans.size() == 1);
+    CHECK(st.spans.spans[0].values.size() == values.size());
+    CHECK(st.spans.spans[0].values == st2.spans.spans[0].values);
+    CHECK(r.stats().string_bytes == r2.stats().string_bytes);
+    CHECK(r.stats().string_bytes > long_text.size());
+}
+
+TEST_CASE("a span's bad text on the fast path gets the general path's error, and nothing is kept")
+{
+    all_kinds k;
+    abi_site span_site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "kinds", {"message", "b", "i", "u", "f", "s", "d", "wi", "wu", "e"}};
+    host::capture_layer cap;
+    // The string quota counts the call site's strings too: 64 bytes beyond them.
+    std::size_t site_bytes = 0;
+    {
+        host::capture_layer probe_cap;
+        host::receiver probe("demo", probe_cap);
+        ok(probe, ev_new_callsite(span_site.get()));
+        site_bytes = probe.stats().string_bytes;
+    }
+    host::quotas q;
+    q.max_string_length = 20;
+    q.max_error_chain = 2;
+    q.max_string_bytes = site_bytes + 64;
+    host::receiver r("demo", cap, {}, q);
+    CHECK(ok(r, ev_new_callsite(span_site.get())) == TT_INTEREST_ALWAYS);
+    REQUIRE(r.stats().string_bytes == site_bytes);
+    const std::string bad = "not \xff UTF-8";
+    const std::string long_text(21, 'x');
+    const std::string fits(20, 'y');
+    const std::vector<tt_str> bad_chain{str_of("fine"), str_of(bad)};
+    auto error_of = [](std::uint32_t field, const std::vector<tt_str>& chain) {
+        tt_field_value e{};
+        e.field = field;
+        e.kind = TT_VALUE_ERROR;
+        e.as.error = tt_error_chain{chain.data(), chain.size()};
+        return e;
+    };
+    struct refused {
+        std::vector<tt_field_value> values;
+        receive_errc code;
+        std::string words;
+    };
+    const refused cases[] = {
+        {{fv_str(5, bad)}, receive_errc::invalid_utf8, "value of field 's' is not UTF-8"},
+        {{fv_debug(6, bad)}, receive_errc::invalid_utf8, "value of field 'd' is not UTF-8"},
+        {{error_of(9, bad_chain)}, receive_errc::invalid_utf8, "value of field 'e' is not UTF-8"},
+        {{fv_str(5, long_text)}, receive_errc::quota_exceeded, "21-byte string in value #5 (at most 20)"},
+        // 3 x (1 + 20) bytes fit the 64 bytes; with a fourth value (and "message") they do not.
+        {{fv_str(5, fits), fv_str(6, fits), fv_str(0, fits), fv_str(1, fits)},
+         receive_errc::quota_exceeded,
+         "string quota of " + std::to_string(site_bytes + 64) + " bytes reached"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.words);
+        auto res = r.try_receive(ev_new_span(span_site.id(), c.values, TT_PARENT_ROOT));
+        REQUIRE_FALSE(res);
+        CHECK(res.error().code == c.code);
+        CHECK(res.error().message.find(c.words) != std::string::npos);
+        CHECK(TT_STATUS_CODE(r.receive(ev_new_span(span_site.id(), c.values, TT_PARENT_ROOT))) ==
+              host::status_of(c.code));
+    }
+    CHECK(r.stats().live_spans == 0);
+    CHECK(r.stats().string_bytes == site_bytes);
+    CHECK(cap.spans().empty());
+    // Three fields of 20 bytes fit: 63 bytes with their one-letter names.
+    const auto id = ok(r, ev_new_span(span_site.id(), {fv_str(5, fits), fv_str(6, fits), fv_str(1, fits)}, TT_PARENT_ROOT));
+    CHECK(id != 0);
+    CHECK(r.stats().string_bytes == site_bytes + 63);
+}
+
 TEST_CASE("the fast path still refuses bad text with its error, and the layers see nothing")
 {
     all_kinds k;
