@@ -89,7 +89,8 @@ struct quotas {
     std::size_t max_fields_per_callsite = 1024;
     std::size_t max_error_chain = 64;  // entries of one error value
     // Parent chain length of a span (1 = a root); deeper is refused, so that
-    // nothing downstream walks an unbounded chain.
+    // nothing downstream walks an unbounded chain. A span entry keeps its
+    // depth in 16 bits, so more than 65534 is refused whatever this says.
     std::size_t max_span_depth = 512;
     std::size_t error_log_size = 16;  // receive() keeps the last N error messages
 };
