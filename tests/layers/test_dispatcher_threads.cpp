@@ -577,3 +577,56 @@ TEST_CASE("span values of every kind and size come back as sent, in fresh and re
     CHECK(d.statistics().anomalies == 1);
     CHECK(d.statistics().spans_created == 4 * per_round + 1);
 }
+
+// A name given twice keeps its first place and its last value, whether the
+// call site declares it once (the value's place is found by its index),
+// twice (two indexes share the name), or not at all; values in another
+// order than the call site's and spans of differing shapes one after the
+// other (so each reuses what the one before left) change nothing.
+TEST_CASE("span values: a repeated name keeps its first place and its last value")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto layer = std::make_shared<copying_layer>();
+    d.add_layer(layer);
+
+    const model::callsite declared = site(0x2101, model::callsite_kind::span, "declared", {"a", "b", "c"});
+    const model::callsite twice = site(0x2102, model::callsite_kind::span, "twice", {"a", "b", "a"});
+    const model::value v1{std::int64_t{1}}, v2{std::string("two")}, v3{3.5}, v4{std::string("four, longer than inline")},
+        v5{std::uint64_t{5}};
+
+    struct shape {
+        const model::callsite* site;
+        std::vector<th::field_ref> refs;
+        model::field_values expected;
+    };
+    const std::vector<shape> shapes = {
+        {&declared, {{"a", v1}, {"b", v2}, {"a", v3}, {"c", v4}, {"b", v5}}, {{"a", v3}, {"b", v5}, {"c", v4}}},
+        {&declared, {{"c", v1}, {"a", v2}, {"c", v3}}, {{"c", v3}, {"a", v2}}},
+        {&declared, {{"x", v1}, {"a", v2}, {"x", v3}, {"a", v4}}, {{"x", v3}, {"a", v4}}},
+        {&twice, {{"a", v1}, {"b", v2}, {"a", v3}}, {{"a", v3}, {"b", v2}}},
+        {&twice, {{"b", v5}, {"a", v4}, {"a", v1}, {"b", v2}}, {{"b", v2}, {"a", v1}}},
+        {&declared, {{"a", v1}, {"b", v2}, {"c", v3}}, {{"a", v1}, {"b", v2}, {"c", v3}}},
+    };
+    auto same = [](const model::field_values& a, const model::field_values& b) {
+        if (a.size() != b.size())
+            return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (a[i].first != b[i].first || !model::same_value(a[i].second, b[i].second))
+                return false;
+        return true;
+    };
+    for (int round = 0; round < 3; ++round)
+        for (std::size_t i = 0; i < shapes.size(); ++i) {
+            CAPTURE(round);
+            CAPTURE(i);
+            th::span_attrs a;
+            a.site = shapes[i].site;
+            a.plugin = "worker";
+            a.values = shapes[i].refs;
+            layer->seen.clear();
+            const auto h = d.new_span(a);
+            REQUIRE(layer->seen.size() == 1);
+            CHECK(same(layer->seen.front(), shapes[i].expected));
+            d.close(h);
+        }
+}
