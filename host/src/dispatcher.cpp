@@ -155,6 +155,9 @@ struct interned_site {
     model::callsite site;
     const std::string* plugin = nullptr;  // interned
     bool known = true;
+    // No two of the site's first name_inline fields share a name, so a field
+    // index names one value (unpack's duplicate check goes by index).
+    bool distinct_fields = true;
     std::uint32_t number = 0;             // site_numbers::at(number) is this one
     const interned_site* next = nullptr;  // same bucket; immutable once published
 };
@@ -327,7 +330,7 @@ public:
     void assign(field_refs values, const model::callsite* site);
     // Sets `into` to the values (a later duplicate name replaces an earlier
     // one), assigning over what is there so its strings keep their capacity.
-    void unpack(const model::callsite* site, model::field_values& into) const;
+    void unpack(const interned_site& origin, model::field_values& into) const;
 
 private:
     // The heap buffer, kept in the inline bytes while len_ == on_heap.
@@ -525,20 +528,39 @@ std::string_view get_text(const std::byte*& in) noexcept
     return s;
 }
 
-// The index of `name` among the call site's fields (tried at `guess` first:
-// values come in the call site's order), or name_inline.
-std::uint8_t name_index(const model::callsite* site, std::string_view name, std::size_t guess) noexcept
+// Whether no two of the first name_inline names are the same.
+bool distinct_names(const std::vector<std::string>& names) noexcept
 {
-    if (site == nullptr)
-        return name_inline;
-    const auto& names = site->fields;
     const std::size_t n = std::min<std::size_t>(names.size(), name_inline);
-    if (guess < n && same_text(names[guess], name))
-        return static_cast<std::uint8_t>(guess);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = i + 1; j < n; ++j)
+            if (same_text(names[i], names[j]))
+                return false;
+    return true;
+}
+
+// The index of `name` among the call site's first fields, or name_inline.
+[[gnu::noinline]] std::uint8_t name_search(const std::vector<std::string>& names, std::string_view name) noexcept
+{
+    const std::size_t n = std::min<std::size_t>(names.size(), name_inline);
     for (std::size_t i = 0; i < n; ++i)
         if (same_text(names[i], name))
             return static_cast<std::uint8_t>(i);
     return name_inline;
+}
+
+// The index of `name` among the call site's fields, or name_inline. Values
+// come in the call site's order, so `guess` is tried first, inline; only a
+// miss pays for a call and the search.
+[[gnu::always_inline]] inline std::uint8_t name_index(const model::callsite* site, std::string_view name,
+                                                      std::size_t guess) noexcept
+{
+    if (site == nullptr)
+        return name_inline;
+    const auto& names = site->fields;
+    if (guess < name_inline && guess < names.size() && same_text(names[guess], name))
+        return static_cast<std::uint8_t>(guess);
+    return name_search(names, name);
 }
 
 std::size_t packed_size(value_ref v) noexcept
@@ -636,6 +658,15 @@ void packed_values::assign(field_refs values, const model::callsite* site)
     }
 }
 
+// Sets `t` to `s` in the capacity it has: clear then append is a shorter
+// path through libstdc++ than assign (no check for `s` inside `t`, which it
+// never is here: `s` is packed bytes or an interned name).
+inline void set_text(std::string& t, std::string_view s)
+{
+    t.clear();
+    t.append(s);
+}
+
 // Sets `slot` to the packed value at `in`, reusing its string's capacity.
 void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
 {
@@ -661,7 +692,7 @@ void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
     case 6: {
         const std::string_view s = get_text(in);
         if (auto* t = std::get_if<std::string>(&slot))
-            t->assign(s);
+            set_text(*t, s);
         else
             slot.emplace<std::string>(s);
         break;
@@ -669,7 +700,7 @@ void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
     case 7: {
         const std::string_view s = get_text(in);
         if (auto* t = std::get_if<model::debug_text>(&slot))
-            t->text.assign(s);
+            set_text(t->text, s);
         else
             slot.emplace<model::debug_text>(model::debug_text{std::string(s)});
         break;
@@ -680,13 +711,35 @@ void unpack_value(const std::byte*& in, std::uint8_t type, model::value& slot)
             chain = &slot.emplace<model::error_chain>();
         chain->chain.resize(get_varint(in));
         for (auto& s : chain->chain)
-            s.assign(get_text(in));
+            set_text(s, get_text(in));
         break;
     }
     }
 }
 
-void packed_values::unpack(const model::callsite* site, model::field_values& into) const
+// The slot for a value named `name` that is not in into[0, n): into[n],
+// renamed if it held another name, or a new last one.
+[[gnu::noinline]] model::value& add_slot(model::field_values& into, std::size_t n, std::string_view name)
+{
+    if (n < into.size()) {
+        auto& p = into[n];
+        if (!same_text(p.first, name))
+            set_text(p.first, name);
+        return p.second;
+    }
+    return into.emplace_back(std::string(name), model::value()).second;
+}
+
+// The place of the value named `name` in into[0, n), or n.
+[[gnu::noinline]] std::size_t find_slot(const model::field_values& into, std::size_t n, std::string_view name) noexcept
+{
+    std::size_t i = 0;
+    while (i < n && !same_text(into[i].first, name))
+        ++i;
+    return i;
+}
+
+void packed_values::unpack(const interned_site& origin, model::field_values& into) const
 {
     const std::byte* in = bytes_;
     std::size_t size = len_;
@@ -696,30 +749,52 @@ void packed_values::unpack(const model::callsite* site, model::field_values& int
         size = h.size;
     }
     const std::byte* const end = in + size;
+    const std::string* const site_names = origin.site.fields.data();
+    // Fields named by index: where each index's value went (bit i of `seen`
+    // set once index i has a slot). An inline name never equals an indexed
+    // one (name_index looked it up), and with distinct_fields two indexes
+    // never share a name, so only the other cases compare names.
+    const bool by_index = origin.distinct_fields;
+    std::uint32_t seen = 0;
+    std::array<std::uint32_t, name_inline> slot_of;
     std::size_t n = 0;
+    std::size_t have = into.size();  // kept here: into.size() divides
     while (in < end) {
         const auto header = get<std::uint8_t>(in);
         const auto type = static_cast<std::uint8_t>(header >> 4);
         const auto index = static_cast<std::uint8_t>(header & 0x0f);
-        const std::string_view name = index == name_inline ? get_text(in) : std::string_view(site->fields[index]);
-        const auto stop = into.begin() + static_cast<std::ptrdiff_t>(n);
-        auto it = std::find_if(into.begin(), stop, [&](const auto& p) { return same_text(p.first, name); });
-        if (it == stop) {
-            if (n < into.size()) {
-                it = stop;
-                if (!same_text(it->first, name))
-                    it->first.assign(name);
+        model::value* slot;
+        if (index != name_inline && by_index) [[likely]] {
+            if ((seen >> index & 1u) != 0) [[unlikely]] {
+                slot = &into[slot_of[index]].second;
             } else {
-                into.emplace_back(std::string(name), model::value());
-                it = into.end() - 1;
+                seen |= 1u << index;
+                slot_of[index] = static_cast<std::uint32_t>(n);
+                // Usually the cache already holds this name in this place.
+                const std::string& name = site_names[index];
+                if (n < have && same_text(into[n].first, name)) [[likely]] {
+                    slot = &into[n].second;
+                } else {
+                    slot = &add_slot(into, n, name);
+                    have = into.size();
+                }
+                ++n;
             }
-            ++n;
+        } else {
+            const std::string_view name = index == name_inline ? get_text(in) : std::string_view(site_names[index]);
+            const std::size_t at = find_slot(into, n, name);
+            if (at == n) {
+                slot = &add_slot(into, n++, name);
+                have = into.size();
+            } else {
+                slot = &into[at].second;
+            }
         }
-        unpack_value(in, type, it->second);
+        unpack_value(in, type, *slot);
     }
-    into.erase(into.begin() + static_cast<std::ptrdiff_t>(n), into.end());
+    if (n != have) [[unlikely]]
+        into.erase(into.begin() + static_cast<std::ptrdiff_t>(n), into.end());
 }
-
 
 void merge(model::field_values& into, field_refs values)
 {
@@ -739,7 +814,7 @@ void current_fields(const span_node& n, const span_version* old, model::field_va
     if (old != nullptr)
         into = old->fields;
     else
-        n.initial.unpack(n.site(), into);
+        n.initial.unpack(n.interned(), into);
 }
 
 bool try_ref(span_node* n) noexcept
@@ -922,7 +997,7 @@ view_cache* make_view_cache()
 const span_ref& fill_view(view_entry& e, std::uint64_t owner, const span_node& n)
 {
     e.owner = 0;  // not a valid entry until filled
-    n.initial.unpack(n.site(), e.fields);
+    n.initial.unpack(n.interned(), e.fields);
     e.view = base_view(n);
     e.view.fields = &e.fields;
     e.owner = owner;
@@ -1205,6 +1280,7 @@ struct dispatcher::impl {
         fresh.site = site;
         fresh.plugin = plugin;
         fresh.known = known;
+        fresh.distinct_fields = distinct_names(site.fields);
         fresh.number = site_chunks.back().first + site_fill;
         fresh.next = bucket.load(std::memory_order_relaxed);
         ++site_fill;
