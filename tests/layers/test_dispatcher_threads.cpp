@@ -24,6 +24,17 @@ namespace model = tt::model;
 
 namespace {
 
+// Same names, same values, same order.
+bool same(const model::field_values& a, const model::field_values& b)
+{
+    if (a.size() != b.size())
+        return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i].first != b[i].first || !model::same_value(a[i].second, b[i].second))
+            return false;
+    return true;
+}
+
 th::filter must_parse(std::string_view text)
 {
     auto parsed = th::parse_filter(text);
@@ -538,14 +549,6 @@ TEST_CASE("span values of every kind and size come back as sent, in fresh and re
         a.values = v;
         return d.new_span(a);
     };
-    auto same = [](const model::field_values& a, const model::field_values& b) {
-        if (a.size() != b.size())
-            return false;
-        for (std::size_t i = 0; i < a.size(); ++i)
-            if (a[i].first != b[i].first || !model::same_value(a[i].second, b[i].second))
-                return false;
-        return true;
-    };
 
     // Enough spans that later rounds reuse the nodes of earlier ones, big
     // after small and small after big.
@@ -606,14 +609,6 @@ TEST_CASE("span values: a repeated name keeps its first place and its last value
         {&twice, {{"a", v1}, {"b", v2}, {"a", v3}}, {{"a", v3}, {"b", v2}}},
         {&twice, {{"b", v5}, {"a", v4}, {"a", v1}, {"b", v2}}, {{"b", v2}, {"a", v1}}},
         {&declared, {{"a", v1}, {"b", v2}, {"c", v3}}, {{"a", v1}, {"b", v2}, {"c", v3}}},
-    };
-    auto same = [](const model::field_values& a, const model::field_values& b) {
-        if (a.size() != b.size())
-            return false;
-        for (std::size_t i = 0; i < a.size(); ++i)
-            if (a[i].first != b[i].first || !model::same_value(a[i].second, b[i].second))
-                return false;
-        return true;
     };
     for (int round = 0; round < 3; ++round)
         for (std::size_t i = 0; i < shapes.size(); ++i) {

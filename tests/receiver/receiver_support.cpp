@@ -99,6 +99,15 @@ tt_field_value fv_debug(std::uint32_t field, std::string_view v)
     return f;
 }
 
+tt_field_value fv_error(std::uint32_t field, const std::vector<tt_str>& chain)
+{
+    tt_field_value f{};
+    f.field = field;
+    f.kind = TT_VALUE_ERROR;
+    f.as.error = tt_error_chain{chain.data(), chain.size()};
+    return f;
+}
+
 tt_event ev_new_callsite(const tt_callsite& cs)
 {
     tt_event e{};

@@ -45,6 +45,7 @@ tt_field_value fv_u64(std::uint32_t field, std::uint64_t v);
 tt_field_value fv_f64(std::uint32_t field, double v);
 tt_field_value fv_str(std::uint32_t field, std::string_view v);  // v must outlive the event
 tt_field_value fv_debug(std::uint32_t field, std::string_view v);
+tt_field_value fv_error(std::uint32_t field, const std::vector<tt_str>& chain);  // chain must outlive the event
 
 tt_event ev_new_callsite(const tt_callsite& cs);
 tt_event ev_new_span(std::uint64_t callsite_id, const std::vector<tt_field_value>& values = {},

@@ -1130,12 +1130,8 @@ struct all_kinds {
         wu.field = 8;
         wu.kind = TT_VALUE_U128;
         wu.as.u128 = tt_u128{7, std::uint64_t{1} << 63};
-        tt_field_value e{};
-        e.field = 9;
-        e.kind = TT_VALUE_ERROR;
-        e.as.error = tt_error_chain{chain.data(), chain.size()};
         values = {fv_str(0, message), fv_bool(1, true), fv_i64(2, -42), fv_u64(3, ~std::uint64_t{0}),
-                  fv_f64(4, 0.1), fv_str(5, s), fv_debug(6, d), wi, wu, e};
+                  fv_f64(4, 0.1), fv_str(5, s), fv_debug(6, d), wi, wu, fv_error(9, chain)};
     }
 };
 
@@ -1306,13 +1302,6 @@ TEST_CASE("a span's bad text on the fast path gets the general path's error, and
     const std::string long_text(21, 'x');
     const std::string fits(20, 'y');
     const std::vector<tt_str> bad_chain{str_of("fine"), str_of(bad)};
-    auto error_of = [](std::uint32_t field, const std::vector<tt_str>& chain) {
-        tt_field_value e{};
-        e.field = field;
-        e.kind = TT_VALUE_ERROR;
-        e.as.error = tt_error_chain{chain.data(), chain.size()};
-        return e;
-    };
     struct refused {
         std::vector<tt_field_value> values;
         receive_errc code;
@@ -1321,7 +1310,7 @@ TEST_CASE("a span's bad text on the fast path gets the general path's error, and
     const refused cases[] = {
         {{fv_str(5, bad)}, receive_errc::invalid_utf8, "value of field 's' is not UTF-8"},
         {{fv_debug(6, bad)}, receive_errc::invalid_utf8, "value of field 'd' is not UTF-8"},
-        {{error_of(9, bad_chain)}, receive_errc::invalid_utf8, "value of field 'e' is not UTF-8"},
+        {{fv_error(9, bad_chain)}, receive_errc::invalid_utf8, "value of field 'e' is not UTF-8"},
         {{fv_str(5, long_text)}, receive_errc::quota_exceeded, "21-byte string in value #5 (at most 20)"},
         // 3 x (1 + 20) bytes fit the 64 bytes; with a fourth value (and "message") they do not.
         {{fv_str(5, fits), fv_str(6, fits), fv_str(0, fits), fv_str(1, fits)},
@@ -1359,13 +1348,6 @@ TEST_CASE("the fast path still refuses bad text with its error, and the layers s
     const std::string long_text(21, 'x');
     const std::vector<tt_str> bad_chain{str_of("fine"), str_of(bad)};
     const std::vector<tt_str> long_chain{str_of("a"), str_of("b"), str_of("c")};
-    auto error_of = [](std::uint32_t field, const std::vector<tt_str>& chain) {
-        tt_field_value e{};
-        e.field = field;
-        e.kind = TT_VALUE_ERROR;
-        e.as.error = tt_error_chain{chain.data(), chain.size()};
-        return e;
-    };
     tt_field_value null_text = fv_str(5, "");
     null_text.as.str = tt_str{nullptr, 3};
     tt_field_value unknown_kind = fv_i64(2, 1);
@@ -1378,10 +1360,10 @@ TEST_CASE("the fast path still refuses bad text with its error, and the layers s
     const refused cases[] = {
         {fv_str(5, bad), receive_errc::invalid_utf8, "value of field 's' is not UTF-8"},
         {fv_debug(6, bad), receive_errc::invalid_utf8, "value of field 'd' is not UTF-8"},
-        {error_of(9, bad_chain), receive_errc::invalid_utf8, "value of field 'e' is not UTF-8"},
+        {fv_error(9, bad_chain), receive_errc::invalid_utf8, "value of field 'e' is not UTF-8"},
         {fv_str(5, long_text), receive_errc::quota_exceeded, "21-byte string in value #5 (at most 20)"},
         {fv_debug(6, long_text), receive_errc::quota_exceeded, "21-byte string in value #6 (at most 20)"},
-        {error_of(9, long_chain), receive_errc::quota_exceeded, "error chain of 3 entries (at most 2)"},
+        {fv_error(9, long_chain), receive_errc::quota_exceeded, "error chain of 3 entries (at most 2)"},
         {null_text, receive_errc::malformed, "value #1 of kind 7 cannot be read"},
         {unknown_kind, receive_errc::malformed, "value #1 of kind 77 cannot be read"},
         {fv_str(10, "x"), receive_errc::unknown_field, "value for field #10 of call site"},
