@@ -790,7 +790,15 @@ struct receiver::span_table {
     bool has(std::uint64_t id) const noexcept { return spans.find(id) != nullptr; }
     std::size_t size() const noexcept { return spans.size(); }
     const model::callsite* site_of(const detail::span_rec& e) const noexcept { return sites[e.site]; }
-    // Gives `entry` its number, once; the caller reserved room in `sites`.
+    // Room for one more number, so that number() cannot throw after the
+    // entry exists. Grows by doubling: a reserve of size + 1 per call site
+    // copied the whole list at every registration.
+    void make_number_room()
+    {
+        if (sites.size() == sites.capacity())
+            sites.reserve(std::max<std::size_t>(16, sites.size() * 2));
+    }
+    // Gives `entry` its number, once; the caller made room (make_number_room).
     void number(callsite_entry& entry) noexcept
     {
         if (entry.number != 0)
@@ -888,7 +896,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         local_ = std::make_shared<local_spans>(pipeline);
     spans_ = std::make_unique<span_table>();
     for (auto& cs : restored.metadata) {
-        spans_->sites.reserve(spans_->sites.size() + 1);
+        spans_->make_number_room();
         auto [it, inserted] = callsites_.try_emplace(cs.id);
         if (!inserted)
             continue;
@@ -1673,7 +1681,7 @@ receive_result receiver::apply(op& o)
                 if (string_bytes_ + bytes > limits_.max_string_bytes)
                     return fail(receive_errc::quota_exceeded,
                                 "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
-                spans_->sites.reserve(spans_->sites.size() + 1);
+                spans_->make_number_room();
                 auto [nit, inserted] = callsites_.try_emplace(cs.id);
                 (void)inserted;
                 spans_->number(nit->second);
