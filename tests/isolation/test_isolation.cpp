@@ -191,6 +191,8 @@ TEST_CASE("a segfault in an isolated plugin: reported, rolled back, restarted on
     CHECK(crashed[0].fields["plugin"] == "crashy");
     CHECK(crashed[0].fields["signal"] == "SIGSEGV");
     CHECK(crashed[0].fields["spans_rolled_back"] == "1");
+    // The host announces the restart just after the plugin shows as running.
+    CHECK(wait_until([&] { return !f.rec->events_with("plugin restarted").empty(); }));
     CHECK(f.rec->events_with("plugin restarted").size() == 1);
     status = host.plugin("crashy");
     CHECK(status->last_crash == "SIGSEGV");
