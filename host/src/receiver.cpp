@@ -1322,7 +1322,7 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
             if (e == nullptr || e->handle == 0)
                 return false;
             local_->table_->add_enter(*e, me);
-            dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
+            mark_dirty();  // a rollback must exit it
             h = e->handle;
         }
         count_event(event_counts_, TT_EVENT_SPAN_ENTERED - 1);
@@ -1342,7 +1342,7 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
             if (entered == nullptr || !entered->has(me))
                 return false;
             h = e->handle;
-            dirty_.store(true, std::memory_order_relaxed);
+            mark_dirty();
             local_->table_->remove_enter(*e, me);
         }
         count_event(event_counts_, TT_EVENT_SPAN_EXITED - 1);
@@ -1460,7 +1460,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
         e->ref_count = 1;
         e->values = std::move(values);
         string_bytes_ += bytes;
-        dirty_.store(true, std::memory_order_relaxed);
+        mark_dirty();
     }
     count_hit(entry->hits);
     span_attrs attrs;
@@ -1631,7 +1631,7 @@ bool receiver::drop_span(std::uint64_t span_id)
         auto* it = spans_->find(span_id);
         if (it == nullptr)
             return false;
-        dirty_.store(true, std::memory_order_relaxed);
+        mark_dirty();
         if (--it->ref_count > 0)
             return true;
         string_bytes_ -= spans_->bytes_of(*it);
@@ -1777,7 +1777,7 @@ receive_result receiver::apply(op& o)
             e->set_start(now);
             e->site = entry->number;
             string_bytes_ += bytes;
-            dirty_.store(true, std::memory_order_relaxed);
+            mark_dirty();
         }
         const auto refs = refs_of(o.values);
         span_attrs attrs;
@@ -1808,7 +1808,7 @@ receive_result receiver::apply(op& o)
             auto& ff = spans_->follows[o.span_id];
             if (std::find(ff.begin(), ff.end(), o.related) == ff.end()) {
                 ff.push_back(o.related);
-                dirty_.store(true, std::memory_order_relaxed);
+                mark_dirty();
             }
             cause_live = spans_->has(o.related);
             if (!cause_live) {
@@ -1834,7 +1834,7 @@ receive_result receiver::apply(op& o)
             auto* e = local_->table_->spans.find(o.span_id);
             if (e != nullptr && e->handle != 0) {
                 local_->table_->add_enter(*e, me);
-                dirty_.store(true, std::memory_order_relaxed);  // a rollback must exit it
+                mark_dirty();  // a rollback must exit it
                 known = e->handle;
             }
         }
@@ -1857,7 +1857,7 @@ receive_result receiver::apply(op& o)
             std::lock_guard llock(local_->mutex_);
             auto& lt = *local_->table_;
             lt.add_enter(lt.get(o.span_id), me);
-            dirty_.store(true, std::memory_order_relaxed);
+            mark_dirty();
         }
         pipeline_->enter(h);
         return std::uint64_t{TT_STATUS_OK};
@@ -1883,7 +1883,7 @@ receive_result receiver::apply(op& o)
                 // the pipeline never saw the enter, so it sees no exit.
                 if (entered != nullptr) {
                     h = e->handle;
-                    dirty_.store(true, std::memory_order_relaxed);
+                    mark_dirty();
                     local_->table_->remove_enter(*e, me);
                 }
             }
@@ -1907,7 +1907,7 @@ receive_result receiver::apply(op& o)
             return fail(receive_errc::quota_exceeded, "span " + id_text(o.span_id) + " already has " +
                                                           std::to_string(max_ref_count) + " handles");
         ++it->ref_count;
-        dirty_.store(true, std::memory_order_relaxed);
+        mark_dirty();
         return std::uint64_t{TT_STATUS_OK};
     }
 
@@ -1944,7 +1944,7 @@ receive_result receiver::apply(op& o)
             it->values.assign(pack(blob_scratch, site, current));
             spans_->set_bytes(*it, bytes);
             string_bytes_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(string_bytes_) + real);
-            dirty_.store(true, std::memory_order_relaxed);
+            mark_dirty();
             // A span without a pipeline span yet (host restart) gets its
             // values when it is created.
             h = local_->handle_of(o.span_id);

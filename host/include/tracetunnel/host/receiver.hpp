@@ -314,22 +314,31 @@ private:
     std::uint64_t plugin_key_ = 0;
     std::shared_ptr<local_spans> local_;
 
-    // The tables. One mutex for now; the fast path (a sharded span table and
-    // a lock-free call-site lookup, since call sites are read-mostly) goes
-    // here. Never held while calling the pipeline.
-    mutable std::mutex mutex_;
-    std::unordered_map<std::uint64_t, callsite_entry> callsites_;
+    // Read by every event (the lock-free call-site lookup), so kept off the
+    // cache lines that span operations write: with plugin threads on two
+    // cores, sharing one would cost each event a miss.
     std::atomic<callsite_index*> index_{nullptr};
+
+    // The tables, under one mutex. Never held while calling the pipeline.
+    // Own cache lines (see index_).
+    alignas(64) mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, callsite_entry> callsites_;
     std::vector<std::unique_ptr<callsite_index>> index_tables_;  // under mutex_
     std::unique_ptr<span_table> spans_;
     std::uint64_t next_id_ = 1;
     std::size_t string_bytes_ = 0;
     std::size_t uncommitted_ = 0;  // live spans created since the last commit (span_rec::uncommitted)
     // Set under mutex_, or under local_'s mutex alone by enter and exit;
-    // cleared by a commit, which holds both.
-    std::atomic<bool> dirty_{false};
+    // cleared by a commit, which holds both. Set only when clear (mark_dirty):
+    // enter and exit on two threads would otherwise write its line each time.
+    alignas(64) std::atomic<bool> dirty_{false};
+    void mark_dirty() noexcept
+    {
+        if (!dirty_.load(std::memory_order_relaxed))
+            dirty_.store(true, std::memory_order_relaxed);
+    }
     // Serializes lazy pipeline-span creation for persisted spans (host restart).
-    std::mutex materialize_mutex_;
+    alignas(64) std::mutex materialize_mutex_;
 
     struct alignas(64) count_stripe {
         std::array<std::atomic<std::uint64_t>, 10> events{};  // by tt_event_kind - 1
