@@ -608,7 +608,71 @@ struct local_spans::table {
     }
 };
 
-local_spans::local_spans(subscriber& pipeline) : pipeline_(&pipeline), table_(std::make_unique<table>()) {}
+struct alignas(64) local_spans::shard {
+    static constexpr std::size_t closed_ring = closed_memory / shard_count;
+    detail::spin_mutex mutex;
+    table t;
+    // The shard's last closed spans: a ring of closed_ring entries, allocated
+    // whole at the shard's first close, so a drop never allocates after that.
+    std::vector<std::pair<std::uint64_t, span_handle>> closed;
+    std::size_t closed_next = 0;
+
+    void remember_closed(std::uint64_t span_id, span_handle h)
+    {
+        if (closed.size() < closed_ring) {
+            if (closed.capacity() < closed_ring)
+                closed.reserve(closed_ring);
+            closed.emplace_back(span_id, h);
+            return;
+        }
+        closed[closed_next] = {span_id, h};
+        closed_next = (closed_next + 1) % closed_ring;
+    }
+    span_handle closed_handle(std::uint64_t span_id) const noexcept
+    {
+        // Newest first: the ring's newest entry is just before closed_next.
+        const std::size_t n = closed.size();
+        for (std::size_t k = 0; k < n; ++k) {
+            const auto& [id, h] = closed[(closed_next + n - 1 - k) % n];
+            if (id == span_id)
+                return h;
+        }
+        return 0;
+    }
+};
+
+// Every shard's lock, taken in index order: for the work that spans the
+// whole table (a commit, a rollback, a restore).
+struct local_spans::all_locked {
+    const local_spans& l;
+    explicit all_locked(const local_spans& spans) noexcept : l(spans)
+    {
+        for (std::size_t i = 0; i < shard_count; ++i)
+            l.shards_[i].mutex.lock();
+    }
+    ~all_locked()
+    {
+        for (std::size_t i = shard_count; i-- > 0;)
+            l.shards_[i].mutex.unlock();
+    }
+    all_locked(const all_locked&) = delete;
+    all_locked& operator=(const all_locked&) = delete;
+    template <typename F>
+    void for_each_table(F&& f) const
+    {
+        for (std::size_t i = 0; i < shard_count; ++i)
+            f(l.shards_[i].t);
+    }
+};
+
+local_spans::shard& local_spans::shard_of(std::uint64_t span_id) const noexcept
+{
+    // Ids are handed out in sequence, so two threads' spans sit in
+    // neighbouring shards rather than the same one.
+    return shards_[span_id % shard_count];
+}
+
+local_spans::local_spans(subscriber& pipeline) : pipeline_(&pipeline), shards_(std::make_unique<shard[]>(shard_count)) {}
 
 local_spans::~local_spans()
 {
@@ -621,74 +685,59 @@ void local_spans::suspend_all() noexcept
     release_all(true);
 }
 
-// Exits what is entered, then closes or suspends every span; the table is
-// emptied first so that the pipeline is called without the lock.
+// Exits what is entered, then closes or suspends every span; each shard is
+// emptied first so that the pipeline is called without its lock.
 void local_spans::release_all(bool suspend) noexcept
 {
-    table all;
-    {
-        std::lock_guard lock(mutex_);
-        std::swap(all, *table_);
-        closed_.clear();
-        closed_next_ = 0;
+    for (std::size_t i = 0; i < shard_count; ++i) {
+        shard& sh = shards_[i];
+        table all;
+        {
+            std::lock_guard lock(sh.mutex);
+            std::swap(all, sh.t);
+            sh.closed.clear();
+            sh.closed_next = 0;
+        }
+        all.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
+            if (const auto* entered = all.entered_of(e))
+                entered->for_each([&](std::thread::id thread, std::uint32_t n) {
+                    for (std::uint32_t k = 0; k < n; ++k)
+                        pipeline_->force_exit(e.handle, thread);
+                });
+            if (e.handle == 0)
+                return;
+            if (suspend)
+                pipeline_->suspend(e.handle);
+            else
+                pipeline_->close(e.handle);
+        });
     }
-    all.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
-        if (const auto* entered = all.entered_of(e))
-            entered->for_each([&](std::thread::id thread, std::uint32_t n) {
-                for (std::uint32_t k = 0; k < n; ++k)
-                    pipeline_->force_exit(e.handle, thread);
-            });
-        if (e.handle == 0)
-            return;
-        if (suspend)
-            pipeline_->suspend(e.handle);
-        else
-            pipeline_->close(e.handle);
-    });
-}
-
-void local_spans::remember_closed(std::uint64_t span_id, span_handle h)
-{
-    if (closed_.size() < closed_memory) {
-        if (closed_.capacity() < closed_memory)
-            closed_.reserve(closed_memory);
-        closed_.emplace_back(span_id, h);
-        return;
-    }
-    closed_[closed_next_] = {span_id, h};
-    closed_next_ = (closed_next_ + 1) % closed_memory;
-}
-
-span_handle local_spans::closed_handle(std::uint64_t span_id) const noexcept
-{
-    // Newest first: the ring's newest entry is just before closed_next_.
-    const std::size_t n = closed_.size();
-    for (std::size_t k = 0; k < n; ++k) {
-        const auto& [id, h] = closed_[(closed_next_ + n - 1 - k) % n];
-        if (id == span_id)
-            return h;
-    }
-    return 0;
 }
 
 std::size_t local_spans::size() const
 {
-    std::lock_guard lock(mutex_);
-    return table_->spans.size();
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < shard_count; ++i) {
+        std::lock_guard lock(shards_[i].mutex);
+        n += shards_[i].t.spans.size();
+    }
+    return n;
 }
 
 span_handle local_spans::handle_of(std::uint64_t span_id) const
 {
-    std::lock_guard lock(mutex_);
-    const auto* e = table_->spans.find(span_id);
+    shard& sh = shard_of(span_id);
+    std::lock_guard lock(sh.mutex);
+    const auto* e = sh.t.spans.find(span_id);
     return e == nullptr ? 0 : static_cast<span_handle>(e->handle);
 }
 
 std::uint32_t local_spans::entered_count(std::uint64_t span_id) const
 {
-    std::lock_guard lock(mutex_);
-    const auto* e = table_->spans.find(span_id);
-    const auto* entered = e == nullptr ? nullptr : table_->entered_of(*e);
+    shard& sh = shard_of(span_id);
+    std::lock_guard lock(sh.mutex);
+    const auto* e = sh.t.spans.find(span_id);
+    const auto* entered = e == nullptr ? nullptr : sh.t.entered_of(*e);
     return entered == nullptr ? 0 : entered->threads();
 }
 
@@ -972,17 +1021,18 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
     // commit than the handles): nobody will continue them.
     std::vector<std::pair<span_handle, detail::entered_set>> stale;
     {
-        std::lock_guard lock(local_->mutex_);
-        auto& lt = *local_->table_;
-        std::vector<std::uint64_t> gone;
-        lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
-            if (!spans_->has(e.key)) {
-                gone.push_back(e.key);
-                stale.emplace_back(e.handle, lt.take_entered(e));
-            }
+        const local_spans::all_locked locked(*local_);
+        locked.for_each_table([&](local_spans::table& lt) {
+            std::vector<std::uint64_t> gone;
+            lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
+                if (!spans_->has(e.key)) {
+                    gone.push_back(e.key);
+                    stale.emplace_back(e.handle, lt.take_entered(e));
+                }
+            });
+            for (std::uint64_t id : gone)
+                lt.erase(id);
         });
-        for (std::uint64_t id : gone)
-            lt.erase(id);
     }
     for (auto& [h, entered] : stale) {
         entered.for_each([&](std::thread::id thread, std::uint32_t n) {
@@ -1015,17 +1065,18 @@ void receiver::rollback() noexcept
         std::lock_guard lock(mutex_);
         if (!dirty_.load(std::memory_order_relaxed))
             return;
-        std::lock_guard llock(local_->mutex_);
-        auto& lt = *local_->table_;
-        lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
-            const auto* entered = lt.entered_of(e);
-            if (entered == nullptr)
-                return;
-            entered->for_each([&](std::thread::id thread, std::uint32_t n) {
-                for (std::uint32_t k = 0; k < n; ++k)
-                    exits.push_back({e.handle, thread});
+        const local_spans::all_locked locked(*local_);
+        locked.for_each_table([&](local_spans::table& lt) {
+            lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
+                const auto* entered = lt.entered_of(e);
+                if (entered == nullptr)
+                    return;
+                entered->for_each([&](std::thread::id thread, std::uint32_t n) {
+                    for (std::uint32_t k = 0; k < n; ++k)
+                        exits.push_back({e.handle, thread});
+                });
+                lt.drop_entered(e);
             });
-            lt.drop_entered(e);
         });
         if (uncommitted_ != 0) {
             std::vector<std::uint64_t> ids;
@@ -1038,6 +1089,7 @@ void receiver::rollback() noexcept
             std::sort(ids.begin(), ids.end());
             for (std::uint64_t id : ids) {
                 spans_->erase(id);
+                auto& lt = local_->shard_of(id).t;
                 const auto* e = lt.spans.find(id);
                 if (e == nullptr)
                     continue;
@@ -1317,11 +1369,12 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
         const auto me = std::this_thread::get_id();
         span_handle h = 0;
         {
-            std::lock_guard llock(local_->mutex_);
-            auto* e = local_->table_->spans.find(ev.span_id);
+            auto& sh = local_->shard_of(ev.span_id);
+            std::lock_guard llock(sh.mutex);
+            auto* e = sh.t.spans.find(ev.span_id);
             if (e == nullptr || e->handle == 0)
                 return false;
-            local_->table_->add_enter(*e, me);
+            sh.t.add_enter(*e, me);
             mark_dirty();  // a rollback must exit it
             h = e->handle;
         }
@@ -1334,16 +1387,17 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
         const auto me = std::this_thread::get_id();
         span_handle h = 0;
         {
-            std::lock_guard llock(local_->mutex_);
-            auto* e = local_->table_->spans.find(ev.span_id);
+            auto& sh = local_->shard_of(ev.span_id);
+            std::lock_guard llock(sh.mutex);
+            auto* e = sh.t.spans.find(ev.span_id);
             // Not entered on this thread (another thread's, or none): the
             // general path decides.
-            const auto* entered = e == nullptr ? nullptr : local_->table_->entered_of(*e);
+            const auto* entered = e == nullptr ? nullptr : sh.t.entered_of(*e);
             if (entered == nullptr || !entered->has(me))
                 return false;
             h = e->handle;
             mark_dirty();
-            local_->table_->remove_enter(*e, me);
+            sh.t.remove_enter(*e, me);
         }
         count_event(event_counts_, TT_EVENT_SPAN_EXITED - 1);
         if (h != 0)
@@ -1447,8 +1501,9 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     {
         std::lock_guard lock(mutex_);
         if (parent_said != 0) {
-            std::lock_guard llock(local_->mutex_);
-            plugin_parent = local_->table_->id_if_handle(parent_said, parent);
+            auto& sh = local_->shard_of(parent_said);
+            std::lock_guard llock(sh.mutex);
+            plugin_parent = sh.t.id_if_handle(parent_said, parent);
         }
         std::uint32_t depth = 1;
         if (auto refused = reserve_span_locked(bytes, bytes, plugin_parent, 0, id, depth))
@@ -1473,8 +1528,9 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     attrs.plugin_span_id = id;
     const span_handle h = pipeline_->new_span(attrs);
     {
-        std::lock_guard llock(local_->mutex_);
-        local_->table_->set_handle(id, h);
+        auto& sh = local_->shard_of(id);
+        std::lock_guard llock(sh.mutex);
+        sh.t.set_handle(id, h);
     }
     return receive_result(id);
 }
@@ -1550,11 +1606,8 @@ const std::string* undeclared_field(const model::callsite& cs, const model::fiel
 
 span_handle receiver::materialize(std::uint64_t span_id)
 {
-    {
-        std::lock_guard lock(local_->mutex_);
-        if (const auto* e = local_->table_->spans.find(span_id))
-            return e->handle;
-    }
+    if (const span_handle known = local_->handle_of(span_id); known != 0)
+        return known;
     // A persisted span without a pipeline span (host restart): it gets one
     // now. Its persisted parent is not materialized for it: a parent without
     // a pipeline span leaves it a root, as tracing-tunnel does (fixture
@@ -1564,19 +1617,21 @@ span_handle receiver::materialize(std::uint64_t span_id)
     span_attrs attrs;
     {
         std::lock_guard lock(mutex_);
-        std::lock_guard llock(local_->mutex_);
-        auto& lt = *local_->table_;
-        if (const auto* e = lt.spans.find(span_id))
-            return e->handle;
+        {
+            auto& sh = local_->shard_of(span_id);
+            std::lock_guard llock(sh.mutex);
+            if (const auto* e = sh.t.spans.find(span_id))
+                return e->handle;
+        }
         const auto* it = spans_->find(span_id);
         if (it == nullptr || spans_->site_of(*it) == nullptr)
             return 0;
         values = unpack(*it, spans_->site_of(*it));
         attrs.site = spans_->site_of(*it);
         attrs.time = it->start();
+        // The parent's shard apart: one shard's lock at a time.
         if (it->parent_id != 0)
-            if (const auto* p = lt.spans.find(it->parent_id))
-                attrs.parent = p->handle;
+            attrs.parent = local_->handle_of(it->parent_id);
     }
     const auto refs = refs_of(values);
     attrs.plugin = lineage_;
@@ -1591,8 +1646,9 @@ span_handle receiver::materialize(std::uint64_t span_id)
         if (!spans_->has(span_id)) {
             gone = true;  // dropped meanwhile on another thread
         } else {
-            std::lock_guard llock(local_->mutex_);
-            local_->table_->set_handle(span_id, h);
+            auto& sh = local_->shard_of(span_id);
+            std::lock_guard llock(sh.mutex);
+            sh.t.set_handle(span_id, h);
         }
     }
     if (gone) {
@@ -1613,8 +1669,9 @@ span_handle receiver::resolve_parent(std::uint32_t mode, std::uint64_t explicit_
     }
     const span_handle current = pipeline_->current_span();
     if (const std::uint64_t said = current != 0 ? pipeline_->plugin_span_id(current) : 0; said != 0) {
-        std::lock_guard lock(local_->mutex_);
-        *plugin_parent = local_->table_->id_if_handle(said, current);
+        auto& sh = local_->shard_of(said);
+        std::lock_guard lock(sh.mutex);
+        *plugin_parent = sh.t.id_if_handle(said, current);
     }
     return current;
 }
@@ -1637,13 +1694,14 @@ bool receiver::drop_span(std::uint64_t span_id)
         string_bytes_ -= spans_->bytes_of(*it);
         uncommitted_ -= it->uncommitted;
         spans_->erase(span_id);
-        std::lock_guard llock(local_->mutex_);
-        auto& lt = *local_->table_;
+        auto& sh = local_->shard_of(span_id);
+        std::lock_guard llock(sh.mutex);
+        auto& lt = sh.t;
         if (auto* e = lt.spans.find(span_id)) {
             h = e->handle;
             still_entered = lt.take_entered(*e);
             lt.erase(span_id);
-            local_->remember_closed(span_id, h);
+            sh.remember_closed(span_id, h);
         }
     }
     if (h != 0) {
@@ -1790,8 +1848,9 @@ receive_result receiver::apply(op& o)
         attrs.plugin_span_id = id;
         const span_handle h = pipeline_->new_span(attrs);
         {
-            std::lock_guard llock(local_->mutex_);
-            local_->table_->set_handle(id, h);
+            auto& sh = local_->shard_of(id);
+            std::lock_guard llock(sh.mutex);
+            sh.t.set_handle(id, h);
         }
         return id;
     }
@@ -1812,8 +1871,9 @@ receive_result receiver::apply(op& o)
             }
             cause_live = spans_->has(o.related);
             if (!cause_live) {
-                std::lock_guard llock(local_->mutex_);
-                cause_handle = local_->closed_handle(o.related);
+                auto& sh = local_->shard_of(o.related);
+                std::lock_guard llock(sh.mutex);
+                cause_handle = sh.closed_handle(o.related);
             }
         }
         const span_handle h = materialize(o.span_id);
@@ -1830,10 +1890,11 @@ receive_result receiver::apply(op& o)
         // table alone answers (a local entry exists only for a live span).
         span_handle known = 0;
         {
-            std::lock_guard llock(local_->mutex_);
-            auto* e = local_->table_->spans.find(o.span_id);
+            auto& sh = local_->shard_of(o.span_id);
+            std::lock_guard llock(sh.mutex);
+            auto* e = sh.t.spans.find(o.span_id);
             if (e != nullptr && e->handle != 0) {
-                local_->table_->add_enter(*e, me);
+                sh.t.add_enter(*e, me);
                 mark_dirty();  // a rollback must exit it
                 known = e->handle;
             }
@@ -1854,9 +1915,9 @@ receive_result receiver::apply(op& o)
             std::lock_guard lock(mutex_);
             if (!spans_->has(o.span_id))
                 return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
-            std::lock_guard llock(local_->mutex_);
-            auto& lt = *local_->table_;
-            lt.add_enter(lt.get(o.span_id), me);
+            auto& sh = local_->shard_of(o.span_id);
+            std::lock_guard llock(sh.mutex);
+            sh.t.add_enter(sh.t.get(o.span_id), me);
             mark_dirty();
         }
         pipeline_->enter(h);
@@ -1867,11 +1928,12 @@ receive_result receiver::apply(op& o)
         span_handle h = 0;
         bool local = false;
         {
-            std::lock_guard llock(local_->mutex_);
-            if (auto* e = local_->table_->spans.find(o.span_id)) {
+            auto& sh = local_->shard_of(o.span_id);
+            std::lock_guard llock(sh.mutex);
+            if (auto* e = sh.t.spans.find(o.span_id)) {
                 local = true;
                 const auto me = std::this_thread::get_id();
-                const auto* entered = local_->table_->entered_of(*e);
+                const auto* entered = sh.t.entered_of(*e);
                 // Entered on other threads only: the plugin exits on the
                 // wrong thread. Refused; every thread's stack stays as it is.
                 if (entered != nullptr && !entered->has(me))
@@ -1884,7 +1946,7 @@ receive_result receiver::apply(op& o)
                 if (entered != nullptr) {
                     h = e->handle;
                     mark_dirty();
-                    local_->table_->remove_enter(*e, me);
+                    sh.t.remove_enter(*e, me);
                 }
             }
         }
@@ -2025,7 +2087,7 @@ persisted_spans receiver::persist()
         spans_->spans.for_each([](detail::span_rec& e, std::uint32_t) { e.uncommitted = 0; });
         uncommitted_ = 0;
     }
-    std::lock_guard llock(local_->mutex_);  // enter and exit set dirty_ under this one alone
+    const local_spans::all_locked locked(*local_);  // enter and exit set dirty_ under a shard's lock alone
     dirty_.store(false, std::memory_order_relaxed);
     return out;
 }

@@ -157,20 +157,22 @@ private:
     // flat tables without a heap node per span (receiver.cpp).
     struct table;
     void release_all(bool suspend) noexcept;
-    static constexpr std::size_t closed_memory = 1024;
     subscriber* pipeline_;
-    // Guards the table; never held while calling the pipeline. Taken inside
-    // the receiver's table mutex, never the other way round.
-    mutable detail::spin_mutex mutex_;
-    std::unique_ptr<table> table_;
-    // Handles of the last closed spans, so a follows-from to a closed cause
-    // still reaches the pipeline (a bounded memory: oldest forgotten first).
-    // A ring of closed_memory entries, allocated whole at the first close, so
-    // a drop never allocates after that.
-    void remember_closed(std::uint64_t span_id, span_handle h);
-    span_handle closed_handle(std::uint64_t span_id) const noexcept;
-    std::vector<std::pair<std::uint64_t, span_handle>> closed_;
-    std::size_t closed_next_ = 0;
+    // The table in shards by plugin span id, each with its own lock and its
+    // own cache lines: plugin threads working on different spans neither wait
+    // for each other nor write each other's lines (S9). A shard's lock is never
+    // held while calling the pipeline; it is taken inside the receiver's table
+    // mutex, never the other way round; and one thread holds at most one
+    // shard's lock, except all_locked, which takes all in index order.
+    // Each shard also remembers the handles of its last closed spans
+    // (closed_memory in all), so a follows-from to a closed cause still
+    // reaches the pipeline.
+    static constexpr std::size_t shard_count = 8;
+    static constexpr std::size_t closed_memory = 1024;
+    struct shard;
+    struct all_locked;
+    shard& shard_of(std::uint64_t span_id) const noexcept;
+    std::unique_ptr<shard[]> shards_;
 };
 
 // Counters, readable any time (relaxed atomics).
@@ -328,8 +330,8 @@ private:
     std::uint64_t next_id_ = 1;
     std::size_t string_bytes_ = 0;
     std::size_t uncommitted_ = 0;  // live spans created since the last commit (span_rec::uncommitted)
-    // Set under mutex_, or under local_'s mutex alone by enter and exit;
-    // cleared by a commit, which holds both. Set only when clear (mark_dirty):
+    // Set under mutex_, or under one local_spans shard's lock alone by enter
+    // and exit; cleared by a commit, which holds mutex_ and every shard's lock. Set only when clear (mark_dirty):
     // enter and exit on two threads would otherwise write its line each time.
     alignas(64) std::atomic<bool> dirty_{false};
     void mark_dirty() noexcept
