@@ -1699,8 +1699,8 @@ bool receiver::drop_span(std::uint64_t span_id)
         auto& lt = sh.t;
         if (auto* e = lt.spans.find(span_id)) {
             h = e->handle;
-            still_entered = lt.take_entered(*e);
-            lt.erase(span_id);
+            still_entered = lt.take_entered(*e);  // leaves it entered nowhere
+            lt.spans.erase(span_id);               // so no second look-up (table::erase)
             sh.remember_closed(span_id, h);
         }
     }
