@@ -881,10 +881,16 @@ static_assert(sizeof(std::uintptr_t) == 8);
 // section is not overwritten (a second span that wants its place goes to
 // `spill`). A span's values never change under its handle (record() makes a
 // version instead), so an entry is never stale.
+//
+// When no layer reads span fields (layer_reads), an entry may be `bare`: its
+// view's fields are the cache's empty list, and its own `fields` keep
+// whatever they held (and their capacity). A bare entry serves only those
+// who do not want fields; the filter always does.
 struct view_entry {
     std::uint64_t owner = 0;
     span_handle handle = 0;
     std::uint64_t session = 0;  // the last session that handed it out
+    bool bare = false;
     span_ref view;
     model::field_values fields;
 };
@@ -894,6 +900,7 @@ struct view_cache {
     std::vector<std::unique_ptr<view_entry>> spill;
     std::size_t spill_used = 0;      // in read section `spill_session`
     std::uint64_t spill_session = 0;
+    const model::field_values empty;  // what a bare view's fields point to
 };
 
 struct thread_state {
@@ -994,12 +1001,14 @@ view_cache* make_view_cache()
     return tls.cache;
 }
 
-const span_ref& fill_view(view_entry& e, std::uint64_t owner, const span_node& n)
+const span_ref& fill_view(const view_cache& c, view_entry& e, std::uint64_t owner, const span_node& n, bool fields)
 {
     e.owner = 0;  // not a valid entry until filled
-    n.initial.unpack(n.interned(), e.fields);
+    if (fields)
+        n.initial.unpack(n.interned(), e.fields);
     e.view = base_view(n);
-    e.view.fields = &e.fields;
+    e.view.fields = fields ? &e.fields : &c.empty;
+    e.bare = !fields;
     e.owner = owner;
     e.handle = n.handle();
     e.session = tls.session;
@@ -1015,8 +1024,9 @@ inline std::size_t view_slot(std::uint64_t tag) noexcept
 
 // The view of a span without a version, unpacked into this thread's cache.
 // An entry handed out in this read section is not overwritten: a second span
-// that wants its place gets a spare.
-[[gnu::noinline]] const span_ref& view_miss(std::uint64_t owner, const span_node& n)
+// that wants its place gets a spare. `fields`: unpack the values (else the
+// view may have none: see view_entry).
+[[gnu::noinline]] const span_ref& view_miss(std::uint64_t owner, const span_node& n, bool fields)
 {
     view_cache* c = make_view_cache();
     view_entry* into = &c->entries[view_slot(n.tag.load(std::memory_order_relaxed))];
@@ -1029,24 +1039,24 @@ inline std::size_t view_slot(std::uint64_t tag) noexcept
             c->spill.push_back(std::make_unique<view_entry>());
         into = c->spill[c->spill_used++].get();
     }
-    return fill_view(*into, owner, n);
+    return fill_view(*c, *into, owner, n, fields);
 }
 
 // The current view of `n`: valid inside the (outermost) read section that
-// found `n`.
-[[gnu::always_inline]] inline const span_ref& view_of(std::uint64_t owner, const span_node& n)
+// found `n`. Without `fields` its fields may be empty (layer_reads).
+[[gnu::always_inline]] inline const span_ref& view_of(std::uint64_t owner, const span_node& n, bool fields = true)
 {
     if (const span_version* v = n.version_ptr.load()) [[unlikely]]
         return v->view;
     if (view_cache* c = tls.cache) [[likely]] {
         const std::uint64_t tag = n.tag.load(std::memory_order_relaxed);
         view_entry& e = c->entries[view_slot(tag)];
-        if (e.owner == owner && e.handle == (tag & ~span_node::closed_bit)) [[likely]] {
+        if (e.owner == owner && e.handle == (tag & ~span_node::closed_bit) && (!fields || !e.bare)) [[likely]] {
             e.session = tls.session;
             return e.view;
         }
     }
-    return view_miss(owner, n);
+    return view_miss(owner, n, fields);
 }
 
 // A per-thread vector of span views that keeps its capacity; a nested use
@@ -1079,10 +1089,10 @@ public:
     view_scratch& operator=(const view_scratch&) = delete;
 
     // `leaf` and its enabled ancestors, root first.
-    std::vector<span_ref>& chain(std::uint64_t owner, const span_node* leaf)
+    std::vector<span_ref>& chain(std::uint64_t owner, const span_node* leaf, bool fields)
     {
         for (const span_node* n = leaf; n != nullptr; n = n->parent_node)
-            v_->push_back(view_of(owner, *n));
+            v_->push_back(view_of(owner, *n, fields));
         std::reverse(v_->begin(), v_->end());
         return *v_;
     }
@@ -1093,16 +1103,17 @@ private:
     std::vector<span_ref>* v_ = nullptr;
 };
 
-// `leaf` and its enabled ancestors, root first. A span without any is handed
-// as its own view, uncopied; a chain is copied into `scratch`.
+// `leaf` and its enabled ancestors, root first, as `reads` asks (only the
+// leaf when no layer reads the context). A span without any is handed as its
+// own view, uncopied; a chain is copied into `scratch`.
 [[gnu::always_inline]] inline span_context context_of(std::uint64_t owner, const span_node* leaf,
-                                                     std::optional<view_scratch>& scratch)
+                                                     std::optional<view_scratch>& scratch, layer_reads reads)
 {
     if (leaf == nullptr)
         return {};
-    if (leaf->parent_node == nullptr)
-        return span_context(&view_of(owner, *leaf), 1);
-    return scratch.emplace().chain(owner, leaf);
+    if (leaf->parent_node == nullptr || !reads.span_context)
+        return span_context(&view_of(owner, *leaf, reads.span_fields), 1);
+    return scratch.emplace().chain(owner, leaf, reads.span_fields);
 }
 
 std::uint64_t fnv(std::uint64_t h, std::string_view s) noexcept
@@ -1123,7 +1134,10 @@ struct dispatcher::impl {
         filter f;
         std::uint64_t generation = 0;
     };
-    using layer_list = std::vector<std::shared_ptr<layer>>;
+    struct layer_list : std::vector<std::shared_ptr<layer>> {
+        // What at least one of them reads (layer::reads): what is built.
+        layer_reads reads{.span_fields = false, .span_context = false};
+    };
 
     impl() = default;
     impl(const impl&) = delete;
@@ -1554,7 +1568,7 @@ struct dispatcher::impl {
         const auto* list = load_layers();
         if (list->empty())
             return;
-        const span_ref& view = view_of(owner, *node);
+        const span_ref& view = view_of(owner, *node, list->reads.span_fields);
         for (const auto& l : *list)
             call(*l, view);
     }
@@ -1612,6 +1626,9 @@ void dispatcher::add_layer(std::shared_ptr<layer> l)
         return;
     std::lock_guard lock(impl_->config_mutex);
     auto next = std::make_unique<impl::layer_list>(*impl_->load_layers());
+    const layer_reads r = l->reads();
+    next->reads.span_fields = next->reads.span_fields || r.span_fields;
+    next->reads.span_context = next->reads.span_context || r.span_context;
     next->push_back(std::move(l));
     impl_->publish(std::unique_ptr<const impl::layer_list>(std::move(next)));
 }
@@ -1716,7 +1733,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         }
         if (!layers->empty()) {
             std::optional<view_scratch> views;
-            const span_context chain = context_of(impl_->owner, node, views);
+            const span_context chain = context_of(impl_->owner, node, views, layers->reads);
             for (const auto& l : *layers)
                 l->on_new_span(chain);
         }
@@ -1761,7 +1778,7 @@ void dispatcher::record(span_handle span, field_refs values) noexcept
         if (!node->enabled || layers->empty())
             return;
         std::optional<view_scratch> views;
-        const span_context chain = context_of(impl_->owner, node, views);
+        const span_context chain = context_of(impl_->owner, node, views, layers->reads);
         for (const auto& l : *layers)
             l->on_record(chain, values);
     } catch (...) {
@@ -1796,7 +1813,7 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
             impl_->retire(impl::retired{0, nullptr, old});
         if (!node->enabled || layers->empty())
             return;
-        const span_ref& view = view_of(impl_->owner, *node);
+        const span_ref& view = view_of(impl_->owner, *node, layers->reads.span_fields);
         for (const auto& l : *layers)
             l->on_follows_from(view, cause);
     } catch (...) {
@@ -1884,7 +1901,7 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
         const auto layers = impl_->load_layers();
         if (node->enabled && !layers->empty()) {
             std::optional<view_scratch> views;
-            const span_context chain = context_of(impl_->owner, node, views);
+            const span_context chain = context_of(impl_->owner, node, views, layers->reads);
             for (const auto& l : *layers)
                 if (suspended)
                     l->on_suspend(chain);
@@ -1928,7 +1945,9 @@ void dispatcher::event(const event_record& ev) noexcept
         }
         const span_node* leaf = nullptr;
         if (ev.contextual) {
-            leaf = impl_->current_node();
+            // Nobody reads the spans: the current one need not be found.
+            if (layers->reads.span_context)
+                leaf = impl_->current_node();
         } else if (ev.parent != 0) {
             const span_node* p = impl_->lookup(ev.parent);
             if (p == nullptr)
@@ -1945,15 +1964,16 @@ void dispatcher::event(const event_record& ev) noexcept
         v.values = ev.values;
         v.time = ev.time;
         v.thread = ev.thread;
-        if (leaf == nullptr || leaf->parent_node == nullptr) [[likely]] {
-            if (leaf != nullptr)
-                v.spans = span_context(&view_of(impl_->owner, *leaf), 1);
+        const layer_reads reads = layers->reads;
+        if (leaf == nullptr || leaf->parent_node == nullptr || !reads.span_context) [[likely]] {
+            if (leaf != nullptr && reads.span_context)
+                v.spans = span_context(&view_of(impl_->owner, *leaf, reads.span_fields), 1);
             for (const auto& l : *layers)
                 l->on_event(v);
             return;
         }
         view_scratch views;
-        v.spans = views.chain(impl_->owner, leaf);
+        v.spans = views.chain(impl_->owner, leaf, reads.span_fields);
         for (const auto& l : *layers)
             l->on_event(v);
     } catch (...) {

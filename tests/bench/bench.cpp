@@ -101,9 +101,11 @@ benchmark::Counter per_item(double items_per_iteration)
 
 // The only layer of S3, S4, S9: counts events and spans (per thread, so the
 // count itself is not a shared cache line in S9). Span ids are handed out by
-// the dispatcher.
+// the dispatcher. It reads nothing of the spans and says so (layer::reads),
+// as any counting or filtering layer may.
 class counting_layer final : public tt::host::layer {
 public:
+    tt::host::layer_reads reads() const noexcept override { return {.span_fields = false, .span_context = false}; }
     void on_new_span(tt::host::span_context) noexcept override { ++spans_; }
     void on_event(const tt::host::event_view&) noexcept override { ++events_; }
     static std::uint64_t events() noexcept { return events_; }

@@ -1217,3 +1217,134 @@ TEST_CASE("spans of many call sites and plugins keep theirs, over dispatchers th
             first.reset();  // its chunks go back, for the next dispatcher to take
     }
 }
+
+namespace {
+
+// Keeps what each callback was handed of spans, for a chosen layer_reads.
+struct span_seeing_layer final : th::layer {
+    explicit span_seeing_layer(th::layer_reads r) : r_(r) {}
+    th::layer_reads reads() const noexcept override { return r_; }
+
+    // One callback: its kind, then per span of its scope "name#id^parent{fields}".
+    std::vector<std::string> seen;
+
+    static std::string describe(const th::span_ref& s)
+    {
+        std::string t = std::string(s.name()) + "#" + std::to_string(s.id) + "^" + std::to_string(s.parent) + "{";
+        if (s.fields == nullptr)
+            return t + "NULL}";
+        for (const auto& [name, v] : *s.fields)
+            t += name + ",";
+        return t + "}";
+    }
+    void note(std::string what, th::span_context scope)
+    {
+        for (const auto& s : scope)
+            what += " " + describe(s);
+        seen.push_back(std::move(what));
+    }
+    void on_new_span(th::span_context scope) noexcept override { note("new", scope); }
+    void on_record(th::span_context scope, th::field_refs) noexcept override { note("record", scope); }
+    void on_enter(const th::span_ref& s) noexcept override { note("enter", th::span_context(&s, 1)); }
+    void on_exit(const th::span_ref& s) noexcept override { note("exit", th::span_context(&s, 1)); }
+    void on_close(th::span_context scope) noexcept override { note("close", scope); }
+    void on_event(const th::event_view& ev) noexcept override { note("event " + ev.site->name, ev.spans); }
+
+private:
+    th::layer_reads r_;
+};
+
+// Two spans, the second under the first, an event in each, closed in order.
+// Returns the handles.
+std::pair<th::span_handle, th::span_handle> run_two_spans(th::dispatcher& d, const scenario_sites& s)
+{
+    driver dr{d};
+    const auto order = dr.span(s.order, {{"id", std::uint64_t{42}}});
+    d.enter(order);
+    const auto charge = dr.span(s.charge, {{"amount", 12.5}, {"currency", std::string("EUR")}});
+    d.enter(charge);
+    dr.event(s.charged, {{"message", std::string("charged")}});
+    d.exit(charge);
+    d.close(charge);
+    dr.event(s.starting, {{"message", std::string("starting")}});
+    d.exit(order);
+    d.close(order);
+    return {order, charge};
+}
+
+}  // namespace
+
+TEST_CASE("a layer that reads nothing of spans gets every callback, with the span itself")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto bare = std::make_shared<span_seeing_layer>(th::layer_reads{.span_fields = false, .span_context = false});
+    d.add_layer(bare);
+    scenario_sites s;
+    const auto [o, c] = run_two_spans(d, s);
+    const std::string order = "order#" + std::to_string(o) + "^0{}";
+    const std::string charge = "charge#" + std::to_string(c) + "^" + std::to_string(o) + "{}";
+    // Nobody reads fields or context: empty (never null) fields, the span
+    // alone in its scope, no spans with an event; ids and parents complete.
+    CHECK(bare->seen == std::vector<std::string>{"new " + order, "enter " + order, "new " + charge,
+                                                 "enter " + charge, "event " + s.charged.name, "exit " + charge,
+                                                 "close " + charge, "event " + s.starting.name, "exit " + order,
+                                                 "close " + order});
+    CHECK(d.statistics().anomalies == 0);
+    CHECK(d.statistics().spans_live == 0);
+}
+
+TEST_CASE("a layer that reads span fields but no context gets the fields of the span alone")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto fields_only = std::make_shared<span_seeing_layer>(th::layer_reads{.span_fields = true, .span_context = false});
+    d.add_layer(fields_only);
+    scenario_sites s;
+    const auto [o, c] = run_two_spans(d, s);
+    const std::string charge = "charge#" + std::to_string(c) + "^" + std::to_string(o) + "{amount,currency,}";
+    REQUIRE(fields_only->seen.size() == 10);
+    CHECK(fields_only->seen[0] == "new order#" + std::to_string(o) + "^0{id,}");
+    CHECK(fields_only->seen[2] == "new " + charge);
+    CHECK(fields_only->seen[4] == "event " + s.charged.name);
+    CHECK(fields_only->seen[6] == "close " + charge);
+}
+
+TEST_CASE("a layer that reads everything beside one that reads nothing still gets everything")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto bare = std::make_shared<span_seeing_layer>(th::layer_reads{.span_fields = false, .span_context = false});
+    auto full = std::make_shared<span_seeing_layer>(th::layer_reads{});
+    d.add_layer(bare);  // first: the combination, not the first layer, decides
+    d.add_layer(full);
+    scenario_sites s;
+    const auto [o, c] = run_two_spans(d, s);
+    const std::string order = "order#" + std::to_string(o) + "^0{id,}";
+    const std::string charge = "charge#" + std::to_string(c) + "^" + std::to_string(o) + "{amount,currency,}";
+    CHECK(full->seen == std::vector<std::string>{"new " + order, "enter " + order, "new " + order + " " + charge,
+                                                 "enter " + charge, "event " + s.charged.name + " " + order + " " + charge,
+                                                 "exit " + charge, "close " + order + " " + charge,
+                                                 "event " + s.starting.name + " " + order, "exit " + order,
+                                                 "close " + order});
+    // A layer may get more than it reads: here what the other one reads.
+    CHECK(bare->seen == full->seen);
+}
+
+TEST_CASE("adding a layer that reads spans makes the dispatcher build them from then on")
+{
+    th::dispatcher d(must_parse("trace"));
+    auto bare = std::make_shared<span_seeing_layer>(th::layer_reads{.span_fields = false, .span_context = false});
+    d.add_layer(bare);
+    scenario_sites s;
+    driver dr{d};
+    const auto order = dr.span(s.order, {{"id", std::uint64_t{42}}});
+    d.enter(order);  // its view, without fields, is cached on this thread
+    dr.event(s.starting, {{"message", std::string("before")}});
+    auto full = std::make_shared<span_seeing_layer>(th::layer_reads{});
+    d.add_layer(full);
+    dr.event(s.starting, {{"message", std::string("after")}});
+    d.exit(order);
+    d.close(order);
+    const std::string with_fields = "order#" + std::to_string(order) + "^0{id,}";
+    CHECK(bare->seen[2] == "event " + s.starting.name);
+    CHECK(full->seen == std::vector<std::string>{"event " + s.starting.name + " " + with_fields,
+                                                 "exit " + with_fields, "close " + with_fields});
+}

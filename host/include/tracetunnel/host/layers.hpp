@@ -70,6 +70,26 @@ struct event_view {
     span_context spans;
 };
 
+// What a layer reads of the spans it is handed (layer::reads). A dispatcher
+// builds what at least one of its layers reads and may leave out the rest,
+// so a layer that counts or filters events costs no span views:
+//
+//   struct counter final : tt::host::layer {
+//       tt::host::layer_reads reads() const noexcept override { return {.span_fields = false, .span_context = false}; }
+//       void on_event(const tt::host::event_view&) noexcept override { ++events; }
+//       std::uint64_t events = 0;
+//   };
+//
+// Every callback is still made, and a span_ref handed over is complete but
+// for what is declared unread.
+struct layer_reads {
+    // span_ref::fields. Unread: `fields` may point to an empty list (never null).
+    bool span_fields = true;
+    // The spans around the one a callback is about. Unread: a `scope` may be
+    // the span alone (still last) and event_view::spans may be empty.
+    bool span_context = true;
+};
+
 // The layer interface. Defaults do nothing; on_event is the one to write.
 // `scope` arguments are root -> leaf with the span itself last.
 class layer {
@@ -99,6 +119,10 @@ public:
     // by a later process (pipeline.hpp, subscriber::suspend): not an end.
     virtual void on_suspend(span_context scope) noexcept { (void)scope; }
     virtual void on_event(const event_view& ev) noexcept = 0;
+
+    // What this layer reads of spans; asked once, when it is added to a
+    // dispatcher, so the answer must not change. Default: everything.
+    virtual layer_reads reads() const noexcept { return {}; }
 
     // Failures of this layer (a short write, an allocation failure), counted.
     virtual std::uint64_t errors() const noexcept { return 0; }
