@@ -1842,9 +1842,19 @@ void dispatcher::exit(span_handle span) noexcept
 {
     // The stack is this thread's own: no lock needed to pop it.
     read_section rs;
-    if (impl_->pop_frame(span) == nullptr)
-        impl_->anomaly();  // not entered on this thread
-    exit_to_layers(span);
+    const span_node* node = impl_->pop_frame(span);
+    if (node == nullptr || !node->is(span)) [[unlikely]] {
+        if (node == nullptr)
+            impl_->anomaly();  // not entered on this thread
+        exit_to_layers(span);  // closed meanwhile: counted there
+        return;
+    }
+    // The frame's node, confirmed by its tag: no second look-up.
+    try {
+        impl_->to_layers_one(node, [](layer& l, const span_ref& view) { l.on_exit(view); });
+    } catch (...) {
+        impl_->anomaly();
+    }
 }
 
 void dispatcher::force_exit(span_handle span, std::thread::id thread) noexcept
@@ -1885,32 +1895,39 @@ void dispatcher::suspend(span_handle span) noexcept
 
 void dispatcher::end_span(span_handle span, bool suspended) noexcept
 {
-    read_section rs;
-    span_node* node = impl_->lookup(span);
-    std::uint64_t expected = span;
-    if (node == nullptr || !node->tag.compare_exchange_strong(expected, span | span_node::closed_bit)) {
-        impl_->anomaly();  // unknown, or closed already: close once
-        return;
-    }
-    impl_->unlink(span, node);
-    impl_->count(&impl::stripe::spans_ended);
-    // This thread's frame, if the span is still entered here.
-    while (impl_->pop_frame(span) != nullptr) {
-    }
-    try {
-        const auto layers = impl_->load_layers();
-        if (node->enabled && !layers->empty()) {
-            std::optional<view_scratch> views;
-            const span_context chain = context_of(impl_->owner, node, views, layers->reads);
-            for (const auto& l : *layers)
-                if (suspended)
-                    l->on_suspend(chain);
-                else
-                    l->on_close(chain);
+    span_node* node = nullptr;
+    {
+        read_section rs;
+        node = impl_->lookup(span);
+        std::uint64_t expected = span;
+        if (node == nullptr || !node->tag.compare_exchange_strong(expected, span | span_node::closed_bit)) {
+            impl_->anomaly();  // unknown, or closed already: close once
+            return;
         }
-    } catch (...) {
-        impl_->anomaly();
+        impl_->unlink(span, node);
+        impl_->count(&impl::stripe::spans_ended);
+        // This thread's frame, if the span is still entered here.
+        while (impl_->pop_frame(span) != nullptr) {
+        }
+        try {
+            const auto layers = impl_->load_layers();
+            if (node->enabled && !layers->empty()) {
+                std::optional<view_scratch> views;
+                const span_context chain = context_of(impl_->owner, node, views, layers->reads);
+                for (const auto& l : *layers)
+                    if (suspended)
+                        l->on_suspend(chain);
+                    else
+                        l->on_close(chain);
+            }
+        } catch (...) {
+            impl_->anomaly();
+        }
     }
+    // Outside the section: what this drop retires is not held back by this
+    // thread's own section, so the next reclaim frees it instead of keeping
+    // it for one more batch. The span's own reference keeps the node until
+    // here.
     impl_->unref(node);
 }
 
