@@ -882,15 +882,15 @@ static_assert(sizeof(std::uintptr_t) == 8);
 // `spill`). A span's values never change under its handle (record() makes a
 // version instead), so an entry is never stale.
 //
-// When no layer reads span fields (layer_reads), an entry may be `bare`: its
+// When no layer reads span fields (layer_reads), an entry may be bare: its
 // view's fields are the cache's empty list, and its own `fields` keep
 // whatever they held (and their capacity). A bare entry serves only those
-// who do not want fields; the filter always does.
+// who do not want fields; the filter always does. Bare or not is the low bit
+// of the key, so that telling costs the hit test no branch.
 struct view_entry {
-    std::uint64_t owner = 0;
+    std::uint64_t key = 0;  // owner << 1 | bare; 0: not a valid entry
     span_handle handle = 0;
     std::uint64_t session = 0;  // the last session that handed it out
-    bool bare = false;
     span_ref view;
     model::field_values fields;
 };
@@ -1003,13 +1003,12 @@ view_cache* make_view_cache()
 
 const span_ref& fill_view(const view_cache& c, view_entry& e, std::uint64_t owner, const span_node& n, bool fields)
 {
-    e.owner = 0;  // not a valid entry until filled
+    e.key = 0;  // not a valid entry until filled
     if (fields)
         n.initial.unpack(n.interned(), e.fields);
     e.view = base_view(n);
     e.view.fields = fields ? &e.fields : &c.empty;
-    e.bare = !fields;
-    e.owner = owner;
+    e.key = owner << 1 | (fields ? 0 : 1);
     e.handle = n.handle();
     e.session = tls.session;
     return e.view;
@@ -1030,7 +1029,7 @@ inline std::size_t view_slot(std::uint64_t tag) noexcept
 {
     view_cache* c = make_view_cache();
     view_entry* into = &c->entries[view_slot(n.tag.load(std::memory_order_relaxed))];
-    if (into->session == tls.session && into->owner != 0) {
+    if (into->session == tls.session && into->key != 0) {
         if (c->spill_session != tls.session) {
             c->spill_session = tls.session;
             c->spill_used = 0;
@@ -1043,20 +1042,30 @@ inline std::size_t view_slot(std::uint64_t tag) noexcept
 }
 
 // The current view of `n`: valid inside the (outermost) read section that
-// found `n`. Without `fields` its fields may be empty (layer_reads).
-[[gnu::always_inline]] inline const span_ref& view_of(std::uint64_t owner, const span_node& n, bool fields = true)
+// found `n`. Without `Fields` its fields may be empty (layer_reads).
+template <bool Fields = true>
+[[gnu::always_inline]] inline const span_ref& view_of(std::uint64_t owner, const span_node& n)
 {
     if (const span_version* v = n.version_ptr.load()) [[unlikely]]
         return v->view;
     if (view_cache* c = tls.cache) [[likely]] {
         const std::uint64_t tag = n.tag.load(std::memory_order_relaxed);
         view_entry& e = c->entries[view_slot(tag)];
-        if (e.owner == owner && e.handle == (tag & ~span_node::closed_bit) && (!fields || !e.bare)) [[likely]] {
+        // Without fields, a bare entry or a full one will do.
+        constexpr std::uint64_t any = Fields ? 0 : 1;
+        if ((e.key | any) == (owner << 1 | any) && e.handle == (tag & ~span_node::closed_bit)) [[likely]] {
             e.session = tls.session;
             return e.view;
         }
     }
-    return view_miss(owner, n, fields);
+    return view_miss(owner, n, Fields);
+}
+
+// view_of as layer_reads::span_fields asks: a test here keeps the hit test of
+// each variant as short as when there was one.
+[[gnu::always_inline]] inline const span_ref& view_of(std::uint64_t owner, const span_node& n, bool fields)
+{
+    return fields ? view_of<true>(owner, n) : view_of<false>(owner, n);
 }
 
 // A per-thread vector of span views that keeps its capacity; a nested use
