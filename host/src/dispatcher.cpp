@@ -1952,11 +1952,27 @@ void dispatcher::event(const event_record& ev) noexcept
     try {
         const auto* cfg = impl_->load_config();
         const auto* layers = impl_->load_layers();
-        read_section rs;
+        const layer_reads reads = layers->reads;
         std::string_view plugin = ev.plugin;
         const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &plugin, ev.plugin_key);
         // What enabled() just answered counts for the one event that follows it.
         const model::callsite* asked = std::exchange(tls.last_enabled.site, nullptr);
+        // Only the filter's scope (SOMETIMES), the event's parent and span
+        // views read span nodes: an event that needs none of them (a root
+        // event, or one whose spans no layer reads) opens no read section.
+        if (i == TT_INTEREST_ALWAYS && (ev.contextual ? !reads.span_context : ev.parent == 0)) [[likely]] {
+            impl_->count(&impl::stripe::events);
+            event_view v;
+            v.site = ev.site;
+            v.plugin = ev.plugin;
+            v.values = ev.values;
+            v.time = ev.time;
+            v.thread = ev.thread;
+            for (const auto& l : *layers)
+                l->on_event(v);
+            return;
+        }
+        read_section rs;
         bool pass = i == TT_INTEREST_ALWAYS;
         if (i == TT_INTEREST_SOMETIMES) [[unlikely]] {
             const enabled_cache& c = tls.last_enabled;
@@ -1972,7 +1988,7 @@ void dispatcher::event(const event_record& ev) noexcept
         const span_node* leaf = nullptr;
         if (ev.contextual) {
             // Nobody reads the spans: the current one need not be found.
-            if (layers->reads.span_context)
+            if (reads.span_context)
                 leaf = impl_->current_node();
         } else if (ev.parent != 0) {
             const span_node* p = impl_->lookup(ev.parent);
@@ -1990,7 +2006,6 @@ void dispatcher::event(const event_record& ev) noexcept
         v.values = ev.values;
         v.time = ev.time;
         v.thread = ev.thread;
-        const layer_reads reads = layers->reads;
         if (leaf == nullptr || leaf->parent_node == nullptr || !reads.span_context) [[likely]] {
             if (leaf != nullptr && reads.span_context)
                 v.spans = span_context(&view_of(impl_->owner, *leaf, reads.span_fields), 1);
