@@ -52,8 +52,8 @@ struct emit_context;
 // touched.
 //
 // Only the increment needs a locked instruction: it is the full fence between
-// "I am inside" and reading the token and `open` (a drain does the mirror
-// image: `open`/token first, then the counts). The decrement of a stripe that
+// "I am inside" and reading the token and the receiver (a drain does the mirror
+// image: receiver/token first, then the counts). The decrement of a stripe that
 // this thread owns alone is a plain load and a release store: nobody else
 // writes it, so no update is lost, and release orders the emit's work before
 // a drain that sees the count fall. A signal handler that emits in between
@@ -67,6 +67,10 @@ struct alignas(64) in_flight_stripe {
 struct context_slot {
     std::atomic<std::uint64_t> token{0};  // 0 = no live context
     std::atomic<emit_context*> ctx{nullptr};
+    // The context's receiver while it is open, null once it closes (and in
+    // a free slot): one load tells the typical emit both where to go and
+    // that it may.
+    std::atomic<receiver*> recv{nullptr};
     std::uint64_t uses = 0;  // under context_slots_mutex
     in_flight_stripe in_flight[in_flight_stripes];
 
@@ -83,8 +87,8 @@ context_slot context_slots[context_slot_count];
 // One emit inside a slot, on this thread's stripe (see in_flight above).
 class inside_emit {
 public:
-    explicit inside_emit(context_slot& slot) noexcept
-        : stripe_(detail::my_stripe()), count_(slot.in_flight[stripe_].count)
+    inside_emit(context_slot& slot, unsigned stripe) noexcept
+        : stripe_(stripe), count_(slot.in_flight[stripe_].count)
     {
         count_.fetch_add(1, std::memory_order_seq_cst);
     }
@@ -109,9 +113,7 @@ std::atomic<std::uint64_t> bad_context_emits{0};
 // outlives the instance's library mapping (or shares its fate in
 // quarantine), so a late emit always finds valid memory.
 struct emit_context {
-    std::atomic<bool> open{true};
     std::atomic<std::uint64_t> after_stop{0};
-    receiver* recv = nullptr;
     std::mutex sites_mutex;
     std::vector<std::uint64_t> sites;  // call-site ids this instance registered
     std::uint64_t token = 0;           // what the plugin gets as ctx; 0 = every slot is taken
@@ -138,21 +140,29 @@ struct emit_context {
             return;
         auto& slot = context_slots[token & (context_slot_count - 1)];
         slot.token.store(0, std::memory_order_seq_cst);
+        slot.recv.store(nullptr, std::memory_order_seq_cst);  // the next owner starts closed
         while (slot.emits_inside() != 0)
             std::this_thread::yield();
         std::lock_guard lk(context_slots_mutex);
         slot.ctx.store(nullptr);
     }
 
+    // Opens the context: emits reach `r` until close_and_drain.
+    void open(receiver* r) noexcept
+    {
+        if (token != 0)
+            context_slots[token & (context_slot_count - 1)].recv.store(r, std::memory_order_seq_cst);
+    }
+
     // Closes the context and waits for every emit already inside to leave.
-    // seq_cst on both sides: an emit that incremented before `open` fell is
-    // waited for; one that comes after sees it closed.
+    // seq_cst on both sides: an emit that incremented before the slot's
+    // receiver fell to null is waited for; one that comes after sees it closed.
     void close_and_drain() noexcept
     {
-        open.store(false, std::memory_order_seq_cst);
         if (token == 0)
             return;
         auto& slot = context_slots[token & (context_slot_count - 1)];
+        slot.recv.store(nullptr, std::memory_order_seq_cst);
         while (slot.emits_inside() != 0)
             std::this_thread::yield();
     }
@@ -163,23 +173,30 @@ struct emit_context {
     }
 };
 
-std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
+// An emit decided from scratch: the token, then whether the context is
+// open, then the event; a call site's id is remembered for the reload diff.
+// emit_entry's fast path takes the typical emit itself and leaves the rest,
+// having left the slot, to this (out of its frame).
+[[gnu::noinline]] std::uint64_t emit_checked(void* raw, const tt_event* ev) noexcept
 {
     const auto token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(raw));
     auto& slot = context_slots[token & (context_slot_count - 1)];
-    inside_emit inside(slot);
+    inside_emit inside(slot, detail::my_stripe());
     if (token == 0 || slot.token.load(std::memory_order_seq_cst) != token) {
         bad_context_emits.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
     }
+    // The token matched while this emit was counted: the context's
+    // destructor waits for it, so the context is valid.
+    receiver* const recv = slot.recv.load(std::memory_order_seq_cst);
     emit_context* ctx = slot.ctx.load(std::memory_order_seq_cst);
-    if (!ctx->open.load(std::memory_order_seq_cst)) {
+    if (recv == nullptr) {
         ctx->after_stop.fetch_add(1, std::memory_order_relaxed);
         return TT_STATUS_ERROR_BIT | TT_STATUS_STOPPED;
     }
     if (ev == nullptr)
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
-    const std::uint64_t answer = ctx->recv->receive(*ev);
+    const std::uint64_t answer = recv->receive(*ev);
     if (ev->kind == TT_EVENT_NEW_CALLSITE && !TT_STATUS_IS_ERROR(answer) && ev->callsite != nullptr) {
         // The receiver validated the call site; remember it for the reload diff.
         try {
@@ -190,6 +207,27 @@ std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
         }
     }
     return answer;
+}
+
+// The typical emit (a known token, an open context, an event that is no
+// call site) with the fewest instructions: one load says both where to go
+// and that it may. A token 0 matches a free slot 0's token, but a free
+// slot's receiver is null. Anything else (and a thread's first emit, which
+// claims its stripe) goes to emit_checked, which decides it afresh.
+std::uint64_t emit_entry(void* raw, const tt_event* ev) noexcept
+{
+    const unsigned stripe_plus_one = detail::stripe_impl::cached;  // my_stripe() without its claiming call
+    if (stripe_plus_one != 0) [[likely]] {
+        const auto token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(raw));
+        auto& slot = context_slots[token & (context_slot_count - 1)];
+        inside_emit inside(slot, stripe_plus_one - 1);
+        if (slot.token.load(std::memory_order_seq_cst) == token) [[likely]] {
+            receiver* const recv = slot.recv.load(std::memory_order_seq_cst);
+            if (recv != nullptr && ev != nullptr && ev->kind != TT_EVENT_NEW_CALLSITE) [[likely]]
+                return recv->receive(*ev);
+        }
+    }
+    return emit_checked(raw, ev);
 }
 
 // Libraries whose code may still run (a plugin thread emitted after stop):
@@ -461,7 +499,7 @@ struct plugin_host::impl {
         inst->ctx = std::make_unique<emit_context>();
         remember_start(l, *inst->lib, state, blob);
         inst->recv = std::make_unique<receiver>(l.name, *pipeline, std::move(state), opts.limits, std::move(local));
-        inst->ctx->recv = inst->recv.get();
+        inst->ctx->open(inst->recv.get());
         inst->generation = l.generation + 1;
         inst->loaded_at = std::chrono::system_clock::now();
         inst->stop_limit = opts.stop_timeout;
