@@ -1144,8 +1144,19 @@ std::uint64_t receiver::answer_of(receive_result&& r) noexcept
 // object and its handling in a function of its own.
 std::uint64_t receiver::receive(const tt_event& ev) noexcept
 {
+    // Two tail calls, the commonest kind first.
+    if (ev.struct_size >= sizeof(tt_event) && ev.kind == TT_EVENT_NEW_EVENT) [[likely]]
+        return receive_event(ev);
+    return receive_other(ev);
+}
+
+// Not a NEW_EVENT (or a sender's tt_event too small to read): receive_fast's
+// other kinds, else the general path.
+[[gnu::noinline]] std::uint64_t receiver::receive_other(const tt_event& ev) noexcept
+{
     try {
-        if (std::uint64_t answer = 0; receive_fast(ev, answer)) [[likely]]
+        if (std::uint64_t answer = 0; ev.struct_size >= sizeof(tt_event) && receive_span_op_fast(ev, answer))
+            [[likely]]
             return answer;
     } catch (...) {
         error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
@@ -1303,7 +1314,8 @@ receive_result receiver::try_receive(const tt_event& ev)
 // span table; a bad value, whose error message the general path words; a
 // re-entered call) goes to the general path, which decides it afresh.
 // False: not decided, nothing changed; true: `answer` is the answer.
-bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
+// Inlined into receive_event, whose frame it shares (answer in a register).
+[[gnu::always_inline]] inline bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
 {
     if (ev.parent >= TT_PARENT_EXPLICIT)  // explicit (needs the span table) or unknown
         return false;
@@ -1329,18 +1341,21 @@ bool receiver::receive_event_fast(const tt_event& ev, std::uint64_t& answer)
         return true;
     }
     detail::bump(entry->hits[stripe], stripe);
-    event_record rec;
-    rec.site = &site;
-    rec.plugin = lineage_;
-    rec.plugin_key = plugin_key_;
-    if (ev.parent != TT_PARENT_ROOT) {
-        if (pipeline_resolves_)
-            rec.contextual = true;
-        else
-            rec.parent = pipeline_->current_span();
-    }
-    rec.values = field_refs(refs.refs, ev.value_count);
-    rec.thread = std::this_thread::get_id();
+    // The parent and thread first, the record in one go: each member is
+    // stored once, not zeroed and then set across the calls.
+    span_handle parent = 0;
+    const bool contextual = ev.parent != TT_PARENT_ROOT && pipeline_resolves_;
+    if (ev.parent != TT_PARENT_ROOT && !contextual)
+        parent = pipeline_->current_span();
+    const std::thread::id thread = std::this_thread::get_id();
+    const event_record rec{.site = &site,
+                           .plugin = lineage_,
+                           .plugin_key = plugin_key_,
+                           .parent = parent,
+                           .contextual = contextual,
+                           .values = field_refs(refs.refs, ev.value_count),
+                           .time = {},
+                           .thread = thread};
     pipeline_->event(rec);
     answer = TT_STATUS_OK;
     return true;
@@ -1360,6 +1375,18 @@ bool receiver::receive_fast(const tt_event& ev, std::uint64_t& answer)
     if (ev.kind == TT_EVENT_NEW_EVENT) [[likely]]
         return receive_event_fast(ev, answer);
     return receive_span_op_fast(ev, answer);
+}
+
+std::uint64_t receiver::receive_event(const tt_event& ev) noexcept
+{
+    try {
+        if (std::uint64_t answer = 0; receive_event_fast(ev, answer)) [[likely]]
+            return answer;
+    } catch (...) {
+        error_counts_[static_cast<std::size_t>(receive_errc::malformed)].fetch_add(1, std::memory_order_relaxed);
+        return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
+    }
+    return receive_general(ev);
 }
 
 [[gnu::noinline]] bool receiver::receive_span_op_fast(const tt_event& ev, std::uint64_t& answer)

@@ -275,6 +275,10 @@ private:
     // NEW_EVENT from a plugin, the common case: no lock, no allocation once
     // warm. False hands the event to the general path (nothing changed).
     bool receive_event_fast(const tt_event& ev, std::uint64_t& answer);
+    // receive() of a NEW_EVENT (receive_event_fast inline) and of any other
+    // kind: each with its own frame, so that receive() itself has none.
+    std::uint64_t receive_event(const tt_event& ev) noexcept;
+    std::uint64_t receive_other(const tt_event& ev) noexcept;
     // NEW_EVENT, SPAN_ENTERED / SPAN_EXITED of a span with a pipeline span,
     // and SPAN_DROPPED of a live span, without the general path's decoding;
     // false (nothing changed): the general path decides and words errors.
