@@ -243,6 +243,15 @@ inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
 // A plugin's text as the general path accepts it: plausible, valid UTF-8.
 [[gnu::always_inline]] inline bool checked_text(const tt_str& s, std::size_t max_len) noexcept
 {
+    const std::size_t n = s.len;
+    if (n - 8 <= 8) [[likely]] {  // 8 to 16 bytes, the commonest: not empty, so the pointer must be set
+        if (n > max_len || s.ptr == nullptr)
+            return false;
+        std::uint64_t a, b;
+        std::memcpy(&a, s.ptr, 8);
+        std::memcpy(&b, s.ptr + n - 8, 8);
+        return ((a | b) & 0x8080808080808080ULL) == 0 || valid_utf8(view(s));
+    }
     return plausible(s, max_len) && (short_ascii(s) || valid_utf8(view(s)));
 }
 
@@ -788,10 +797,11 @@ struct receiver::callsite_index {
     {
         for (std::size_t i = home(id) & mask;; i = (i + 1) & mask) {
             const std::uint64_t k = slots[i].id.load(std::memory_order_acquire);
-            if (k == id)
-                return slots[i].entry.load(std::memory_order_relaxed);
+            // Empty first: so an id of 0 finds nothing, not a slot being filled.
             if (k == 0)
                 return nullptr;
+            if (k == id)
+                return slots[i].entry.load(std::memory_order_relaxed);
         }
     }
 
@@ -1155,7 +1165,9 @@ std::uint64_t receiver::receive(const tt_event& ev) noexcept
 [[gnu::noinline]] std::uint64_t receiver::receive_other(const tt_event& ev) noexcept
 {
     try {
-        if (std::uint64_t answer = 0; ev.struct_size >= sizeof(tt_event) && receive_span_op_fast(ev, answer))
+        // A NEW_SPAN is none of them: the general path takes it (receive_span_fast).
+        if (std::uint64_t answer = 0;
+            ev.struct_size >= sizeof(tt_event) && ev.kind != TT_EVENT_NEW_SPAN && receive_span_op_fast(ev, answer))
             [[likely]]
             return answer;
     } catch (...) {
@@ -1195,7 +1207,8 @@ receive_result receiver::try_receive(const tt_event& ev)
                                                  " is smaller than " + std::to_string(sizeof(tt_event)));
     if (ev.kind < TT_EVENT_NEW_CALLSITE || ev.kind > TT_EVENT_NEW_EVENT)
         return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
-    if (std::uint64_t answer = 0; receive_fast(ev, answer))
+    // receive_fast takes no NEW_SPAN: a span goes straight to its own fast path.
+    if (std::uint64_t answer = 0; ev.kind != TT_EVENT_NEW_SPAN && receive_fast(ev, answer))
         return answer;
     count_event(event_counts_, ev.kind - 1);
     if (ev.kind == TT_EVENT_NEW_SPAN)
@@ -1322,7 +1335,7 @@ receive_result receiver::try_receive(const tt_event& ev)
     if (ev.value_count > limits_.max_values_per_event || (ev.value_count > 0 && ev.values == nullptr))
         return false;
     const callsite_index* index = index_.load(std::memory_order_acquire);  // find_callsite_fast, inline
-    callsite_entry* entry = index == nullptr || ev.callsite_id == 0 ? nullptr : index->get(ev.callsite_id);
+    callsite_entry* entry = index == nullptr ? nullptr : index->get(ev.callsite_id);  // an id of 0: null
     if (entry == nullptr || entry->site.kind != model::callsite_kind::event)
         return false;
     if (ev.value_count > fast_event_values)

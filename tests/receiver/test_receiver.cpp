@@ -1385,6 +1385,68 @@ TEST_CASE("the fast path still refuses bad text with its error, and the layers s
     CHECK(p.json.str().find(R"("s":"ü ok")") != std::string::npos);
 }
 
+TEST_CASE("texts of 8 to 16 bytes (the fast path's own check) keep every check and every error")
+{
+    // Every text of the call site within the quota (its registration is checked too).
+    abi_site site{TT_CALLSITE_EVENT, TT_LEVEL_INFO, "short", {"message", "b", "i", "u", "f", "s", "d"}};
+    text_pipeline p;
+    host::quotas q;
+    q.max_string_length = 12;  // inside the 8-to-16 range: the quota decides there too
+    host::receiver r("demo", p.d, {}, q);
+    ok(r, ev_new_callsite(site.get()));
+    tt_field_value null_text = fv_str(5, "");
+    null_text.as.str = tt_str{nullptr, 10};
+    struct refused {
+        tt_field_value value;
+        receive_errc code;
+        std::string words;
+    };
+    const std::string bad_first = "\xff" "2345678";            // 8 bytes, bad in the first word
+    const std::string bad_last = "12345678901\xff";            // 12 bytes, bad in the last word only
+    const std::string cut = "12345678901\xc3";                 // 12 bytes, a sequence cut short
+    const refused cases[] = {
+        {fv_str(5, "1234567890123"), receive_errc::quota_exceeded, "13-byte string in value #5 (at most 12)"},
+        {fv_debug(6, "1234567890123456"), receive_errc::quota_exceeded, "16-byte string in value #6 (at most 12)"},
+        {null_text, receive_errc::malformed, "value #1 of kind 7 cannot be read"},
+        {fv_str(5, bad_first), receive_errc::invalid_utf8, "value of field 's' is not UTF-8"},
+        {fv_debug(6, bad_last), receive_errc::invalid_utf8, "value of field 'd' is not UTF-8"},
+        {fv_str(5, cut), receive_errc::invalid_utf8, "value of field 's' is not UTF-8"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.words);
+        const std::vector<tt_field_value> values{fv_str(0, "m"), c.value};
+        CHECK(TT_STATUS_CODE(r.receive(ev_new_event(site.id(), values))) == host::status_of(c.code));
+        auto res = r.try_receive(ev_new_event(site.id(), values));
+        REQUIRE_FALSE(res);
+        CHECK(res.error().code == c.code);
+        CHECK(res.error().message.find(c.words) != std::string::npos);
+    }
+    CHECK(p.json.str().empty());
+    // At the edges of the range, and non-ASCII but valid, they pass as they are.
+    const std::vector<tt_field_value> good{fv_str(0, "12345678"), fv_str(5, "\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc"),
+                                           fv_debug(6, "123456789012")};
+    CHECK(r.receive(ev_new_event(site.id(), good)) == TT_STATUS_OK);
+    CHECK(p.json.str().find(R"("message":"12345678")") != std::string::npos);
+    CHECK(p.json.str().find(R"("s":"üüüüüü")") != std::string::npos);
+    CHECK(p.json.str().find(R"("d":"123456789012")") != std::string::npos);
+}
+
+TEST_CASE("an event with call-site id 0 is refused as an unknown call site, on every path")
+{
+    all_kinds k;
+    host::capture_layer cap;
+    host::receiver r("demo", cap);
+    ok(r, ev_new_callsite(k.site.get()));
+    const std::vector<tt_field_value> values{fv_str(0, "m")};
+    CHECK(TT_STATUS_CODE(r.receive(ev_new_event(0, values))) == host::status_of(receive_errc::unknown_callsite));
+    auto res = r.try_receive(ev_new_event(0, values));
+    REQUIRE_FALSE(res);
+    CHECK(res.error().code == receive_errc::unknown_callsite);
+    CHECK(cap.events().empty());
+    CHECK(r.receive(ev_new_event(k.site.id(), values)) == TT_STATUS_OK);
+    CHECK(cap.events().size() == 1);
+}
+
 // ---------------------------------------------------------------------------
 // the span entry's packed fields (receiver_tables.hpp: span_rec)
 

@@ -165,6 +165,9 @@ public:
     model::value to_value() const;
 
 private:
+    // from_abi's: each member stored once (no default first).
+    value_ref(kind k, const tt_str& payload) noexcept : k_(k), abi_chain_(true), s_(payload) {}
+
     kind k_ = kind::none;
     bool abi_chain_ = false;
     // The ABI's payload layout, so that from_abi copies it as it is.
@@ -375,11 +378,9 @@ inline value_ref value_ref::from_abi(const tt_field_value& v) noexcept
     // The payload is copied whole, whatever the kind (no branch per kind):
     // each member of the ABI's union sits where the same member of ours does.
     static_assert(sizeof(v.as) == sizeof(tt_str) && sizeof(tt_error_chain) == sizeof(tt_str));
-    value_ref r;
-    r.k_ = v.kind <= TT_VALUE_ERROR ? static_cast<kind>(v.kind) : kind::none;
-    r.abi_chain_ = true;
-    std::memcpy(static_cast<void*>(&r.s_), &v.as, sizeof(tt_str));
-    return r;
+    tt_str payload;
+    std::memcpy(&payload, &v.as, sizeof(tt_str));
+    return value_ref(v.kind <= TT_VALUE_ERROR ? static_cast<kind>(v.kind) : kind::none, payload);
 }
 
 inline std::string_view value_ref::text() const noexcept
