@@ -1940,6 +1940,22 @@ void dispatcher::end_span(span_handle span, bool suspended) noexcept
     impl_->unref(node);
 }
 
+namespace {
+
+// What a layer sees of an event but its spans.
+inline event_view view_without_spans(const event_record& ev) noexcept
+{
+    event_view v;
+    v.site = ev.site;
+    v.plugin = ev.plugin;
+    v.values = ev.values;
+    v.time = ev.time;
+    v.thread = ev.thread;
+    return v;
+}
+
+}  // namespace
+
 // The hot path: no lock, no allocation once warm, no reference counts. The
 // span chain is read in place inside a read section.
 // Layers must not call back into the dispatcher (layers.hpp says so).
@@ -1962,12 +1978,7 @@ void dispatcher::event(const event_record& ev) noexcept
         // event, or one whose spans no layer reads) opens no read section.
         if (i == TT_INTEREST_ALWAYS && (ev.contextual ? !reads.span_context : ev.parent == 0)) [[likely]] {
             impl_->count(&impl::stripe::events);
-            event_view v;
-            v.site = ev.site;
-            v.plugin = ev.plugin;
-            v.values = ev.values;
-            v.time = ev.time;
-            v.thread = ev.thread;
+            const event_view v = view_without_spans(ev);
             for (const auto& l : *layers)
                 l->on_event(v);
             return;
@@ -2000,12 +2011,7 @@ void dispatcher::event(const event_record& ev) noexcept
         impl_->count(&impl::stripe::events);
         if (layers->empty())
             return;
-        event_view v;
-        v.site = ev.site;
-        v.plugin = ev.plugin;
-        v.values = ev.values;
-        v.time = ev.time;
-        v.thread = ev.thread;
+        event_view v = view_without_spans(ev);
         if (leaf == nullptr || leaf->parent_node == nullptr || !reads.span_context) [[likely]] {
             if (leaf != nullptr && reads.span_context)
                 v.spans = span_context(&view_of(impl_->owner, *leaf, reads.span_fields), 1);
