@@ -625,6 +625,33 @@ TEST_CASE("restart: a persisted span gets a pipeline span on first use, with its
     CHECK(cap.anomalies().empty());
 }
 
+TEST_CASE("restart: a persisted child gets its parent when the parent has its pipeline span first")
+{
+    // Parent and child ids are neighbours, so their local entries sit in
+    // different shards: the child's materialization reads the parent's.
+    fixture f;
+    const auto a = f.span({fv_i64(0, 7)});
+    const auto b = f.span({}, TT_PARENT_EXPLICIT, a);
+    REQUIRE(b == a + 1);
+    auto state = state_of(f.recv);
+
+    host::capture_layer cap;
+    host::receiver second("demo", cap, state);
+    ok(second, ev_new_event(f.event_site.id(), {}, TT_PARENT_EXPLICIT, a));  // materializes a
+    ok(second, ev_span(TT_EVENT_SPAN_ENTERED, b));
+    const auto spans = cap.spans();
+    REQUIRE(spans.size() == 2);
+    CHECK(spans[0].plugin_span_id == a);
+    CHECK(spans[1].plugin_span_id == b);
+    CHECK(spans[1].parent == spans[0].handle);
+    CHECK(second.local()->handle_of(a) == spans[0].handle);
+    CHECK(second.local()->handle_of(b) == spans[1].handle);
+    CHECK(second.local()->entered_count(b) == 1);
+    ok(second, ev_span(TT_EVENT_SPAN_EXITED, b));
+    CHECK(second.local()->entered_count(b) == 0);
+    CHECK(cap.anomalies().empty());
+}
+
 // ---------------------------------------------------------------------------
 // rollback
 
