@@ -25,6 +25,7 @@
 //   call site's entry (site_memo), and a span's own filter level per span.
 #include <tracetunnel/host/dispatcher.hpp>
 
+#include "spin_lock.hpp"
 #include "thread_stripe.hpp"
 
 #include <algorithm>
@@ -112,29 +113,9 @@ std::uint64_t oldest_reader() noexcept
     return oldest;
 }
 
-// The node pools' lock. It is held for a few dozen instructions (a
-// reclaim batch at most) and each thread stripe has its own pool, so it is
-// rarely contended: a test-and-set costs a fraction of a futex mutex's
-// lock and unlock calls, paid twice per span. A waiter spins briefly, then
-// yields its time slice to the holder.
-class spin_lock {
-public:
-    void lock() noexcept
-    {
-        while (held_.exchange(true, std::memory_order_acquire)) [[unlikely]]
-            wait();
-    }
-    void unlock() noexcept { held_.store(false, std::memory_order_release); }
-
-private:
-    [[gnu::noinline]] void wait() const noexcept
-    {
-        for (unsigned spins = 0; held_.load(std::memory_order_relaxed); ++spins)
-            if (spins >= 64)
-                std::this_thread::yield();
-    }
-    std::atomic<bool> held_{false};
-};
+// The node pools' lock (spin_lock.hpp): held for a reclaim batch at most,
+// and each thread stripe has its own pool, so it is rarely contended.
+using detail::spin_lock;
 
 std::uint64_t next_owner_id() noexcept
 {

@@ -1,6 +1,7 @@
 #include <tracetunnel/host/receiver.hpp>
 
 #include "receiver_tables.hpp"
+#include "spin_lock.hpp"
 #include "thread_stripe.hpp"
 
 #include <tracetunnel/abi_convert.hpp>
@@ -217,27 +218,28 @@ inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
     return s.len <= max_len && (s.len == 0 || s.ptr != nullptr);
 }
 
-// True for a string of at most 16 bytes, all ASCII (most values): checked
-// with two overlapping loads, without a call. False says "not known", and
+// True when the n bytes at p (8 <= n <= 16) are all ASCII: two overlapping
+// loads, without a call.
+[[gnu::always_inline]] inline bool ascii_8_to_16(const char* p, std::size_t n) noexcept
+{
+    std::uint64_t a, b;
+    std::memcpy(&a, p, 8);
+    std::memcpy(&b, p + n - 8, 8);
+    return ((a | b) & 0x8080808080808080ULL) == 0;
+}
+
+// True for a string of fewer than 8 bytes, all ASCII, checked the same way
+// (8 to 16 bytes: checked_text's own branch). False says "not known", and
 // valid_utf8 decides.
 [[gnu::always_inline]] inline bool short_ascii(const tt_str& s) noexcept
 {
     const std::size_t n = s.len;
-    const char* p = s.ptr;
-    std::uint64_t a, b;
-    if (n >= 8 && n <= 16) {
-        std::memcpy(&a, p, 8);
-        std::memcpy(&b, p + n - 8, 8);
-    } else if (n >= 4 && n < 8) {
-        std::uint32_t x, y;
-        std::memcpy(&x, p, 4);
-        std::memcpy(&y, p + n - 4, 4);
-        a = x;
-        b = y;
-    } else {
+    if (n < 4 || n >= 8)
         return n == 0;
-    }
-    return ((a | b) & 0x8080808080808080ULL) == 0;
+    std::uint32_t a, b;
+    std::memcpy(&a, s.ptr, 4);
+    std::memcpy(&b, s.ptr + n - 4, 4);
+    return ((a | b) & 0x80808080U) == 0;
 }
 
 // A plugin's text as the general path accepts it: plausible, valid UTF-8.
@@ -247,10 +249,7 @@ inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
     if (n - 8 <= 8) [[likely]] {  // 8 to 16 bytes, the commonest: not empty, so the pointer must be set
         if (n > max_len || s.ptr == nullptr)
             return false;
-        std::uint64_t a, b;
-        std::memcpy(&a, s.ptr, 8);
-        std::memcpy(&b, s.ptr + n - 8, 8);
-        return ((a | b) & 0x8080808080808080ULL) == 0 || valid_utf8(view(s));
+        return ascii_8_to_16(s.ptr, n) || valid_utf8(view(s));
     }
     return plausible(s, max_len) && (short_ascii(s) || valid_utf8(view(s)));
 }
@@ -507,27 +506,6 @@ std::uint32_t status_of(receive_errc e) noexcept
 // ---------------------------------------------------------------------------
 // local spans
 
-void detail::spin_mutex::lock_slow() noexcept
-{
-    unsigned spins = 0;
-    for (;;) {
-        while (locked_.load(std::memory_order_relaxed)) {
-            // The holder may have been preempted (more threads than cores):
-            // spin a little, then give the core away.
-            if (spins < 64) {
-                ++spins;
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-            } else {
-                std::this_thread::yield();
-            }
-        }
-        if (!locked_.exchange(true, std::memory_order_acquire))
-            return;
-    }
-}
-
 struct local_spans::table {
     // No index by handle: a contextual parent's id comes from the pipeline
     // (subscriber::plugin_span_id), checked here by has_handle.
@@ -619,7 +597,7 @@ struct local_spans::table {
 
 struct alignas(64) local_spans::shard {
     static constexpr std::size_t closed_ring = closed_memory / shard_count;
-    detail::spin_mutex mutex;
+    detail::spin_lock mutex;  // spin_lock.hpp: held for a few instructions of table work
     table t;
     // The shard's last closed spans: a ring of closed_ring entries, allocated
     // whole at the shard's first close, so a drop never allocates after that.

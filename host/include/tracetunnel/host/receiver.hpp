@@ -95,33 +95,6 @@ struct quotas {
     std::size_t error_log_size = 16;  // receive() keeps the last N error messages
 };
 
-namespace detail {
-
-// The lock of local_spans, taken on every enter, exit and drop for a few
-// instructions of table work: a flag, so a free lock costs one atomic
-// exchange and no call into the C library; a held one is spun on briefly,
-// then yielded to. Lockable, for std::lock_guard.
-class spin_mutex {
-public:
-    void lock() noexcept
-    {
-        if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]]
-            return;
-        lock_slow();
-    }
-    bool try_lock() noexcept
-    {
-        return !locked_.load(std::memory_order_relaxed) && !locked_.exchange(true, std::memory_order_acquire);
-    }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
-private:
-    void lock_slow() noexcept;
-    std::atomic<bool> locked_{false};
-};
-
-}  // namespace detail
-
 // The persisted state lives in state/ (tracetunnel/persisted.hpp); these
 // names keep the receiver's spelling.
 using persisted_span = tt::state::persisted_span;
@@ -283,8 +256,8 @@ private:
     // and SPAN_DROPPED of a live span, without the general path's decoding;
     // false (nothing changed): the general path decides and words errors.
     bool receive_fast(const tt_event& ev, std::uint64_t& answer);
-    // receive_fast's kinds other than NEW_EVENT (apart, so that an event's
-    // trip through receive_fast is a compare and a jump, without a frame).
+    // receive_fast's kinds other than NEW_EVENT, apart: receive_other calls
+    // it without the event's path.
     bool receive_span_op_fast(const tt_event& ev, std::uint64_t& answer);
     // One reference dropped; the last closes the span. False: not live.
     bool drop_span(std::uint64_t span_id);
@@ -335,8 +308,9 @@ private:
     std::size_t string_bytes_ = 0;
     std::size_t uncommitted_ = 0;  // live spans created since the last commit (span_rec::uncommitted)
     // Set under mutex_, or under one local_spans shard's lock alone by enter
-    // and exit; cleared by a commit, which holds mutex_ and every shard's lock. Set only when clear (mark_dirty):
-    // enter and exit on two threads would otherwise write its line each time.
+    // and exit; cleared by a commit, which holds mutex_ and every shard's
+    // lock. Set only when clear (mark_dirty): enter and exit on two threads
+    // would otherwise write its line each time.
     alignas(64) std::atomic<bool> dirty_{false};
     void mark_dirty() noexcept
     {
