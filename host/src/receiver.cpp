@@ -7,6 +7,7 @@
 #include <tracetunnel/abi_convert.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <new>
 #include <string_view>
@@ -809,6 +810,47 @@ void receiver::index_callsite_locked(callsite_entry& entry)
     index_tables_.push_back(std::move(next));
 }
 
+// Call sites by number (callsite_entry::number; 0 is none), in chunks that
+// never move: chunk k holds 64 << k entries. A number is given under mutex_
+// before the call site is published (index_, callsites_), and a span entry
+// gets it only after that, so whoever reads a span's number sees its chunk.
+struct receiver::site_list {
+    static constexpr unsigned first_bits = 6;
+    static constexpr std::size_t max_chunks = 40;
+    std::array<std::unique_ptr<const model::callsite*[]>, max_chunks> chunks;
+    std::uint32_t size = 1;  // number 0 is taken: no call site
+
+    static std::pair<unsigned, std::size_t> place(std::uint32_t n) noexcept
+    {
+        const std::uint64_t i = std::uint64_t{n} + (std::uint64_t{1} << first_bits);
+        const unsigned k = static_cast<unsigned>(std::bit_width(i)) - 1 - first_bits;
+        return {k, static_cast<std::size_t>(i - (std::uint64_t{1} << (first_bits + k)))};
+    }
+    const model::callsite* operator[](std::uint32_t n) const noexcept
+    {
+        const auto [k, at] = place(n);
+        return chunks[k][at];
+    }
+    // Room for one more number, so that number() cannot throw after the
+    // entry exists.
+    void make_number_room()
+    {
+        const auto [k, at] = place(size);
+        if (!chunks[k])
+            chunks[k] = std::make_unique<const model::callsite*[]>(std::size_t{1} << (first_bits + k));
+        (void)at;
+    }
+    // Gives `entry` its number, once; the caller made room (make_number_room).
+    void number(callsite_entry& entry) noexcept
+    {
+        if (entry.number != 0)
+            return;
+        const auto [k, at] = place(size);
+        chunks[k][at] = &entry.site;
+        entry.number = size++;
+    }
+};
+
 struct receiver::span_table {
     detail::keyed_table<detail::span_rec> spans;
     // Follows-from causes by span id: few spans have any.
@@ -816,36 +858,15 @@ struct receiver::span_table {
     // Call-site ids of restored spans whose call site is not known (their
     // site is null): rare, so not a member of every entry.
     std::unordered_map<std::uint64_t, std::uint64_t> unknown_sites;
-    // Call sites by span_rec::site (4 bytes in an entry where a pointer took
-    // 8): callsite_entry::number; 0 is no call site. Grows under the
-    // receiver's mutex, like callsites_, whose entries never move.
-    std::vector<const model::callsite*> sites{nullptr};
     // String bytes of the spans whose count does not fit span_rec::bytes.
     std::unordered_map<std::uint64_t, std::uint32_t> big;
 
     detail::span_rec* find(std::uint64_t id) noexcept { return spans.find(id); }
     bool has(std::uint64_t id) const noexcept { return spans.find(id) != nullptr; }
     std::size_t size() const noexcept { return spans.size(); }
-    const model::callsite* site_of(const detail::span_rec& e) const noexcept { return sites[e.site]; }
-    // Room for one more number, so that number() cannot throw after the
-    // entry exists. Grows by doubling: a reserve of size + 1 per call site
-    // copied the whole list at every registration.
-    void make_number_room()
+    std::uint64_t callsite_of(const site_list& sites, const detail::span_rec& e) const noexcept
     {
-        if (sites.size() == sites.capacity())
-            sites.reserve(std::max<std::size_t>(16, sites.size() * 2));
-    }
-    // Gives `entry` its number, once; the caller made room (make_number_room).
-    void number(callsite_entry& entry) noexcept
-    {
-        if (entry.number != 0)
-            return;
-        entry.number = static_cast<std::uint32_t>(sites.size());
-        sites.push_back(&entry.site);
-    }
-    std::uint64_t callsite_of(const detail::span_rec& e) const noexcept
-    {
-        if (const model::callsite* s = site_of(e))
+        if (const model::callsite* s = sites[e.site])
             return s->id;
         const auto it = unknown_sites.find(e.key);
         return it == unknown_sites.end() ? 0 : it->second;
@@ -914,6 +935,58 @@ struct receiver::span_table {
     }
 };
 
+struct alignas(64) receiver::span_shard {
+    detail::spin_lock mutex;  // held for a few instructions of table work
+    span_table t;
+    std::size_t uncommitted = 0;  // live spans created since the last commit (span_rec::uncommitted)
+};
+
+struct receiver::all_span_shards {
+    const receiver& r;
+    explicit all_span_shards(const receiver& owner) noexcept : r(owner)
+    {
+        for (std::size_t i = 0; i < span_shard_count; ++i)
+            r.span_shards_[i].mutex.lock();
+    }
+    ~all_span_shards()
+    {
+        for (std::size_t i = span_shard_count; i-- > 0;)
+            r.span_shards_[i].mutex.unlock();
+    }
+    all_span_shards(const all_span_shards&) = delete;
+    all_span_shards& operator=(const all_span_shards&) = delete;
+};
+
+receiver::span_shard& receiver::span_shard_of(std::uint64_t span_id) const noexcept
+{
+    // Ids are handed out in sequence: two threads' spans land in
+    // neighbouring shards, not the same one.
+    return span_shards_[span_id % span_shard_count];
+}
+
+// The live-span count and the string bytes a new span takes, held until the
+// span is in its shard (keep()) and given back otherwise.
+struct receiver::span_quota {
+    receiver& r;
+    bool live = false;
+    std::size_t bytes = 0;
+    explicit span_quota(receiver& owner) noexcept : r(owner) {}
+    span_quota(const span_quota&) = delete;
+    span_quota& operator=(const span_quota&) = delete;
+    ~span_quota()
+    {
+        if (live)
+            r.live_.fetch_sub(1, std::memory_order_relaxed);
+        if (bytes != 0)
+            r.string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+    }
+    void keep() noexcept
+    {
+        live = false;
+        bytes = 0;
+    }
+};
+
 receiver::callsite_entry* receiver::find_callsite_fast(std::uint64_t id) const noexcept
 {
     const callsite_index* t = index_.load(std::memory_order_acquire);
@@ -931,28 +1004,41 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
 {
     if (!local_)
         local_ = std::make_shared<local_spans>(pipeline);
-    spans_ = std::make_unique<span_table>();
+    sites_ = std::make_unique<site_list>();
+    sites_->make_number_room();  // number 0 (no call site) is read like any other
+    span_shards_ = std::make_unique<span_shard[]>(span_shard_count);
+    // No other thread knows this receiver yet: no locks below.
+    std::size_t string_bytes = 0;
     for (auto& cs : restored.metadata) {
-        spans_->make_number_room();
+        sites_->make_number_room();
         auto [it, inserted] = callsites_.try_emplace(cs.id);
         if (!inserted)
             continue;
-        spans_->number(it->second);
+        sites_->number(it->second);
         it->second.site = std::move(cs);
         it->second.bytes = callsite_bytes(it->second.site);
-        string_bytes_ += it->second.bytes;
+        string_bytes += it->second.bytes;
         if (it->second.site.id != 0)
             index_callsite_locked(it->second);
     }
-    next_id_ = std::max<std::uint64_t>(restored.spans.next_id, 1);
-    spans_->spans.reserve(restored.spans.spans.size());
+    std::uint64_t next_id = std::max<std::uint64_t>(restored.spans.next_id, 1);
+    {
+        std::array<std::size_t, span_shard_count> per_shard{};
+        for (const auto& ps : restored.spans.spans)
+            ++per_shard[ps.id % span_shard_count];
+        for (std::size_t i = 0; i < span_shard_count; ++i)
+            span_shards_[i].t.spans.reserve(per_shard[i]);
+    }
     const callsite_entry* site_entry = nullptr;  // the last span's: spans of one call site often come together
+    std::size_t live = 0;
     for (auto& ps : restored.spans.spans) {
         if (ps.id == 0 || (ps.id & top_bit) != 0)
             continue;
-        detail::span_rec* const e = spans_->spans.add_new(ps.id);
+        span_table& st = span_shard_of(ps.id).t;
+        detail::span_rec* const e = st.spans.add_new(ps.id);
         if (e == nullptr)  // the first of an id wins
             continue;
+        ++live;
         if (site_entry == nullptr || site_entry->site.id != ps.callsite_id) {
             auto cit = callsites_.find(ps.callsite_id);
             site_entry = cit == callsites_.end() ? nullptr : &cit->second;
@@ -961,49 +1047,54 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         std::size_t bytes = 0;
         e->values.assign(from_persisted(persist_scratch, site, ps.values, bytes));
         if (site == nullptr)
-            spans_->unknown_sites[ps.id] = ps.callsite_id;
+            st.unknown_sites[ps.id] = ps.callsite_id;
         e->parent_id = ps.parent_id;
         // Kept in 32 bits: a file's bigger count (2^32 handles) is not a real one.
         e->ref_count = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(ps.ref_count, 1, max_ref_count));
         e->set_start(ps.start);
         bytes = std::min(bytes, max_span_bytes);
-        spans_->make_room(ps.id, bytes);
-        spans_->set_bytes(*e, bytes);
+        st.make_room(ps.id, bytes);
+        st.set_bytes(*e, bytes);
         e->site = site_entry != nullptr ? site_entry->number : 0;
         e->depth = 0;  // not known yet (below)
         if (!ps.follows_from.empty())
-            spans_->follows[ps.id] = ps.follows_from.to_vector();
-        string_bytes_ += bytes;
-        next_id_ = std::max(next_id_, ps.id + 1);
+            st.follows[ps.id] = ps.follows_from.to_vector();
+        string_bytes += bytes;
+        next_id = std::max(next_id, ps.id + 1);
     }
+    next_id_.store(next_id & ~top_bit, std::memory_order_relaxed);
+    live_.store(live, std::memory_order_relaxed);
+    string_bytes_.store(string_bytes, std::memory_order_relaxed);
     // Nesting depths of the restored spans, walking up iteratively (a chain
     // may be long; a parent that is gone ends it). Depth 0 = not known yet,
     // on_chain = on the chain being walked (met again: a cycle, which ends it).
     {
         constexpr std::uint32_t on_chain = detail::span_rec::max_depth + 1;
         std::vector<detail::span_rec*> chain;
-        const std::size_t total = spans_->size();
-        spans_->spans.for_each([&](detail::span_rec& first, std::uint32_t) {
-            if (first.depth != 0)
-                return;
-            chain.clear();
-            detail::span_rec* it = &first;
-            std::uint32_t base = 0;
-            while (chain.size() <= total) {
-                if (it->depth != 0) {
-                    base = it->depth == on_chain ? 1 : it->depth;
-                    break;
+        const std::size_t total = live;
+        for (std::size_t i = 0; i < span_shard_count; ++i) {
+            span_shards_[i].t.spans.for_each([&](detail::span_rec& first, std::uint32_t) {
+                if (first.depth != 0)
+                    return;
+                chain.clear();
+                detail::span_rec* it = &first;
+                std::uint32_t base = 0;
+                while (chain.size() <= total) {
+                    if (it->depth != 0) {
+                        base = it->depth == on_chain ? 1 : it->depth;
+                        break;
+                    }
+                    chain.push_back(it);
+                    it->depth = on_chain;
+                    if (it->parent_id == 0 || (it = span_shard_of(it->parent_id).t.find(it->parent_id)) == nullptr)
+                        break;
                 }
-                chain.push_back(it);
-                it->depth = on_chain;
-                if (it->parent_id == 0 || (it = spans_->find(it->parent_id)) == nullptr)
-                    break;
-            }
-            // A chain deeper than a receiver makes (an older file's) stops
-            // counting at the limit: its spans get no deeper children.
-            for (auto c = chain.rbegin(); c != chain.rend(); ++c)
-                (*c)->depth = base = std::min(base + 1, detail::span_rec::max_depth);
-        });
+                // A chain deeper than a receiver makes (an older file's) stops
+                // counting at the limit: its spans get no deeper children.
+                for (auto c = chain.rbegin(); c != chain.rend(); ++c)
+                    (*c)->depth = base = std::min(base + 1, detail::span_rec::max_depth);
+            });
+        }
     }
     // Local handles of spans the restored state does not have (an older
     // commit than the handles): nobody will continue them.
@@ -1013,7 +1104,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         locked.for_each_table([&](local_spans::table& lt) {
             std::vector<std::uint64_t> gone;
             lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
-                if (!spans_->has(e.key)) {
+                if (!span_shard_of(e.key).t.has(e.key)) {
                     gone.push_back(e.key);
                     stale.emplace_back(e.handle, lt.take_entered(e));
                 }
@@ -1053,6 +1144,7 @@ void receiver::rollback() noexcept
         std::lock_guard lock(mutex_);
         if (!dirty_.load(std::memory_order_relaxed))
             return;
+        const all_span_shards spans_locked(*this);
         const local_spans::all_locked locked(*local_);
         locked.for_each_table([&](local_spans::table& lt) {
             lt.spans.for_each([&](detail::local_rec& e, std::uint32_t) {
@@ -1066,25 +1158,31 @@ void receiver::rollback() noexcept
                 lt.drop_entered(e);
             });
         });
-        if (uncommitted_ != 0) {
-            std::vector<std::uint64_t> ids;
-            ids.reserve(uncommitted_);
-            spans_->spans.for_each([&](detail::span_rec& e, std::uint32_t) {
+        std::vector<std::uint64_t> ids;
+        for (std::size_t i = 0; i < span_shard_count; ++i) {
+            span_shard& sh = span_shards_[i];
+            if (sh.uncommitted == 0)
+                continue;
+            ids.reserve(ids.size() + sh.uncommitted);
+            sh.t.spans.for_each([&](detail::span_rec& e, std::uint32_t) {
                 if (e.uncommitted)
                     ids.push_back(e.key);
             });
-            // Closed in id order, which is creation order but for replayed ids.
-            std::sort(ids.begin(), ids.end());
-            for (std::uint64_t id : ids) {
-                spans_->erase(id);
-                auto& lt = local_->shard_of(id).t;
-                const auto* e = lt.spans.find(id);
-                if (e == nullptr)
-                    continue;
-                closes.push_back(e->handle);
-                lt.erase(id);
-            }
-            uncommitted_ = 0;
+            sh.uncommitted = 0;
+        }
+        // Closed in id order, which is creation order but for replayed ids.
+        std::sort(ids.begin(), ids.end());
+        for (std::uint64_t id : ids) {
+            span_table& st = span_shard_of(id).t;
+            string_bytes_.fetch_sub(st.bytes_of(*st.find(id)), std::memory_order_relaxed);
+            live_.fetch_sub(1, std::memory_order_relaxed);
+            st.erase(id);
+            auto& lt = local_->shard_of(id).t;
+            const auto* e = lt.spans.find(id);
+            if (e == nullptr)
+                continue;
+            closes.push_back(e->handle);
+            lt.erase(id);
         }
         dirty_.store(false, std::memory_order_relaxed);
     }
@@ -1258,23 +1356,23 @@ receive_result receiver::try_receive(const tt_event& ev)
         // The call site that names the values. Entries are never erased and
         // never changed, so the pointer stays good after the lock.
         const model::callsite* cs = nullptr;
-        {
+        if (ev.kind == TT_EVENT_VALUES_RECORDED) {
+            span_shard& sh = span_shard_of(ev.span_id);
+            std::lock_guard lock(sh.mutex);
+            const auto* it = sh.t.find(ev.span_id);
+            if (it == nullptr)
+                return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(ev.span_id));
+            cs = (*sites_)[it->site];
+            if (cs == nullptr)
+                return fail(receive_errc::unknown_callsite, "span " + id_text(ev.span_id) + " has call site " +
+                                                                id_text(sh.t.callsite_of(*sites_, *it)) +
+                                                                ", which is not known");
+        } else {
             std::lock_guard lock(mutex_);
-            if (ev.kind == TT_EVENT_VALUES_RECORDED) {
-                const auto* it = spans_->find(ev.span_id);
-                if (it == nullptr)
-                    return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(ev.span_id));
-                cs = spans_->site_of(*it);
-                if (cs == nullptr)
-                    return fail(receive_errc::unknown_callsite, "span " + id_text(ev.span_id) +
-                                                                    " has call site " + id_text(spans_->callsite_of(*it)) +
-                                                                    ", which is not known");
-            } else {
-                auto it = callsites_.find(ev.callsite_id);
-                if (it == callsites_.end())
-                    return fail(receive_errc::unknown_callsite, "unknown call site " + id_text(ev.callsite_id));
-                cs = &it->second.site;
-            }
+            auto it = callsites_.find(ev.callsite_id);
+            if (it == callsites_.end())
+                return fail(receive_errc::unknown_callsite, "unknown call site " + id_text(ev.callsite_id));
+            cs = &it->second.site;
         }
         for (std::uint32_t i = 0; i < ev.value_count; ++i)
             if (std::string why = value_over_limit(ev.values[i], limits_); !why.empty())
@@ -1437,36 +1535,69 @@ std::uint64_t receiver::receive_event(const tt_event& ev) noexcept
 // error messages, in one pass under the locks. Only for call sites the
 // pipeline always wants: a filtered span's order of checks (quotas before
 // the filter) stays the general path's.
-std::optional<receive_result> receiver::reserve_span_locked(std::size_t quota_bytes, std::size_t span_bytes,
-                                                            std::uint64_t plugin_parent, std::uint64_t proposed,
-                                                            std::uint64_t& id, std::uint32_t& depth)
+std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::size_t quota_bytes,
+                                                     std::size_t span_bytes, std::uint64_t plugin_parent,
+                                                     std::uint64_t proposed, std::uint64_t& id, std::uint32_t& depth,
+                                                     span_shard*& shard)
 {
-    if (spans_->size() >= limits_.max_live_spans)
+    // Taken first and given back on refusal (span_quota), so that two
+    // threads cannot both pass a check and then both take the last of it.
+    if (live_.fetch_add(1, std::memory_order_relaxed) >= limits_.max_live_spans) {
+        live_.fetch_sub(1, std::memory_order_relaxed);
         return fail(receive_errc::quota_exceeded,
                     "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-    if (string_bytes_ + quota_bytes > limits_.max_string_bytes || span_bytes > max_span_bytes)
+    }
+    quota.live = true;
+    const std::size_t before = string_bytes_.fetch_add(quota_bytes, std::memory_order_relaxed);
+    quota.bytes = quota_bytes;
+    if (before + quota_bytes > limits_.max_string_bytes || span_bytes > max_span_bytes)
         return fail(receive_errc::quota_exceeded,
                     "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+    // Checked with the values as sent, kept as merged (no larger).
+    if (span_bytes < quota_bytes) {
+        string_bytes_.fetch_sub(quota_bytes - span_bytes, std::memory_order_relaxed);
+        quota.bytes = span_bytes;
+    }
     depth = 1;
-    if (plugin_parent != 0)
-        if (const auto* p = spans_->find(plugin_parent))
+    if (plugin_parent != 0) {
+        span_shard& ps = span_shard_of(plugin_parent);
+        std::lock_guard lock(ps.mutex);
+        if (const auto* p = ps.t.find(plugin_parent))
             depth = static_cast<std::uint32_t>(p->depth) + 1;
+    }
     const std::size_t max_depth = std::min<std::size_t>(limits_.max_span_depth, detail::span_rec::max_depth);
     if (depth > max_depth)
         return fail(receive_errc::quota_exceeded, "span nesting depth limit of " +
                                                       std::to_string(max_depth) + " reached (parent " +
                                                       id_text(plugin_parent) + ")");
-    if (proposed != 0 && (proposed & top_bit) == 0 && !spans_->has(proposed)) {
-        id = proposed;
-    } else {
-        while (spans_->has(next_id_))
-            next_id_ = (next_id_ + 1) & ~top_bit;
-        id = next_id_;
+    if (proposed != 0 && (proposed & top_bit) == 0) {
+        span_shard& s = span_shard_of(proposed);
+        s.mutex.lock();
+        if (!s.t.has(proposed)) {
+            id = proposed;
+            shard = &s;
+            // Later ids go past a replayed one, as they did past the ones before it.
+            std::uint64_t cur = next_id_.load(std::memory_order_relaxed);
+            while (cur <= proposed && !next_id_.compare_exchange_weak(cur, proposed + 1, std::memory_order_relaxed)) {
+            }
+            return std::nullopt;
+        }
+        s.mutex.unlock();
     }
-    next_id_ = std::max(next_id_, id + 1) & ~top_bit;
-    if (next_id_ == 0)
-        next_id_ = 1;
-    return std::nullopt;
+    // The next id no live span has (a replayed or restored one may).
+    for (;;) {
+        const std::uint64_t n = next_id_.fetch_add(1, std::memory_order_relaxed) & ~top_bit;
+        if (n == 0)
+            continue;
+        span_shard& s = span_shard_of(n);
+        s.mutex.lock();
+        if (!s.t.has(n)) {
+            id = n;
+            shard = &s;
+            return std::nullopt;
+        }
+        s.mutex.unlock();
+    }
 }
 
 std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
@@ -1515,26 +1646,28 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     const span_handle parent = ev.parent == TT_PARENT_ROOT ? 0 : pipeline_->current_span();
     const std::uint64_t parent_said = parent != 0 ? pipeline_->plugin_span_id(parent) : 0;
     std::uint64_t plugin_parent = 0;
+    if (parent_said != 0) {
+        auto& sh = local_->shard_of(parent_said);
+        std::lock_guard llock(sh.mutex);
+        plugin_parent = sh.t.id_if_handle(parent_said, parent);
+    }
+    span_quota quota(*this);
     std::uint64_t id = 0;
+    std::uint32_t depth = 1;
+    span_shard* shard = nullptr;
+    if (auto refused = reserve_span(quota, bytes, bytes, plugin_parent, 0, id, depth, shard))
+        return refused;
     {
-        std::lock_guard lock(mutex_);
-        if (parent_said != 0) {
-            auto& sh = local_->shard_of(parent_said);
-            std::lock_guard llock(sh.mutex);
-            plugin_parent = sh.t.id_if_handle(parent_said, parent);
-        }
-        std::uint32_t depth = 1;
-        if (auto refused = reserve_span_locked(bytes, bytes, plugin_parent, 0, id, depth))
-            return refused;
-        detail::span_rec* const e = &spans_->add(uncommitted_, id, depth, bytes);
+        std::lock_guard lock(shard->mutex, std::adopt_lock);
+        detail::span_rec* const e = &shard->t.add(shard->uncommitted, id, depth, bytes);
         e->parent_id = plugin_parent;
         e->site = entry->number;
         e->set_start(now);
         e->ref_count = 1;
         e->values = std::move(values);
-        string_bytes_ += bytes;
         mark_dirty();
     }
+    quota.keep();
     count_hit(entry->hits);
     span_attrs attrs;
     attrs.site = &site;
@@ -1633,24 +1766,23 @@ span_handle receiver::materialize(std::uint64_t span_id)
     std::lock_guard mlock(materialize_mutex_);
     model::field_values values;
     span_attrs attrs;
+    if (const span_handle known = local_->handle_of(span_id); known != 0)
+        return known;  // made meanwhile on another thread
+    std::uint64_t parent_id = 0;
     {
-        std::lock_guard lock(mutex_);
-        {
-            auto& sh = local_->shard_of(span_id);
-            std::lock_guard llock(sh.mutex);
-            if (const auto* e = sh.t.spans.find(span_id))
-                return e->handle;
-        }
-        const auto* it = spans_->find(span_id);
-        if (it == nullptr || spans_->site_of(*it) == nullptr)
+        span_shard& sh = span_shard_of(span_id);
+        std::lock_guard lock(sh.mutex);
+        const auto* it = sh.t.find(span_id);
+        const model::callsite* const site = it == nullptr ? nullptr : (*sites_)[it->site];
+        if (site == nullptr)
             return 0;
-        values = unpack(*it, spans_->site_of(*it));
-        attrs.site = spans_->site_of(*it);
+        values = unpack(*it, site);
+        attrs.site = site;
         attrs.time = it->start();
-        // The parent's shard apart: one shard's lock at a time.
-        if (it->parent_id != 0)
-            attrs.parent = local_->handle_of(it->parent_id);
+        parent_id = it->parent_id;
     }
+    if (parent_id != 0)
+        attrs.parent = local_->handle_of(parent_id);
     const auto refs = refs_of(values);
     attrs.plugin = lineage_;
     attrs.values = refs;
@@ -1660,13 +1792,14 @@ span_handle receiver::materialize(std::uint64_t span_id)
     const span_handle h = pipeline_->new_span(attrs);
     bool gone = false;
     {
-        std::lock_guard lock(mutex_);
-        if (!spans_->has(span_id)) {
+        span_shard& sh = span_shard_of(span_id);
+        std::lock_guard lock(sh.mutex);
+        if (!sh.t.has(span_id)) {
             gone = true;  // dropped meanwhile on another thread
         } else {
-            auto& sh = local_->shard_of(span_id);
-            std::lock_guard llock(sh.mutex);
-            sh.t.set_handle(span_id, h);
+            auto& lsh = local_->shard_of(span_id);
+            std::lock_guard llock(lsh.mutex);
+            lsh.t.set_handle(span_id, h);
         }
     }
     if (gone) {
@@ -1701,17 +1834,19 @@ bool receiver::drop_span(std::uint64_t span_id)
 {
     span_handle h = 0;
     detail::entered_set still_entered;
+    std::size_t bytes = 0;
     {
-        std::lock_guard lock(mutex_);
-        auto* it = spans_->find(span_id);
+        span_shard& ssh = span_shard_of(span_id);
+        std::lock_guard lock(ssh.mutex);
+        auto* it = ssh.t.find(span_id);
         if (it == nullptr)
             return false;
         mark_dirty();
         if (--it->ref_count > 0)
             return true;
-        string_bytes_ -= spans_->bytes_of(*it);
-        uncommitted_ -= it->uncommitted;
-        spans_->erase(span_id);
+        bytes = ssh.t.bytes_of(*it);
+        ssh.uncommitted -= it->uncommitted;
+        ssh.t.erase(span_id);
         auto& sh = local_->shard_of(span_id);
         std::lock_guard llock(sh.mutex);
         auto& lt = sh.t;
@@ -1722,6 +1857,8 @@ bool receiver::drop_span(std::uint64_t span_id)
             sh.remember_closed(span_id, h);
         }
     }
+    live_.fetch_sub(1, std::memory_order_relaxed);
+    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
     if (h != 0) {
         still_entered.for_each([&](std::thread::id thread, std::uint32_t n) {
             for (std::uint32_t k = 0; k < n; ++k)
@@ -1754,18 +1891,34 @@ receive_result receiver::apply(op& o)
                     return fail(receive_errc::quota_exceeded,
                                 "call-site quota of " + std::to_string(limits_.max_callsites) + " reached");
                 const std::size_t bytes = callsite_bytes(cs);
-                if (string_bytes_ + bytes > limits_.max_string_bytes)
+                if (string_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes > limits_.max_string_bytes) {
+                    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
                     return fail(receive_errc::quota_exceeded,
                                 "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
-                spans_->make_number_room();
-                auto [nit, inserted] = callsites_.try_emplace(cs.id);
-                (void)inserted;
-                spans_->number(nit->second);
-                nit->second.site = cs;
-                nit->second.bytes = bytes;
-                string_bytes_ += bytes;
+                }
+                // Nothing of it stays if any step throws (memory).
+                try {
+                    sites_->make_number_room();
+                } catch (...) {
+                    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+                    throw;
+                }
+                auto nit = callsites_.end();
+                try {
+                    nit = callsites_.try_emplace(cs.id).first;
+                    nit->second.site = cs;
+                    nit->second.bytes = bytes;
+                    // Numbered before it is published: the fast paths read the number.
+                    sites_->number(nit->second);
+                    index_callsite_locked(nit->second);
+                } catch (...) {
+                    // A number given here stays unused: no span can have it.
+                    if (nit != callsites_.end())
+                        callsites_.erase(nit);
+                    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+                    throw;
+                }
                 entry = &nit->second;
-                index_callsite_locked(*entry);
             }
         }
         const interest i = pipeline_->interest_in(entry->site);
@@ -1793,16 +1946,17 @@ receive_result receiver::apply(op& o)
             if (const std::string* bad = undeclared_field(entry->site, o.values))
                 return fail(receive_errc::unknown_field,
                             "value for field '" + *bad + "', which call site '" + entry->site.name + "' does not declare");
-            if (o.parent == TT_PARENT_EXPLICIT && !spans_->has(o.related))
-                return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
-            if (is_span) {
-                if (spans_->size() >= limits_.max_live_spans)
-                    return fail(receive_errc::quota_exceeded,
-                                "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-                if (string_bytes_ + fields_bytes(o.values) > limits_.max_string_bytes)
-                    return fail(receive_errc::quota_exceeded,
-                                "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
-            }
+        }
+        if (o.parent == TT_PARENT_EXPLICIT && !span_is_live(o.related))
+            return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
+        // Checked before the filter, as they always were; taken for real below.
+        if (is_span) {
+            if (live_.load(std::memory_order_relaxed) >= limits_.max_live_spans)
+                return fail(receive_errc::quota_exceeded,
+                            "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
+            if (string_bytes_.load(std::memory_order_relaxed) + fields_bytes(o.values) > limits_.max_string_bytes)
+                return fail(receive_errc::quota_exceeded,
+                            "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
         }
         const model::callsite* site = &entry->site;
         const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
@@ -1832,28 +1986,30 @@ receive_result receiver::apply(op& o)
         const auto now = clock::now();  // a span's start is persisted: always taken
         std::uint64_t id = 0;
         {
-            std::lock_guard lock(mutex_);
             // Re-check what another thread may have changed meanwhile.
-            if (o.parent == TT_PARENT_EXPLICIT && !spans_->has(o.related))
+            if (o.parent == TT_PARENT_EXPLICIT && !span_is_live(o.related))
                 return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
             model::field_values merged;
             merged.reserve(o.values.size());
             merge_values(merged, o.values);
             const std::size_t bytes = fields_bytes(merged);
-            std::uint32_t depth = 1;
-            if (auto refused = reserve_span_locked(fields_bytes(o.values), bytes, plugin_parent,
-                                                   o.propose_id ? o.span_id : 0, id, depth))
-                return *refused;
             detail::value_blob values;
             values.assign(pack(blob_scratch, site, merged));
-            detail::span_rec* const e = &spans_->add(uncommitted_, id, depth, bytes);
+            span_quota quota(*this);
+            std::uint32_t depth = 1;
+            span_shard* shard = nullptr;
+            if (auto refused = reserve_span(quota, fields_bytes(o.values), bytes, plugin_parent,
+                                            o.propose_id ? o.span_id : 0, id, depth, shard))
+                return *refused;
+            std::lock_guard lock(shard->mutex, std::adopt_lock);
+            detail::span_rec* const e = &shard->t.add(shard->uncommitted, id, depth, bytes);
             e->parent_id = plugin_parent;
             e->values = std::move(values);
             e->ref_count = 1;
             e->set_start(now);
             e->site = entry->number;
-            string_bytes_ += bytes;
             mark_dirty();
+            quota.keep();
         }
         const auto refs = refs_of(o.values);
         span_attrs attrs;
@@ -1877,17 +2033,23 @@ receive_result receiver::apply(op& o)
         span_handle cause_handle = 0;
         bool cause_live = false;
         {
-            std::lock_guard lock(mutex_);
-            if (!spans_->has(o.span_id))
+            span_shard& sh = span_shard_of(o.span_id);
+            std::lock_guard lock(sh.mutex);
+            if (!sh.t.has(o.span_id))
                 return fail(receive_errc::unknown_span, "follows-from on unknown span " + id_text(o.span_id));
             if (o.related == 0 || (o.related & top_bit) != 0)
                 return fail(receive_errc::unknown_span, "follows-from cause " + id_text(o.related) + " is not a span id");
-            auto& ff = spans_->follows[o.span_id];
+            auto& ff = sh.t.follows[o.span_id];
             if (std::find(ff.begin(), ff.end(), o.related) == ff.end()) {
                 ff.push_back(o.related);
                 mark_dirty();
             }
-            cause_live = spans_->has(o.related);
+        }
+        // The cause's shard apart: one span shard's lock at a time.
+        {
+            span_shard& sh = span_shard_of(o.related);
+            std::lock_guard lock(sh.mutex);
+            cause_live = sh.t.has(o.related);
             if (!cause_live) {
                 auto& sh = local_->shard_of(o.related);
                 std::lock_guard llock(sh.mutex);
@@ -1921,17 +2083,15 @@ receive_result receiver::apply(op& o)
             pipeline_->enter(known);
             return std::uint64_t{TT_STATUS_OK};
         }
-        {
-            std::lock_guard lock(mutex_);
-            if (!spans_->has(o.span_id))
-                return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
-        }
+        if (!span_is_live(o.span_id))
+            return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
         const span_handle h = materialize(o.span_id);
         if (h == 0)
             return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has no known call site");
         {
-            std::lock_guard lock(mutex_);
-            if (!spans_->has(o.span_id))
+            span_shard& ssh = span_shard_of(o.span_id);
+            std::lock_guard lock(ssh.mutex);
+            if (!ssh.t.has(o.span_id))
                 return fail(receive_errc::unknown_span, "enter of unknown span " + id_text(o.span_id));
             auto& sh = local_->shard_of(o.span_id);
             std::lock_guard llock(sh.mutex);
@@ -1968,19 +2128,17 @@ receive_result receiver::apply(op& o)
                 }
             }
         }
-        if (!local) {
-            std::lock_guard lock(mutex_);
-            if (!spans_->has(o.span_id))
-                return fail(receive_errc::unknown_span, "exit of unknown span " + id_text(o.span_id));
-        }
+        if (!local && !span_is_live(o.span_id))
+            return fail(receive_errc::unknown_span, "exit of unknown span " + id_text(o.span_id));
         if (h != 0)
             pipeline_->exit(h);
         return std::uint64_t{TT_STATUS_OK};
     }
 
     case TT_EVENT_SPAN_CLONED: {
-        std::lock_guard lock(mutex_);
-        auto* it = spans_->find(o.span_id);
+        span_shard& sh = span_shard_of(o.span_id);
+        std::lock_guard lock(sh.mutex);
+        auto* it = sh.t.find(o.span_id);
         if (it == nullptr)
             return fail(receive_errc::unknown_span, "clone of unknown span " + id_text(o.span_id));
         if (it->ref_count == max_ref_count)
@@ -1999,31 +2157,35 @@ receive_result receiver::apply(op& o)
     case TT_EVENT_VALUES_RECORDED: {
         span_handle h = 0;
         {
-            std::lock_guard lock(mutex_);
-            auto* it = spans_->find(o.span_id);
+            span_shard& sh = span_shard_of(o.span_id);
+            std::lock_guard lock(sh.mutex);
+            auto* it = sh.t.find(o.span_id);
             if (it == nullptr)
                 return fail(receive_errc::unknown_span, "values recorded on unknown span " + id_text(o.span_id));
-            const model::callsite* const site = spans_->site_of(*it);
+            const model::callsite* const site = (*sites_)[it->site];
             if (site == nullptr)
                 return fail(receive_errc::unknown_callsite, "span " + id_text(o.span_id) + " has call site " +
-                                                                id_text(spans_->callsite_of(*it)) + ", which is not known");
+                                                                id_text(sh.t.callsite_of(*sites_, *it)) +
+                                                                ", which is not known");
             if (const std::string* bad = undeclared_field(*site, o.values))
                 return fail(receive_errc::unknown_field, "value for field '" + *bad + "', which call site '" +
                                                              site->name + "' does not declare");
             model::field_values current = unpack(*it, site);
             const std::ptrdiff_t delta = merge_delta(current, o.values);
-            if (delta > 0 && string_bytes_ + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
+            if (delta > 0 &&
+                string_bytes_.load(std::memory_order_relaxed) + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
             const std::ptrdiff_t real = merge_values(current, o.values);
-            const auto bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(spans_->bytes_of(*it)) + real);
+            const auto bytes = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(sh.t.bytes_of(*it)) + real);
             if (bytes > max_span_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
-            spans_->make_room(o.span_id, bytes);
+            sh.t.make_room(o.span_id, bytes);
             it->values.assign(pack(blob_scratch, site, current));
-            spans_->set_bytes(*it, bytes);
-            string_bytes_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(string_bytes_) + real);
+            sh.t.set_bytes(*it, bytes);
+            // A signed change: fetch_add of its two's complement when it shrinks.
+            string_bytes_.fetch_add(static_cast<std::size_t>(real), std::memory_order_relaxed);
             mark_dirty();
             // A span without a pipeline span yet (host restart) gets its
             // values when it is created.
@@ -2057,55 +2219,70 @@ persisted_metadata receiver::persist_metadata() const
     return out;
 }
 
+// Under every span shard's lock. The spans go out in id order: each shard's
+// in its slot order when that is already id order (ids ascend, freed slots
+// are reused), else sorted, and the shards merged.
 void receiver::fill_snapshot(persisted_spans& out) const
 {
-    out.next_id = next_id_;
-    out.spans.reserve(out.spans.size() + spans_->size());
-    auto put = [&](const detail::span_rec& e) {
+    out.next_id = next_id_.load(std::memory_order_relaxed) & ~top_bit;
+    if (out.next_id == 0)
+        out.next_id = 1;
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < span_shard_count; ++i)
+        total += span_shards_[i].t.size();
+    out.spans.reserve(out.spans.size() + total);
+    auto put = [&](const span_table& st, const detail::span_rec& e) {
         auto& ps = out.spans.emplace_back();
         ps.id = e.key;
-        ps.callsite_id = spans_->callsite_of(e);
+        ps.callsite_id = st.callsite_of(*sites_, e);
         ps.parent_id = e.parent_id;
-        to_persisted(e, spans_->site_of(e), persist_scratch, ps.values);
+        to_persisted(e, (*sites_)[e.site], persist_scratch, ps.values);
         ps.ref_count = e.ref_count;
         ps.start = e.start();
-        if (!spans_->follows.empty())
-            if (auto ff = spans_->follows.find(e.key); ff != spans_->follows.end())
+        if (!st.follows.empty())
+            if (auto ff = st.follows.find(e.key); ff != st.follows.end())
                 ps.follows_from = ff->second;
     };
-    const auto& table = std::as_const(spans_->spans);
-    // Slots are usually in id order already (ids ascend, freed slots are
-    // reused): then the spans go out in slot order, without an order vector.
-    bool sorted = true;
-    std::uint64_t last = 0;
-    table.for_each([&](const detail::span_rec& e) {
-        sorted = sorted && e.key > last;
-        last = e.key;
-    });
-    if (sorted) {
-        table.for_each(put);
-        return;
+    // (id, slot) of each shard, in id order.
+    std::array<std::vector<std::pair<std::uint64_t, std::uint32_t>>, span_shard_count> order;
+    for (std::size_t i = 0; i < span_shard_count; ++i) {
+        auto& o = order[i];
+        o.reserve(span_shards_[i].t.size());
+        bool sorted = true;
+        span_shards_[i].t.spans.for_each([&](const detail::span_rec& e, std::uint32_t slot) {
+            sorted = sorted && (o.empty() || e.key > o.back().first);
+            o.emplace_back(e.key, slot);
+        });
+        if (!sorted)
+            std::sort(o.begin(), o.end());
     }
-    // Otherwise sort (id, slot) pairs, not the spans (80 bytes each).
-    std::vector<std::pair<std::uint64_t, std::uint32_t>> order;
-    order.reserve(spans_->size());
-    spans_->spans.for_each([&](detail::span_rec& e, std::uint32_t slot) { order.emplace_back(e.key, slot); });
-    std::sort(order.begin(), order.end());
-    for (const auto& [id, slot] : order)
-        put(table.at(slot));
+    std::array<std::size_t, span_shard_count> next{};
+    for (std::size_t n = 0; n < total; ++n) {
+        std::size_t best = span_shard_count;
+        for (std::size_t i = 0; i < span_shard_count; ++i)
+            if (next[i] < order[i].size() &&
+                (best == span_shard_count || order[i][next[i]].first < order[best][next[best]].first))
+                best = i;
+        const span_table& st = span_shards_[best].t;
+        put(st, std::as_const(st.spans).at(order[best][next[best]++].second));
+    }
 }
 
 persisted_spans receiver::persist()
 {
     persisted_spans out;
     std::lock_guard lock(mutex_);
+    const all_span_shards spans_locked(*this);
     fill_snapshot(out);
     // Only once the snapshot is taken (it may throw): then nothing is committed.
-    if (uncommitted_ != 0) {
-        spans_->spans.for_each([](detail::span_rec& e, std::uint32_t) { e.uncommitted = 0; });
-        uncommitted_ = 0;
+    for (std::size_t i = 0; i < span_shard_count; ++i) {
+        span_shard& sh = span_shards_[i];
+        if (sh.uncommitted != 0) {
+            sh.t.spans.for_each([](detail::span_rec& e, std::uint32_t) { e.uncommitted = 0; });
+            sh.uncommitted = 0;
+        }
     }
-    const local_spans::all_locked locked(*local_);  // enter and exit set dirty_ under a shard's lock alone
+    const local_spans::all_locked locked(*local_);  // enter and exit set dirty_ under a local shard's lock alone
     dirty_.store(false, std::memory_order_relaxed);
     return out;
 }
@@ -2114,8 +2291,16 @@ persisted_spans receiver::snapshot() const
 {
     persisted_spans out;
     std::lock_guard lock(mutex_);
+    const all_span_shards spans_locked(*this);
     fill_snapshot(out);
     return out;
+}
+
+bool receiver::span_is_live(std::uint64_t span_id) const noexcept
+{
+    span_shard& sh = span_shard_of(span_id);
+    std::lock_guard lock(sh.mutex);
+    return sh.t.has(span_id);
 }
 
 void receiver::refresh_interest() noexcept
@@ -2170,10 +2355,10 @@ receiver_stats receiver::stats() const
     for (std::size_t i = 0; i < s.errors.size(); ++i)
         s.errors[i] = error_counts_[i].load(std::memory_order_relaxed);
     s.filtered = filtered_.load(std::memory_order_relaxed);
+    s.live_spans = live_.load(std::memory_order_relaxed);
+    s.string_bytes = string_bytes_.load(std::memory_order_relaxed);
     std::lock_guard lock(mutex_);
     s.callsites = callsites_.size();
-    s.live_spans = spans_->size();
-    s.string_bytes = string_bytes_;
     return s;
 }
 

@@ -957,6 +957,153 @@ TEST_CASE("four threads emit into one receiver")
     CHECK(cap.anomalies().empty());
 }
 
+TEST_CASE("threads racing for the last live spans: the quota holds exactly, every id is given once")
+{
+    // The span table is in shards with no common lock: the quotas are taken
+    // by atomic adds, which this checks under contention.
+    host::capture_layer cap;
+    host::quotas q;
+    q.max_live_spans = 1000;
+    host::receiver r("race", cap, {}, q);
+    abi_site site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {"name"}};
+    ok(r, ev_new_callsite(site.get()));
+    const std::size_t callsite_bytes = r.stats().string_bytes;
+    constexpr int threads = 4;
+    constexpr int tries = 400;  // 1600 tries for 1000 places
+    std::vector<std::vector<std::uint64_t>> got(threads);
+    std::atomic<int> refused{0};
+    std::atomic<int> other{0};
+    {
+        std::vector<std::thread> ts;
+        for (int t = 0; t < threads; ++t)
+            ts.emplace_back([&, t] {
+                for (int i = 0; i < tries; ++i) {
+                    const std::vector<tt_field_value> v{fv_str(0, "abcd")};
+                    const std::uint64_t a = r.receive(ev_new_span(site.id(), v, TT_PARENT_ROOT));
+                    if (!TT_STATUS_IS_ERROR(a))
+                        got[static_cast<std::size_t>(t)].push_back(a);
+                    else if (TT_STATUS_CODE(a) == TT_STATUS_QUOTA_EXCEEDED)
+                        ++refused;
+                    else
+                        ++other;
+                }
+            });
+        for (auto& t : ts)
+            t.join();
+    }
+    std::vector<std::uint64_t> all;
+    for (const auto& g : got)
+        all.insert(all.end(), g.begin(), g.end());
+    CHECK(other.load() == 0);
+    CHECK(all.size() == 1000);
+    CHECK(refused.load() == threads * tries - 1000);
+    std::sort(all.begin(), all.end());
+    CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+    CHECK(r.stats().live_spans == 1000);
+    // name (4) + "abcd" (4) per span, and no refused span left bytes behind.
+    CHECK(r.stats().string_bytes == callsite_bytes + 1000 * 8);
+    // Dropped from other threads than made them: everything given back.
+    {
+        std::vector<std::thread> ts;
+        for (int t = 0; t < threads; ++t)
+            ts.emplace_back([&, t] {
+                for (std::uint64_t id : got[static_cast<std::size_t>((t + 1) % threads)])
+                    ok(r, ev_span(TT_EVENT_SPAN_DROPPED, id));
+            });
+        for (auto& t : ts)
+            t.join();
+    }
+    CHECK(r.stats().live_spans == 0);
+    CHECK(r.stats().string_bytes == callsite_bytes);
+    CHECK(cap.spans().size() == 1000);
+    CHECK(cap.anomalies().empty());
+}
+
+TEST_CASE("persist while threads make and drop spans: every snapshot is whole, in id order, and restores")
+{
+    host::capture_layer cap;
+    host::receiver r("snap", cap);
+    abi_site site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {"i"}};
+    ok(r, ev_new_callsite(site.get()));
+    // Spans that stay live through the whole test: each snapshot must have them.
+    std::vector<std::uint64_t> kept;
+    for (int i = 0; i < 50; ++i)
+        kept.push_back(ok(r, ev_new_span(site.id(), {fv_i64(0, i)}, TT_PARENT_ROOT)));
+    std::atomic<bool> stop{false};
+    std::atomic<int> failures{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 2; ++t)
+        ts.emplace_back([&] {
+            std::vector<std::uint64_t> mine;
+            for (int i = 0; !stop.load(); ++i) {
+                const std::uint64_t a = r.receive(ev_new_span(site.id(), {fv_i64(0, i)}, TT_PARENT_ROOT));
+                if (TT_STATUS_IS_ERROR(a)) {
+                    ++failures;
+                    continue;
+                }
+                mine.push_back(a);
+                if (mine.size() > 20) {
+                    if (TT_STATUS_IS_ERROR(r.receive(ev_span(TT_EVENT_SPAN_DROPPED, mine.front()))))
+                        ++failures;
+                    mine.erase(mine.begin());
+                }
+            }
+        });
+    for (int round = 0; round < 200; ++round) {
+        const host::persisted_spans snap = round % 2 == 0 ? r.persist() : r.snapshot();
+        REQUIRE(!snap.spans.empty());
+        bool ascending = true;
+        for (std::size_t k = 1; k < snap.spans.size(); ++k)
+            ascending = ascending && snap.spans[k - 1].id < snap.spans[k].id;
+        CHECK(ascending);
+        CHECK(snap.next_id > snap.spans.back().id);
+        for (std::uint64_t id : kept)
+            CHECK(std::binary_search(snap.spans.begin(), snap.spans.end(), id,
+                                     [](const auto& a, const auto& b) {
+                                         if constexpr (std::is_integral_v<std::decay_t<decltype(a)>>)
+                                             return a < b.id;
+                                         else
+                                             return a.id < b;
+                                     }));
+        if (round % 50 == 0) {
+            host::capture_layer other;
+            host::receiver restored("snap", other, host::receiver_state{r.persist_metadata(), snap});
+            CHECK(restored.stats().live_spans == snap.spans.size());
+            CHECK(restored.snapshot().spans.size() == snap.spans.size());
+        }
+    }
+    stop = true;
+    for (auto& t : ts)
+        t.join();
+    CHECK(failures.load() == 0);
+    CHECK(r.snapshot().spans.size() == r.stats().live_spans);
+}
+
+TEST_CASE("replayed ids in any order go out in id order, and later ids go past them")
+{
+    host::capture_layer cap;
+    host::receiver r("replay", cap);
+    abi_site site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {}};
+    ok(r, model::event{model::new_callsite{site.model()}});
+    // Descending, and spread over the shards: no shard's slots are in id order.
+    for (int k = 13; k >= 0; --k) {
+        const auto id = static_cast<std::uint64_t>(1 + 3 * k);  // 40, 37, ... 1
+        CHECK(ok(r, model::event{model::new_span{id, site.id(), model::parent_mode::root, 0, {}}}) == id);
+    }
+    const std::uint64_t fresh = ok(r, ev_new_span(site.id(), {}, TT_PARENT_ROOT));
+    CHECK(fresh == 41);
+    const auto snap = r.snapshot();
+    std::vector<std::uint64_t> ids;
+    for (const auto& s : snap.spans)
+        ids.push_back(s.id);
+    std::vector<std::uint64_t> want;
+    for (std::uint64_t id = 1; id <= 40; id += 3)
+        want.push_back(id);
+    want.push_back(41);
+    CHECK(ids == want);
+    CHECK(snap.next_id == 42);
+}
+
 TEST_CASE("entered threads of several spans stay apart as spans are entered, exited and dropped in any order")
 {
     fixture f;

@@ -232,12 +232,26 @@ private:
         model::callsite site;  // never changed once inserted; entries are never erased
         std::size_t bytes = 0;
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
-        std::uint32_t number = 0;  // what a span entry keeps of its call site (span_table::sites)
+        std::uint32_t number = 0;  // what a span entry keeps of its call site (site_list)
         // accepted NEW_SPAN / NEW_EVENT (relaxed), by thread stripe
         std::array<std::atomic<std::uint64_t>, count_stripes> hits{};
     };
-    // The live spans: a flat table of packed entries (receiver.cpp).
+    // The live spans in shards by span id (receiver.cpp), like local_spans:
+    // a new span and a drop take their own span's shard only, so plugin
+    // threads seldom wait for each other (S9). Each shard: a lock and a flat
+    // table of packed entries.
+    static constexpr std::size_t span_shard_count = 8;
     struct span_table;
+    struct span_shard;
+    struct all_span_shards;  // every shard's lock, in index order
+    span_shard& span_shard_of(std::uint64_t span_id) const noexcept;
+    // What a span entry keeps of its call site is a number (4 bytes where a
+    // pointer took 8); this maps it back. Grows under mutex_ and never moves,
+    // so a reader under any one shard's lock needs nothing more.
+    struct site_list;
+    // A new span's quota (live spans, string bytes) taken before its id and
+    // shard; given back if the span is not made.
+    struct span_quota;
     struct op;  // a validated, normalized event (receiver.cpp)
     // Call-site id -> entry without the mutex, for the event hot path: an
     // open-addressing table that only grows; every table ever published
@@ -259,19 +273,22 @@ private:
     // receive_fast's kinds other than NEW_EVENT, apart: receive_other calls
     // it without the event's path.
     bool receive_span_op_fast(const tt_event& ev, std::uint64_t& answer);
+    // Whether the span is live, under its shard's lock alone.
+    bool span_is_live(std::uint64_t span_id) const noexcept;
     // One reference dropped; the last closes the span. False: not live.
     bool drop_span(std::uint64_t span_id);
     // NEW_SPAN from a plugin with a contextual or root parent: the values go
     // from the plugin's tt_field_values into the span entry and the pipeline
     // without an owned model::field_values. nullopt: the general path.
     std::optional<receive_result> receive_span_fast(const tt_event& ev);
-    // Under mutex_, for both new-span paths: the quotas (live spans, string
-    // bytes, nesting depth, in that order), then the span's id: `proposed`
-    // when it is free (a replayed stream's own id; 0 = none), else the next
-    // free one. A refusal changes nothing.
-    std::optional<receive_result> reserve_span_locked(std::size_t quota_bytes, std::size_t span_bytes,
-                                                      std::uint64_t plugin_parent, std::uint64_t proposed,
-                                                      std::uint64_t& id, std::uint32_t& depth);
+    // For both new-span paths, under no lock: the quotas (live spans, string
+    // bytes, nesting depth, in that order) taken into `quota`, then the
+    // span's id: `proposed` when it is free (a replayed stream's own id;
+    // 0 = none), else the next free one. Returns with the id's shard locked
+    // in `lock`. A refusal changes nothing.
+    std::optional<receive_result> reserve_span(span_quota& quota, std::size_t quota_bytes, std::size_t span_bytes,
+                                               std::uint64_t plugin_parent, std::uint64_t proposed,
+                                               std::uint64_t& id, std::uint32_t& depth, span_shard*& shard);
     callsite_entry* find_callsite_fast(std::uint64_t id) const noexcept;
     void index_callsite_locked(callsite_entry& entry);
     receive_result fail(receive_errc code, std::string message);
@@ -298,18 +315,23 @@ private:
     // cores, sharing one would cost each event a miss.
     std::atomic<callsite_index*> index_{nullptr};
 
-    // The tables, under one mutex. Never held while calling the pipeline.
-    // Own cache lines (see index_).
+    // The call sites, under mutex_. Never held while calling the pipeline.
+    // Own cache lines (see index_). Lock order: mutex_, then span shards in
+    // index order, then local_spans shards; a span operation takes its one
+    // span shard, then at most its local shard.
     alignas(64) mutable std::mutex mutex_;
     std::unordered_map<std::uint64_t, callsite_entry> callsites_;
     std::vector<std::unique_ptr<callsite_index>> index_tables_;  // under mutex_
-    std::unique_ptr<span_table> spans_;
-    std::uint64_t next_id_ = 1;
-    std::size_t string_bytes_ = 0;
-    std::size_t uncommitted_ = 0;  // live spans created since the last commit (span_rec::uncommitted)
-    // Set under mutex_, or under one local_spans shard's lock alone by enter
-    // and exit; cleared by a commit, which holds mutex_ and every shard's
-    // lock. Set only when clear (mark_dirty): enter and exit on two threads
+    std::unique_ptr<site_list> sites_;
+    std::unique_ptr<span_shard[]> span_shards_;
+    // The counts every new span and every close changes, on a line of their
+    // own: quotas are taken with an atomic add and given back when refused.
+    alignas(64) std::atomic<std::uint64_t> next_id_{1};
+    std::atomic<std::size_t> live_{0};
+    std::atomic<std::size_t> string_bytes_{0};
+    // Set under a span shard's lock, or under one local_spans shard's lock
+    // alone by enter and exit; cleared by a commit, which holds every
+    // shard's lock. Set only when clear (mark_dirty): enter and exit on two threads
     // would otherwise write its line each time.
     alignas(64) std::atomic<bool> dirty_{false};
     void mark_dirty() noexcept
