@@ -968,23 +968,16 @@ receiver::span_shard& receiver::span_shard_of(std::uint64_t span_id) const noexc
 // span is in its shard (keep()) and given back otherwise.
 struct receiver::span_quota {
     receiver& r;
-    bool live = false;
-    std::size_t bytes = 0;
+    std::uint64_t taken = 0;  // in usage_'s units
     explicit span_quota(receiver& owner) noexcept : r(owner) {}
     span_quota(const span_quota&) = delete;
     span_quota& operator=(const span_quota&) = delete;
     ~span_quota()
     {
-        if (live)
-            r.live_.fetch_sub(1, std::memory_order_relaxed);
-        if (bytes != 0)
-            r.string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+        if (taken != 0)
+            r.usage_.fetch_sub(taken, std::memory_order_relaxed);
     }
-    void keep() noexcept
-    {
-        live = false;
-        bytes = 0;
-    }
+    void keep() noexcept { taken = 0; }
 };
 
 receiver::callsite_entry* receiver::find_callsite_fast(std::uint64_t id) const noexcept
@@ -1004,6 +997,11 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
 {
     if (!local_)
         local_ = std::make_shared<local_spans>(pipeline);
+    // Half of each of usage_'s fields at most, so that threads adding past a
+    // refusal at the same moment cannot carry out of one.
+    limits_.max_live_spans = std::min<std::size_t>(limits_.max_live_spans, std::size_t{1} << 23);
+    limits_.max_string_bytes = std::min<std::size_t>(limits_.max_string_bytes, std::size_t{1} << 39);
+    static_assert(64 - usage_bytes_bits == 24);
     sites_ = std::make_unique<site_list>();
     sites_->make_number_room();  // number 0 (no call site) is read like any other
     span_shards_ = std::make_unique<span_shard[]>(span_shard_count);
@@ -1063,8 +1061,10 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         next_id = std::max(next_id, ps.id + 1);
     }
     next_id_.store(next_id & ~top_bit, std::memory_order_relaxed);
-    live_.store(live, std::memory_order_relaxed);
-    string_bytes_.store(string_bytes, std::memory_order_relaxed);
+    // A file's counts beyond the caps (quotas) are not real ones.
+    usage_.store((std::min<std::uint64_t>(live, ~std::uint64_t{0} >> (usage_bytes_bits + 1)) << usage_bytes_bits) |
+                     std::min<std::uint64_t>(string_bytes, usage_bytes_mask >> 1),
+                 std::memory_order_relaxed);
     // Nesting depths of the restored spans, walking up iteratively (a chain
     // may be long; a parent that is gone ends it). Depth 0 = not known yet,
     // on_chain = on the chain being walked (met again: a cycle, which ends it).
@@ -1174,8 +1174,7 @@ void receiver::rollback() noexcept
         std::sort(ids.begin(), ids.end());
         for (std::uint64_t id : ids) {
             span_table& st = span_shard_of(id).t;
-            string_bytes_.fetch_sub(st.bytes_of(*st.find(id)), std::memory_order_relaxed);
-            live_.fetch_sub(1, std::memory_order_relaxed);
+            usage_.fetch_sub(usage_one_span + st.bytes_of(*st.find(id)), std::memory_order_relaxed);
             st.erase(id);
             auto& lt = local_->shard_of(id).t;
             const auto* e = lt.spans.find(id);
@@ -1542,21 +1541,20 @@ std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::siz
 {
     // Taken first and given back on refusal (span_quota), so that two
     // threads cannot both pass a check and then both take the last of it.
-    if (live_.fetch_add(1, std::memory_order_relaxed) >= limits_.max_live_spans) {
-        live_.fetch_sub(1, std::memory_order_relaxed);
+    // One add for both (usage_); a refusal gives both back (span_quota).
+    // The caps in the constructor keep the bytes from carrying into the count.
+    quota.taken = usage_one_span + quota_bytes;
+    const std::uint64_t before = usage_.fetch_add(quota.taken, std::memory_order_relaxed);
+    if ((before >> usage_bytes_bits) >= limits_.max_live_spans)
         return fail(receive_errc::quota_exceeded,
                     "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-    }
-    quota.live = true;
-    const std::size_t before = string_bytes_.fetch_add(quota_bytes, std::memory_order_relaxed);
-    quota.bytes = quota_bytes;
-    if (before + quota_bytes > limits_.max_string_bytes || span_bytes > max_span_bytes)
+    if ((before & usage_bytes_mask) + quota_bytes > limits_.max_string_bytes || span_bytes > max_span_bytes)
         return fail(receive_errc::quota_exceeded,
                     "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
     // Checked with the values as sent, kept as merged (no larger).
     if (span_bytes < quota_bytes) {
-        string_bytes_.fetch_sub(quota_bytes - span_bytes, std::memory_order_relaxed);
-        quota.bytes = span_bytes;
+        usage_.fetch_sub(quota_bytes - span_bytes, std::memory_order_relaxed);
+        quota.taken = usage_one_span + span_bytes;
     }
     depth = 1;
     if (plugin_parent != 0) {
@@ -1857,8 +1855,7 @@ bool receiver::drop_span(std::uint64_t span_id)
             sh.remember_closed(span_id, h);
         }
     }
-    live_.fetch_sub(1, std::memory_order_relaxed);
-    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+    usage_.fetch_sub(usage_one_span + bytes, std::memory_order_relaxed);
     if (h != 0) {
         still_entered.for_each([&](std::thread::id thread, std::uint32_t n) {
             for (std::uint32_t k = 0; k < n; ++k)
@@ -1891,8 +1888,9 @@ receive_result receiver::apply(op& o)
                     return fail(receive_errc::quota_exceeded,
                                 "call-site quota of " + std::to_string(limits_.max_callsites) + " reached");
                 const std::size_t bytes = callsite_bytes(cs);
-                if (string_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes > limits_.max_string_bytes) {
-                    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+                if ((usage_.fetch_add(bytes, std::memory_order_relaxed) & usage_bytes_mask) + bytes >
+                    limits_.max_string_bytes) {
+                    usage_.fetch_sub(bytes, std::memory_order_relaxed);
                     return fail(receive_errc::quota_exceeded,
                                 "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
                 }
@@ -1900,7 +1898,7 @@ receive_result receiver::apply(op& o)
                 try {
                     sites_->make_number_room();
                 } catch (...) {
-                    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+                    usage_.fetch_sub(bytes, std::memory_order_relaxed);
                     throw;
                 }
                 auto nit = callsites_.end();
@@ -1915,7 +1913,7 @@ receive_result receiver::apply(op& o)
                     // A number given here stays unused: no span can have it.
                     if (nit != callsites_.end())
                         callsites_.erase(nit);
-                    string_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+                    usage_.fetch_sub(bytes, std::memory_order_relaxed);
                     throw;
                 }
                 entry = &nit->second;
@@ -1951,10 +1949,10 @@ receive_result receiver::apply(op& o)
             return fail(receive_errc::unknown_span, "explicit parent " + id_text(o.related) + " is not a live span");
         // Checked before the filter, as they always were; taken for real below.
         if (is_span) {
-            if (live_.load(std::memory_order_relaxed) >= limits_.max_live_spans)
+            if (live_of_usage() >= limits_.max_live_spans)
                 return fail(receive_errc::quota_exceeded,
                             "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-            if (string_bytes_.load(std::memory_order_relaxed) + fields_bytes(o.values) > limits_.max_string_bytes)
+            if (bytes_of_usage() + fields_bytes(o.values) > limits_.max_string_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
         }
@@ -2173,7 +2171,7 @@ receive_result receiver::apply(op& o)
             model::field_values current = unpack(*it, site);
             const std::ptrdiff_t delta = merge_delta(current, o.values);
             if (delta > 0 &&
-                string_bytes_.load(std::memory_order_relaxed) + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
+                bytes_of_usage() + static_cast<std::size_t>(delta) > limits_.max_string_bytes)
                 return fail(receive_errc::quota_exceeded,
                             "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
             const std::ptrdiff_t real = merge_values(current, o.values);
@@ -2185,7 +2183,7 @@ receive_result receiver::apply(op& o)
             it->values.assign(pack(blob_scratch, site, current));
             sh.t.set_bytes(*it, bytes);
             // A signed change: fetch_add of its two's complement when it shrinks.
-            string_bytes_.fetch_add(static_cast<std::size_t>(real), std::memory_order_relaxed);
+            usage_.fetch_add(static_cast<std::uint64_t>(real), std::memory_order_relaxed);
             mark_dirty();
             // A span without a pipeline span yet (host restart) gets its
             // values when it is created.
@@ -2355,8 +2353,8 @@ receiver_stats receiver::stats() const
     for (std::size_t i = 0; i < s.errors.size(); ++i)
         s.errors[i] = error_counts_[i].load(std::memory_order_relaxed);
     s.filtered = filtered_.load(std::memory_order_relaxed);
-    s.live_spans = live_.load(std::memory_order_relaxed);
-    s.string_bytes = string_bytes_.load(std::memory_order_relaxed);
+    s.live_spans = live_of_usage();
+    s.string_bytes = bytes_of_usage();
     std::lock_guard lock(mutex_);
     s.callsites = callsites_.size();
     return s;

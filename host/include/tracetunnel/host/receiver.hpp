@@ -80,6 +80,8 @@ private:
 // Per-lineage limits. A violation is a typed error (and counted by receive()).
 struct quotas {
     std::size_t max_callsites = 4096;
+    // A receiver takes at most 2^23 live spans and 2^39 string bytes (512
+    // GiB), whatever these say: it counts both in one 64-bit word.
     std::size_t max_live_spans = 65536;
     std::size_t max_values_per_event = 32;  // tracing-tunnel's MAX_VALUES; violation: too_many_values
     std::size_t max_string_bytes = std::size_t{16} << 20;  // call-site strings + live span values
@@ -326,9 +328,22 @@ private:
     std::unique_ptr<span_shard[]> span_shards_;
     // The counts every new span and every close changes, on a line of their
     // own: quotas are taken with an atomic add and given back when refused.
+    // usage_ holds the live spans above bit 40 and the string bytes below,
+    // so that a span takes and gives back both with one atomic add; the
+    // quotas are capped to fit (quotas).
+    static constexpr unsigned usage_bytes_bits = 40;
+    static constexpr std::uint64_t usage_one_span = std::uint64_t{1} << usage_bytes_bits;
+    static constexpr std::uint64_t usage_bytes_mask = usage_one_span - 1;
     alignas(64) std::atomic<std::uint64_t> next_id_{1};
-    std::atomic<std::size_t> live_{0};
-    std::atomic<std::size_t> string_bytes_{0};
+    std::atomic<std::uint64_t> usage_{0};
+    std::size_t live_of_usage() const noexcept
+    {
+        return static_cast<std::size_t>(usage_.load(std::memory_order_relaxed) >> usage_bytes_bits);
+    }
+    std::size_t bytes_of_usage() const noexcept
+    {
+        return static_cast<std::size_t>(usage_.load(std::memory_order_relaxed) & usage_bytes_mask);
+    }
     // Set under a span shard's lock, or under one local_spans shard's lock
     // alone by enter and exit; cleared by a commit, which holds every
     // shard's lock. Set only when clear (mark_dirty): enter and exit on two threads
