@@ -296,6 +296,9 @@ private:
     receive_result fail(receive_errc code, std::string message);
     void count_error(const receive_error& e) noexcept;
     std::uint64_t answer_of(receive_result&& r) noexcept;
+    // try_receive's general path once no fast path took the event: decoding
+    // into an op, then apply().
+    receive_result receive_decoded(const tt_event& ev);
     // receive() when no fast path decides: try_receive, its error counted.
     std::uint64_t receive_general(const tt_event& ev) noexcept;
     span_handle materialize(std::uint64_t span_id);
