@@ -631,20 +631,12 @@ struct alignas(64) local_spans::shard {
 
 // Every shard's lock, taken in index order: for the work that spans the
 // whole table (a commit, a rollback, a restore).
-struct local_spans::all_locked {
+struct local_spans::all_locked : detail::all_shards_locked<shard> {
     const local_spans& l;
-    explicit all_locked(const local_spans& spans) noexcept : l(spans)
+    explicit all_locked(const local_spans& spans) noexcept
+        : all_shards_locked(spans.shards_.get(), shard_count), l(spans)
     {
-        for (std::size_t i = 0; i < shard_count; ++i)
-            l.shards_[i].mutex.lock();
     }
-    ~all_locked()
-    {
-        for (std::size_t i = shard_count; i-- > 0;)
-            l.shards_[i].mutex.unlock();
-    }
-    all_locked(const all_locked&) = delete;
-    all_locked& operator=(const all_locked&) = delete;
     template <typename F>
     void for_each_table(F&& f) const
     {
@@ -835,10 +827,9 @@ struct receiver::site_list {
     // entry exists.
     void make_number_room()
     {
-        const auto [k, at] = place(size);
+        const unsigned k = place(size).first;
         if (!chunks[k])
             chunks[k] = std::make_unique<const model::callsite*[]>(std::size_t{1} << (first_bits + k));
-        (void)at;
     }
     // Gives `entry` its number, once; the caller made room (make_number_room).
     void number(callsite_entry& entry) noexcept
@@ -941,27 +932,23 @@ struct alignas(64) receiver::span_shard {
     std::size_t uncommitted = 0;  // live spans created since the last commit (span_rec::uncommitted)
 };
 
-struct receiver::all_span_shards {
-    const receiver& r;
-    explicit all_span_shards(const receiver& owner) noexcept : r(owner)
+struct receiver::all_span_shards : detail::all_shards_locked<span_shard> {
+    explicit all_span_shards(const receiver& r) noexcept
+        : all_shards_locked(r.span_shards_.get(), span_shard_count)
     {
-        for (std::size_t i = 0; i < span_shard_count; ++i)
-            r.span_shards_[i].mutex.lock();
     }
-    ~all_span_shards()
-    {
-        for (std::size_t i = span_shard_count; i-- > 0;)
-            r.span_shards_[i].mutex.unlock();
-    }
-    all_span_shards(const all_span_shards&) = delete;
-    all_span_shards& operator=(const all_span_shards&) = delete;
 };
 
-receiver::span_shard& receiver::span_shard_of(std::uint64_t span_id) const noexcept
+std::size_t receiver::span_shard_index(std::uint64_t span_id) noexcept
 {
     // Ids are handed out in sequence: two threads' spans land in
     // neighbouring shards, not the same one.
-    return span_shards_[span_id % span_shard_count];
+    return span_id % span_shard_count;
+}
+
+receiver::span_shard& receiver::span_shard_of(std::uint64_t span_id) const noexcept
+{
+    return span_shards_[span_shard_index(span_id)];
 }
 
 // The live-span count and the string bytes a new span takes, held until the
@@ -1023,7 +1010,7 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
     {
         std::array<std::size_t, span_shard_count> per_shard{};
         for (const auto& ps : restored.spans.spans)
-            ++per_shard[ps.id % span_shard_count];
+            ++per_shard[span_shard_index(ps.id)];
         for (std::size_t i = 0; i < span_shard_count; ++i)
             span_shards_[i].t.spans.reserve(per_shard[i]);
     }
@@ -1552,10 +1539,10 @@ std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::siz
                                                      std::uint64_t proposed, std::uint64_t& id, std::uint32_t& depth,
                                                      span_shard*& shard)
 {
-    // Taken first and given back on refusal (span_quota), so that two
-    // threads cannot both pass a check and then both take the last of it.
-    // One add for both (usage_); a refusal gives both back (span_quota).
-    // The caps in the constructor keep the bytes from carrying into the count.
+    // Both quotas taken first with one add (usage_) and given back on refusal
+    // (span_quota), so that two threads cannot both pass a check and then
+    // both take the last of it. The caps in the constructor keep the bytes
+    // from carrying into the count.
     quota.taken = usage_one_span + quota_bytes;
     const std::uint64_t before = usage_.fetch_add(quota.taken, std::memory_order_relaxed);
     if ((before >> usage_bytes_bits) >= limits_.max_live_spans)

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <thread>
 
 namespace tt::host::detail {
@@ -37,6 +38,31 @@ private:
         }
     }
     std::atomic<bool> held_{false};
+};
+
+// Every lock of an array of shards (each with a `mutex` member), taken in
+// index order and released in reverse: for the work that spans all of them
+// (a commit, a rollback, a restore). One order everywhere, so two of these
+// never deadlock.
+template <class Shard>
+class all_shards_locked {
+public:
+    all_shards_locked(Shard* shards, std::size_t count) noexcept : shards_(shards), count_(count)
+    {
+        for (std::size_t i = 0; i < count_; ++i)
+            shards_[i].mutex.lock();
+    }
+    ~all_shards_locked()
+    {
+        for (std::size_t i = count_; i-- > 0;)
+            shards_[i].mutex.unlock();
+    }
+    all_shards_locked(const all_shards_locked&) = delete;
+    all_shards_locked& operator=(const all_shards_locked&) = delete;
+
+private:
+    Shard* shards_;
+    std::size_t count_;
 };
 
 }  // namespace tt::host::detail

@@ -246,6 +246,7 @@ private:
     struct span_table;
     struct span_shard;
     struct all_span_shards;  // every shard's lock, in index order
+    static std::size_t span_shard_index(std::uint64_t span_id) noexcept;
     span_shard& span_shard_of(std::uint64_t span_id) const noexcept;
     // What a span entry keeps of its call site is a number (4 bytes where a
     // pointer took 8); this maps it back. Grows under mutex_ and never moves,
@@ -287,7 +288,7 @@ private:
     // bytes, nesting depth, in that order) taken into `quota`, then the
     // span's id: `proposed` when it is free (a replayed stream's own id;
     // 0 = none), else the next free one. Returns with the id's shard locked
-    // in `lock`. A refusal changes nothing.
+    // in `shard`. A refusal changes nothing.
     std::optional<receive_result> reserve_span(span_quota& quota, std::size_t quota_bytes, std::size_t span_bytes,
                                                std::uint64_t plugin_parent, std::uint64_t proposed,
                                                std::uint64_t& id, std::uint32_t& depth, span_shard*& shard);
