@@ -1670,6 +1670,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     span_attrs attrs;
     attrs.site = &site;
     attrs.plugin = lineage_;
+    attrs.plugin_key = plugin_key_;
     attrs.parent = parent;
     attrs.values = field_refs(refs.refs, ev.value_count);
     attrs.time = now;
@@ -1783,6 +1784,7 @@ span_handle receiver::materialize(std::uint64_t span_id)
         attrs.parent = local_->handle_of(parent_id);
     const auto refs = refs_of(values);
     attrs.plugin = lineage_;
+    attrs.plugin_key = plugin_key_;
     attrs.values = refs;
     attrs.thread = std::this_thread::get_id();
     attrs.plugin_span_id = span_id;
@@ -2013,6 +2015,7 @@ receive_result receiver::apply(op& o)
         span_attrs attrs;
         attrs.site = site;
         attrs.plugin = lineage_;
+        attrs.plugin_key = plugin_key_;
         attrs.parent = parent;
         attrs.values = refs;
         attrs.time = now;

@@ -465,6 +465,81 @@ TEST_CASE("a call site at a reused address does not get the cached filter answer
     }
 }
 
+// The per-thread memo of filter answers holds 32 call sites, two to a set.
+// More hot call sites than that, events and spans interleaved and sent by
+// two plugins (with and without a plugin key), make memos give way to each
+// other all the time: every answer and every span's plugin must still be its
+// own.
+TEST_CASE("more hot call sites than the filter memo holds: each keeps its own answer and plugin")
+{
+    th::dispatcher d(must_parse("quiet=warn,loud=trace"));
+    struct span_plugins final : th::layer {
+        void on_new_span(th::span_context scope) noexcept override
+        {
+            seen.emplace_back(scope.back().site->name, std::string(scope.back().plugin));
+        }
+        void on_event(const th::event_view& ev) noexcept override { events.emplace_back(ev.site->name); }
+        std::vector<std::pair<std::string, std::string>> seen;
+        std::vector<std::string> events;
+    };
+    auto layer = std::make_shared<span_plugins>();
+    d.add_layer(layer);
+    constexpr int n = 40;
+    std::vector<model::callsite> events, spans;
+    for (int i = 0; i < n; ++i) {
+        events.push_back(site(1000 + i, model::callsite_kind::event, "ev-" + std::to_string(i), {"message"}));
+        events.back().target = i % 2 == 0 ? "loud" : "quiet";
+        spans.push_back(site(2000 + i, model::callsite_kind::span, "sp-" + std::to_string(i), {}));
+        spans.back().target = "loud";
+    }
+    for (int i = 0; i < n; ++i) {
+        CHECK(d.interest_in(events[i]) == (i % 2 == 0 ? th::interest::always : th::interest::never));
+        CHECK(d.interest_in(spans[i]) == th::interest::always);
+    }
+    const model::value msg{std::string("hello")};
+    const th::field_ref values[] = {{"message", msg}};
+    std::size_t filtered = 0;
+    for (int round = 0; round < 4; ++round) {
+        layer->seen.clear();
+        layer->events.clear();
+        const bool keyed = round % 2 == 1;
+        for (int i = 0; i < n; ++i) {
+            // Each site from one plugin and at once from the other: the
+            // second finds the first's memo still there.
+            for (const bool first : {(i + round) % 2 == 0, (i + round) % 2 != 0}) {
+                th::event_record ev;
+                ev.site = &events[i];
+                ev.plugin = first ? "p1" : "p2";
+                ev.plugin_key = keyed ? (first ? 101 : 102) : 0;
+                ev.values = values;
+                d.event(ev);
+                filtered += i % 2;
+                th::span_attrs a;
+                a.site = &spans[i];
+                a.plugin = first ? "p1" : "p2";
+                a.plugin_key = keyed ? (first ? 101 : 102) : 0;
+                d.close(d.new_span(a));
+            }
+        }
+        CAPTURE(round);
+        REQUIRE(layer->seen.size() == 2 * n);
+        REQUIRE(layer->events.size() == n);
+        for (int i = 0; i < n; ++i) {
+            CAPTURE(i);
+            const bool p1_first = (i + round) % 2 == 0;
+            CHECK(layer->seen[2 * i].first == "sp-" + std::to_string(i));
+            CHECK(layer->seen[2 * i].second == (p1_first ? "p1" : "p2"));
+            CHECK(layer->seen[2 * i + 1].first == "sp-" + std::to_string(i));
+            CHECK(layer->seen[2 * i + 1].second == (p1_first ? "p2" : "p1"));
+        }
+        for (int k = 0; k < n / 2; ++k) {
+            CHECK(layer->events[2 * k] == "ev-" + std::to_string(2 * k));
+            CHECK(layer->events[2 * k + 1] == "ev-" + std::to_string(2 * k));
+        }
+    }
+    CHECK(d.statistics().events_filtered == filtered);
+}
+
 namespace {
 
 // Keeps a copy of every new span's values, as the layers see them.

@@ -203,6 +203,9 @@ struct span_attrs {
     // A persisted span that an earlier process (or pipeline) began, continued
     // here: layers say "resume", not "new", and an exporter keeps its identity.
     bool resumed = false;
+    // As event_record::plugin_key: a number standing for `plugin`'s text, 0
+    // to compare the text.
+    std::uint64_t plugin_key = 0;
 };
 
 // One event. `parent` is the span the event is attributed to (resolved like a
