@@ -1524,22 +1524,20 @@ struct dispatcher::impl {
     {
         const auto addr = reinterpret_cast<std::uintptr_t>(&site);
         site_memo* const set = &tls.memos[((addr * 0x9E3779B97F4A7C15ULL) >> 60) * 2];
-        const std::uint64_t reg = registrations.load(std::memory_order_acquire);
-        const auto fits = [&](const site_memo& m) {
-            return m.owner == owner && m.site == &site && m.id == site.id && m.generation == c.generation &&
-                   m.registrations == reg &&
-                   (plugin == nullptr || (m.plugin != nullptr && ((key != 0 && m.plugin_key == key) ||
-                                                                  same_text(*m.plugin, *plugin))));
-        };
-        if (fits(set[0])) [[likely]]
-            return set[0];
-        if (fits(set[1])) [[likely]]
-            return set[1];
+        // The place that may hold this site, then the full check on it alone.
+        site_memo& m = set[set[0].site == &site ? 0 : 1];
+        if (m.owner == owner && m.site == &site && m.id == site.id && m.generation == c.generation &&
+            m.registrations == registrations.load(std::memory_order_acquire) &&
+            (plugin == nullptr ||
+             (m.plugin != nullptr && ((key != 0 && m.plugin_key == key) || same_text(*m.plugin, *plugin))))) [[likely]]
+            return m;
         return memo_miss(set, c, site, plugin, key);
     }
 
-    // The set's older memo gives way: the newer moves to the second place
-    // and the new one takes the first.
+    // A site has one place in its set, so memo() checks one: a stale memo
+    // of the site in the first place is replaced there; otherwise the first
+    // moves to the second place (the older memo there gives way) and the new
+    // one takes the first.
     [[gnu::noinline]] site_memo& memo_miss(site_memo* set, const config& c, const model::callsite& site,
                                            std::string_view* plugin, std::uint64_t key)
     {
@@ -1547,7 +1545,8 @@ struct dispatcher::impl {
         const std::string* name = plugin != nullptr ? intern_name(*plugin) : nullptr;
         site_memo fresh{owner, &site, site.id, c.generation, reg, name, nullptr, name != nullptr ? key : 0,
                         c.f.interest(site)};
-        set[1] = set[0];
+        if (set[0].site != &site)
+            set[1] = set[0];
         set[0] = fresh;
         return set[0];
     }
