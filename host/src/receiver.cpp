@@ -25,11 +25,11 @@ template <class Stripes>
     const unsigned i = detail::my_stripe();
     detail::bump(stripes[i].events[kind_index], i);
 }
-template <class Hits>
-inline void count_hit(Hits& hits) noexcept
+template <class Entry>
+inline void count_hit(Entry& entry) noexcept
 {
     const unsigned i = detail::my_stripe();
-    detail::bump(hits[i], i);
+    detail::bump(entry.hits(i), i);
 }
 template <class Counters>
 std::uint64_t sum_of(const Counters& counters) noexcept
@@ -1428,7 +1428,7 @@ receive_result receiver::try_receive(const tt_event& ev)
         answer = TT_STATUS_FILTERED;
         return true;
     }
-    detail::bump(entry->hits[stripe], stripe);
+    detail::bump(entry->hits(stripe), stripe);
     // The parent and thread first, the record in one go: each member is
     // stored once, not zeroed and then set across the calls.
     span_handle parent = 0;
@@ -1666,7 +1666,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
         mark_dirty();
     }
     quota.keep();
-    count_hit(entry->hits);
+    count_hit(*entry);
     span_attrs attrs;
     attrs.site = &site;
     attrs.plugin = lineage_;
@@ -1964,7 +1964,7 @@ receive_result receiver::apply(op& o)
             filtered_.fetch_add(1, std::memory_order_relaxed);
             return is_span ? std::uint64_t{0} : std::uint64_t{TT_STATUS_FILTERED};
         }
-        count_hit(entry->hits);
+        count_hit(*entry);
         std::uint64_t plugin_parent = 0;
         const span_handle parent = resolve_parent(o.parent, o.related, &plugin_parent);
 
@@ -2333,7 +2333,7 @@ std::vector<callsite_info> receiver::callsite_infos() const
         for (const auto& [id, e] : callsites_) {
             (void)id;
             out.push_back(callsite_info{e.site, static_cast<interest>(e.cached.load(std::memory_order_relaxed)),
-                                        sum_of(e.hits)});
+                                        e.hit_total()});
         }
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.site.id < b.site.id; });

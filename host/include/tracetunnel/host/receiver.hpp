@@ -235,8 +235,24 @@ private:
         std::size_t bytes = 0;
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
         std::uint32_t number = 0;  // what a span entry keeps of its call site (site_list)
-        // accepted NEW_SPAN / NEW_EVENT (relaxed), by thread stripe
-        std::array<std::atomic<std::uint64_t>, count_stripes> hits{};
+        // Accepted NEW_SPAN / NEW_EVENT (relaxed), by thread stripe. Two
+        // stripes' counters are 64 bytes apart, and the first is 64 bytes
+        // past the fields above, so they never share a cache line with each
+        // other or with what every event reads: two plugin threads hitting
+        // the same call sites otherwise wrote one line on every event (S9).
+        // Spaced out rather than alignas(64), which made each entry an
+        // over-aligned allocation that glibc's heap did not give back whole
+        // across reloads (test_reload_heap).
+        static constexpr std::size_t hit_spacing = 64 / sizeof(std::atomic<std::uint64_t>);
+        std::array<std::atomic<std::uint64_t>, (count_stripes + 1) * hit_spacing> hit_lines{};
+        std::atomic<std::uint64_t>& hits(unsigned stripe) noexcept { return hit_lines[(stripe + 1) * hit_spacing]; }
+        std::uint64_t hit_total() const noexcept
+        {
+            std::uint64_t total = 0;
+            for (unsigned i = 0; i < count_stripes; ++i)
+                total += hit_lines[(i + 1) * hit_spacing].load(std::memory_order_relaxed);
+            return total;
+        }
     };
     // The live spans in shards by span id (receiver.cpp), like local_spans:
     // a new span and a drop take their own span's shard only, so plugin
