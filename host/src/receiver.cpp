@@ -31,15 +31,6 @@ inline void count_hit(Entry& entry) noexcept
     const unsigned i = detail::my_stripe();
     detail::bump(entry.hits(i), i);
 }
-template <class Counters>
-std::uint64_t sum_of(const Counters& counters) noexcept
-{
-    std::uint64_t total = 0;
-    for (const auto& c : counters)
-        total += c.load(std::memory_order_relaxed);
-    return total;
-}
-
 constexpr std::uint64_t top_bit = std::uint64_t{1} << 63;
 
 // Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
@@ -1228,13 +1219,8 @@ std::uint64_t receiver::receive(const tt_event& ev) noexcept
 {
     try {
         if (ev.struct_size >= sizeof(tt_event)) [[likely]] {
-            // try_receive's steps for a NEW_SPAN, without its frame.
-            if (ev.kind == TT_EVENT_NEW_SPAN) {
-                count_event(event_counts_, TT_EVENT_NEW_SPAN - 1);
-                if (auto r = receive_span_fast(ev)) [[likely]]
-                    return answer_of(std::move(*r));
-                return answer_of(receive_decoded(ev));
-            }
+            if (ev.kind == TT_EVENT_NEW_SPAN)
+                return answer_of(receive_new_span(ev));
             if (std::uint64_t answer = 0; receive_span_op_fast(ev, answer)) [[likely]]
                 return answer;
         }
@@ -1276,12 +1262,20 @@ receive_result receiver::try_receive(const tt_event& ev)
     if (ev.kind < TT_EVENT_NEW_CALLSITE || ev.kind > TT_EVENT_NEW_EVENT)
         return fail(receive_errc::unknown_event_kind, "unknown event kind " + std::to_string(ev.kind));
     // receive_fast takes no NEW_SPAN: a span goes straight to its own fast path.
-    if (std::uint64_t answer = 0; ev.kind != TT_EVENT_NEW_SPAN && receive_fast(ev, answer))
+    if (ev.kind == TT_EVENT_NEW_SPAN)
+        return receive_new_span(ev);
+    if (std::uint64_t answer = 0; receive_fast(ev, answer))
         return answer;
     count_event(event_counts_, ev.kind - 1);
-    if (ev.kind == TT_EVENT_NEW_SPAN)
-        if (auto r = receive_span_fast(ev))
-            return std::move(*r);
+    return receive_decoded(ev);
+}
+
+// Inline: receive_other's span path must not gain a call.
+[[gnu::always_inline]] inline receive_result receiver::receive_new_span(const tt_event& ev)
+{
+    count_event(event_counts_, TT_EVENT_NEW_SPAN - 1);
+    if (auto r = receive_span_fast(ev)) [[likely]]
+        return std::move(*r);
     return receive_decoded(ev);
 }
 

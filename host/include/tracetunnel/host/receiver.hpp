@@ -246,11 +246,15 @@ private:
         static constexpr std::size_t hit_spacing = 64 / sizeof(std::atomic<std::uint64_t>);
         std::array<std::atomic<std::uint64_t>, (count_stripes + 1) * hit_spacing> hit_lines{};
         std::atomic<std::uint64_t>& hits(unsigned stripe) noexcept { return hit_lines[(stripe + 1) * hit_spacing]; }
+        const std::atomic<std::uint64_t>& hits(unsigned stripe) const noexcept
+        {
+            return hit_lines[(stripe + 1) * hit_spacing];
+        }
         std::uint64_t hit_total() const noexcept
         {
             std::uint64_t total = 0;
             for (unsigned i = 0; i < count_stripes; ++i)
-                total += hit_lines[(i + 1) * hit_spacing].load(std::memory_order_relaxed);
+                total += hits(i).load(std::memory_order_relaxed);
             return total;
         }
     };
@@ -316,6 +320,9 @@ private:
     // try_receive's general path once no fast path took the event: decoding
     // into an op, then apply().
     receive_result receive_decoded(const tt_event& ev);
+    // A NEW_SPAN, counted: its fast path, else receive_decoded. Shared by
+    // try_receive and receive(), which reaches it without try_receive's frame.
+    receive_result receive_new_span(const tt_event& ev);
     // receive() when no fast path decides: try_receive, its error counted.
     std::uint64_t receive_general(const tt_event& ev) noexcept;
     span_handle materialize(std::uint64_t span_id);
