@@ -544,7 +544,7 @@ bool distinct_names(const std::vector<std::string>& names) noexcept
     return name_search(names, name);
 }
 
-std::size_t packed_size(value_ref v) noexcept
+std::size_t packed_size(const value_ref& v) noexcept
 {
     return v.visit(
         [](const auto& x) -> std::size_t {
@@ -565,7 +565,7 @@ std::size_t packed_size(value_ref v) noexcept
         });
 }
 
-void pack_value(std::byte*& out, value_ref v) noexcept
+void pack_value(std::byte*& out, const value_ref& v) noexcept
 {
     v.visit(
         [&](const auto& x) {
@@ -627,7 +627,7 @@ void packed_values::assign(field_refs values, const model::callsite* site)
     }
     i = 0;
     for (const auto& f : values) {
-        const value_ref v = f.value;
+        const value_ref& v = f.value;
         // The value's alternative in model::value; an empty ref is the empty string's.
         const std::size_t type = static_cast<std::size_t>(v ? v.type() : value_ref::kind::string) - 1;
         const std::uint8_t name = i < known ? names[i] : name_index(site, f.name, i);
@@ -1392,14 +1392,16 @@ struct dispatcher::impl {
         return n;
     }
 
-    // Hands `r` to reclamation once no reader can see it any more.
-    void retire(retired r) noexcept
+    // Hands a node or a version to reclamation once no reader can see it any
+    // more. Two pointers, not a `retired`: a struct built in the caller's
+    // frame and passed in memory was stored in 8-byte parts and read back
+    // in one 16-byte load, which stalls until the stores reach the cache.
+    void retire(span_node* node, const span_version* version) noexcept
     {
         node_pool& pool = my_pool();
         try {
             std::lock_guard lock(pool.mutex);
-            r.epoch = domain.epoch.load();
-            pool.limbo.push_back(r);
+            pool.limbo.push_back(retired{domain.epoch.load(), node, version});
             if (pool.limbo.size() >= pool.reclaim_at)
                 reclaim_locked(pool);
         } catch (...) {
@@ -1420,7 +1422,7 @@ struct dispatcher::impl {
     void unref(span_node* n) noexcept
     {
         if (n->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
-            retire(retired{0, n, nullptr});
+            retire(n, nullptr);
     }
 
     // Under pool.mutex. Never throws: a recycled node's parent, when that was
@@ -1519,8 +1521,11 @@ struct dispatcher::impl {
     // The memo of `site` as sent by `plugin` (null: by whom is not known,
     // enabled()), filled on a miss.
     // `key`: the sender's event_record::plugin_key for `plugin`, 0 if none.
-    [[gnu::always_inline]] site_memo& memo(const config& c, const model::callsite& site, std::string_view* plugin,
-                                           std::uint64_t key = 0)
+    // `plugin` points into the caller's record, not at a copy: the receiver
+    // stores a name's pointer and length apart, and one 16-byte load of both
+    // (what a copy compiles to) waits for those stores to reach the cache.
+    [[gnu::always_inline]] site_memo& memo(const config& c, const model::callsite& site,
+                                           const std::string_view* plugin, std::uint64_t key = 0)
     {
         const auto addr = reinterpret_cast<std::uintptr_t>(&site);
         site_memo* const set = &tls.memos[((addr * 0x9E3779B97F4A7C15ULL) >> 60) * 2];
@@ -1539,7 +1544,7 @@ struct dispatcher::impl {
     // moves to the second place (the older memo there gives way) and the new
     // one takes the first.
     [[gnu::noinline]] site_memo& memo_miss(site_memo* set, const config& c, const model::callsite& site,
-                                           std::string_view* plugin, std::uint64_t key)
+                                           const std::string_view* plugin, std::uint64_t key)
     {
         const std::uint64_t reg = registrations.load(std::memory_order_acquire);
         const std::string* name = plugin != nullptr ? intern_name(*plugin) : nullptr;
@@ -1554,7 +1559,8 @@ struct dispatcher::impl {
     // The static interest of `site`, cached per thread; never throws (a
     // memo that cannot be made is not made).
     [[gnu::always_inline]] std::uint32_t static_interest(const config& c, const model::callsite& site,
-                                                         std::string_view* plugin, std::uint64_t key = 0) noexcept
+                                                         const std::string_view* plugin,
+                                                         std::uint64_t key = 0) noexcept
     {
         try {
             return memo(c, site, plugin, key).answer;
@@ -1684,8 +1690,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         const interned_site* origin = nullptr;
         std::uint32_t interest = TT_INTEREST_NEVER;
         if (attrs.site != nullptr) {
-            std::string_view name = attrs.plugin;
-            site_memo& m = impl_->memo(*cfg, *attrs.site, &name, attrs.plugin_key);
+            site_memo& m = impl_->memo(*cfg, *attrs.site, &attrs.plugin, attrs.plugin_key);
             if (m.interned == nullptr)
                 m.interned = impl_->intern(attrs.site, m.plugin);
             origin = m.interned;
@@ -1745,7 +1750,7 @@ span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
         impl_->anomaly();
         if (node != nullptr && !published) {
             node->tag.store(h | span_node::closed_bit);
-            impl_->retire(impl::retired{0, node, nullptr});  // back to the free list, its parent let go
+            impl_->retire(node, nullptr);  // back to the free list, its parent let go
         }
     }
     return h;
@@ -1778,7 +1783,7 @@ void dispatcher::record(span_handle span, field_refs values) noexcept
                 ;
         }
         if (old != nullptr)
-            impl_->retire(impl::retired{0, nullptr, old});
+            impl_->retire(nullptr, old);
         if (!node->enabled || layers->empty())
             return;
         std::optional<view_scratch> views;
@@ -1814,7 +1819,7 @@ void dispatcher::follows_from(span_handle span, span_handle cause) noexcept
             impl_->publish_version(*node, std::move(next));
         }
         if (old != nullptr)
-            impl_->retire(impl::retired{0, nullptr, old});
+            impl_->retire(nullptr, old);
         if (!node->enabled || layers->empty())
             return;
         const span_ref& view = view_of(impl_->owner, *node, layers->reads.span_fields);
@@ -1964,8 +1969,7 @@ void dispatcher::event(const event_record& ev) noexcept
         const auto* cfg = impl_->load_config();
         const auto* layers = impl_->load_layers();
         const layer_reads reads = layers->reads;
-        std::string_view plugin = ev.plugin;
-        const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &plugin, ev.plugin_key);
+        const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &ev.plugin, ev.plugin_key);
         // What enabled() just answered counts for the one event that follows it.
         const model::callsite* asked = std::exchange(tls.last_enabled.site, nullptr);
         // Only the filter's scope (SOMETIMES), the event's parent and span

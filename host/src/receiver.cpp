@@ -1618,7 +1618,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     std::size_t bytes = 0;  // the span quota's size: names + string bytes (fields_bytes)
     std::size_t packed = 0;
     for (std::uint32_t i = 0; i < ev.value_count; ++i) {
-        const value_ref v = refs.refs[i].value;
+        const value_ref& v = refs.refs[i].value;  // a copy would stall (see value_ref)
         bytes += refs.refs[i].name.size();
         if (v.type() == value_ref::kind::error) {
             const value_ref::error_view chain = v.chain();

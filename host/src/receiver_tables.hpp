@@ -432,7 +432,7 @@ inline char* put_str(char* out, std::string_view s) noexcept
     return out + s.size();
 }
 // Head, index and payload of field #index's value `v` (not kind::none).
-inline std::size_t size_of(std::uint32_t index, value_ref v) noexcept
+inline std::size_t size_of(std::uint32_t index, const value_ref& v) noexcept
 {
     const std::size_t fixed = 1 + len_size(index);
     return fixed + v.visit([](const auto& x) -> std::size_t {
@@ -452,7 +452,7 @@ inline std::size_t size_of(std::uint32_t index, value_ref v) noexcept
                    return sizeof(T);
            });
 }
-inline char* put(char* out, std::uint32_t index, value_ref v) noexcept
+inline char* put(char* out, std::uint32_t index, const value_ref& v) noexcept
 {
     *out++ = static_cast<char>(static_cast<unsigned char>(v.type()) - 1);  // kind - 1: the variant's index
     out = put_len(out, index);
