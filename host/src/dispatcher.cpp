@@ -117,6 +117,13 @@ std::uint64_t oldest_reader() noexcept
 // and each thread stripe has its own pool, so it is rarely contended.
 using detail::spin_lock;
 
+// A site word (event_record::site_word) holds stamp << 2 | interest.
+std::uint64_t next_config_stamp() noexcept
+{
+    static std::atomic<std::uint64_t> counter{1};
+    return counter.fetch_add(1, std::memory_order_relaxed) & (~std::uint64_t{0} >> 2);
+}
+
 std::uint64_t next_owner_id() noexcept
 {
     static std::atomic<std::uint64_t> counter{1};
@@ -1128,6 +1135,11 @@ struct dispatcher::impl {
     struct config {
         filter f;
         std::uint64_t generation = 0;
+        // Names this config among all dispatchers' configs in the process,
+        // never 0: what a sender's site word (event_record::site_word) is
+        // stamped with, so one written under another config or by another
+        // dispatcher is never taken for this one's.
+        std::uint64_t stamp = next_config_stamp();
     };
     struct layer_list : std::vector<std::shared_ptr<layer>> {
         // What at least one of them reads (layer::reads): what is built.
@@ -1969,7 +1981,21 @@ void dispatcher::event(const event_record& ev) noexcept
         const auto* cfg = impl_->load_config();
         const auto* layers = impl_->load_layers();
         const layer_reads reads = layers->reads;
-        const std::uint32_t i = impl_->static_interest(*cfg, *ev.site, &ev.plugin, ev.plugin_key);
+        std::uint32_t i;
+        // The sender's word for this site, stamped by this config: the
+        // interest without a look-up. Else the per-thread memo, and the word
+        // is stamped for the next event.
+        if (ev.site_word != nullptr) [[likely]] {
+            const std::uint64_t w = ev.site_word->load(std::memory_order_relaxed);
+            if ((w >> 2) == cfg->stamp) [[likely]] {
+                i = static_cast<std::uint32_t>(w & 3);
+            } else {
+                i = cfg->f.interest(*ev.site);
+                ev.site_word->store(cfg->stamp << 2 | i, std::memory_order_relaxed);
+            }
+        } else {
+            i = impl_->static_interest(*cfg, *ev.site, &ev.plugin, ev.plugin_key);
+        }
         // What enabled() just answered counts for the one event that follows it.
         const model::callsite* asked = std::exchange(tls.last_enabled.site, nullptr);
         // Only the filter's scope (SOMETIMES), the event's parent and span

@@ -1437,7 +1437,8 @@ receive_result receiver::try_receive(const tt_event& ev)
                            .contextual = contextual,
                            .values = field_refs(refs.refs, ev.value_count),
                            .time = {},
-                           .thread = thread};
+                           .thread = thread,
+                           .site_word = &entry->pipeline_word};
     pipeline_->event(rec);
     answer = TT_STATUS_OK;
     return true;
@@ -1971,6 +1972,7 @@ receive_result receiver::apply(op& o)
             rec.parent = parent;
             rec.values = refs;
             rec.thread = std::this_thread::get_id();
+            rec.site_word = &entry->pipeline_word;
             pipeline_->event(rec);
             return std::uint64_t{TT_STATUS_OK};
         }

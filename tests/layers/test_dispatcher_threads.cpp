@@ -465,6 +465,58 @@ TEST_CASE("a call site at a reused address does not get the cached filter answer
     }
 }
 
+// A receiver hands the dispatcher a word per call site (event_record::
+// site_word), where the dispatcher keeps its filter's answer for the next
+// event. The word is the sender's, not the dispatcher's: an answer written
+// under an earlier filter, by another dispatcher, or made up must not be
+// taken.
+TEST_CASE("a sender's site word gives the filter's answer only to the dispatcher and filter that wrote it")
+{
+    th::dispatcher a(must_parse("info"));
+    th::dispatcher b(must_parse("warn"));  // the same filter generation as a's
+    auto seen_a = std::make_shared<counting_layer>();
+    auto seen_b = std::make_shared<counting_layer>();
+    a.add_layer(seen_a);
+    b.add_layer(seen_b);
+    const model::callsite cs = site(0x5151, model::callsite_kind::event, "ev", {"message"}, model::level::info);
+    CHECK(a.interest_in(cs) == th::interest::always);
+    CHECK(b.interest_in(cs) == th::interest::never);
+    const model::value msg{std::string("hello")};
+    const th::field_ref values[] = {{"message", msg}};
+    std::atomic<std::uint64_t> word{0};
+    th::event_record ev;
+    ev.site = &cs;
+    ev.plugin = "orders";
+    ev.values = values;
+    ev.site_word = &word;
+
+    a.event(ev);
+    CHECK(seen_a->events.load() == 1);
+    CHECK(word.load() != 0);  // stamped for the next event
+    a.event(ev);
+    CHECK(seen_a->events.load() == 2);
+
+    b.event(ev);  // a's stamp: not b's answer
+    CHECK(seen_b->events.load() == 0);
+    CHECK(b.statistics().events_filtered == 1);
+    a.event(ev);  // b stamped it last: not a's answer either
+    CHECK(seen_a->events.load() == 3);
+
+    a.set_filter(must_parse("warn"));
+    a.event(ev);
+    CHECK(seen_a->events.load() == 3);
+    CHECK(a.statistics().events_filtered == 1);
+    a.set_filter(must_parse("info"));
+    a.event(ev);
+    CHECK(seen_a->events.load() == 4);
+
+    // A word no config of this process stamped, saying "never".
+    word.store(std::uint64_t{0x3fff'ffff} << 2);
+    a.event(ev);
+    CHECK(seen_a->events.load() == 5);
+    CHECK(a.statistics().events_filtered == 1);
+}
+
 // The per-thread memo of filter answers holds 32 call sites, two to a set.
 // More hot call sites than that, events and spans interleaved and sent by
 // two plugins (with and without a plugin key), make memos give way to each

@@ -25,6 +25,7 @@
 
 #include <tracetunnel/model.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -230,6 +231,14 @@ struct event_record {
     // after reading it, so that all its readers see one instant.
     event_time time;
     std::thread::id thread;
+    // Non-null: a word the sender keeps for this call site on behalf of its
+    // one subscriber, zero at first, which the subscriber may use to
+    // remember what it decided about the site (the dispatcher keeps its
+    // filter's interest there, so an event needs no look-up of its own). A
+    // sender sets it only if every record it sends with this word carries
+    // the same call site and plugin (a receiver: one word per call site it
+    // registered). Null: the subscriber finds its own way.
+    std::atomic<std::uint64_t>* site_word = nullptr;
 };
 
 // A fresh event_record::plugin_key, never handed out before in this process.

@@ -235,6 +235,8 @@ private:
         std::size_t bytes = 0;
         std::atomic<std::uint32_t> cached = static_cast<std::uint32_t>(interest::always);
         std::uint32_t number = 0;  // what a span entry keeps of its call site (site_list)
+        // event_record::site_word for this site's events: the pipeline's own.
+        std::atomic<std::uint64_t> pipeline_word{0};
         // Accepted NEW_SPAN / NEW_EVENT (relaxed), by thread stripe. Two
         // stripes' counters are 64 bytes apart, and the first is 64 bytes
         // past the fields above, so they never share a cache line with each
