@@ -738,17 +738,48 @@ struct entered_rec {
     entered_set set;
 };
 
-// A slab plus an index by key.
+// A slab plus an index by key, which remembers the entry it found or added
+// last: a span's events come in a row (new span, enter, exit, drop), and
+// each of them would otherwise hash its id and walk the index again (about
+// 60 instructions, a chain of dependent loads). An entry stays where it is
+// until erased (the slab's chunks never move), so the remembered pointer is
+// good until its key is erased or the table cleared; a move hands it over
+// with the slab.
 template <class T>
 class keyed_table {
 public:
+    keyed_table() = default;
+    keyed_table(const keyed_table&) = delete;
+    keyed_table& operator=(const keyed_table&) = delete;
+    keyed_table(keyed_table&& o) noexcept
+        : slab_(std::move(o.slab_)), index_(std::move(o.index_)), last_key_(o.last_key_), last_(o.last_)
+    {
+        o.forget();
+    }
+    keyed_table& operator=(keyed_table&& o) noexcept
+    {
+        slab_ = std::move(o.slab_);
+        index_ = std::move(o.index_);
+        last_key_ = o.last_key_;
+        last_ = o.last_;
+        o.forget();
+        return *this;
+    }
+
     T* find(std::uint64_t key) noexcept
     {
+        if (key == last_key_)  // keys are never 0; a forgotten entry is key 0 and null
+            return last_;
         const std::uint32_t i = index_.find(key, key_of());
-        return i == no_slot ? nullptr : &slab_[i];
+        if (i == no_slot)
+            return nullptr;
+        remember(key, &slab_[i]);
+        return &slab_[i];
     }
     const T* find(std::uint64_t key) const noexcept
     {
+        if (key == last_key_)
+            return last_;
         const std::uint32_t i = index_.find(key, key_of());
         return i == no_slot ? nullptr : &slab_[i];
     }
@@ -767,6 +798,7 @@ public:
             slab_.release(i);
             throw;
         }
+        remember(key, &slab_[i]);  // put() replaces a mapping of the key: this is its entry now
         return {&slab_[i], i};
     }
     // A fresh entry for a key, or null when the key is there already.
@@ -782,14 +814,18 @@ public:
             slab_.release(i);
             throw;
         }
-        if (added)
+        if (added) {
+            remember(key, &slab_[i]);
             return &slab_[i];
+        }
         slab_[i] = T{};
         slab_.release(i);
         return nullptr;
     }
     void erase(std::uint64_t key) noexcept
     {
+        if (key == last_key_)
+            forget();
         const std::uint32_t i = index_.erase(key, no_slot, key_of());  // one probe
         if (i == no_slot)
             return;
@@ -823,6 +859,7 @@ public:
     }
     void clear() noexcept
     {
+        forget();
         index_.clear();
         slab_.clear();
     }
@@ -832,8 +869,17 @@ private:
     {
         return [this](std::uint32_t i) -> std::uint64_t { return slab_[i].key; };
     }
+    void remember(std::uint64_t key, T* entry) noexcept
+    {
+        last_key_ = key;
+        last_ = entry;
+    }
+    void forget() noexcept { remember(0, nullptr); }
+
     slab<T> slab_;
     key_index index_;
+    std::uint64_t last_key_ = 0;
+    T* last_ = nullptr;
 };
 
 }  // namespace tt::host::detail

@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace detail = tt::host::detail;
@@ -137,6 +138,58 @@ TEST_CASE("keyed_table of local entries (4-byte aligned 64-bit fields) keeps ful
         CHECK(ref.at(e.key) == static_cast<std::uint64_t>(e.handle));
     });
     CHECK(seen == ref.size());
+}
+
+// keyed_table remembers the entry it found or added last (a span's events
+// come in a row). That entry must never outlive its key: not an erase, a
+// clear, a slot reused by another key, nor a move or swap of the table.
+TEST_CASE("keyed_table's remembered entry never answers for an erased key, another table, or a reused slot")
+{
+    detail::keyed_table<detail::local_rec> t;
+    auto* a = t.add(11).first;
+    a->handle = 111;
+    CHECK(t.find(11) == a);
+    CHECK(t.find(11) == a);  // the remembered one
+    t.erase(11);
+    CHECK(t.find(11) == nullptr);
+    CHECK(std::as_const(t).find(11) == nullptr);
+
+    // The slot comes back for another key; the old key still finds nothing.
+    auto* b = t.add(22).first;
+    b->handle = 222;
+    CHECK(t.find(11) == nullptr);
+    CHECK(t.find(22) == b);
+    auto* c = t.add(33).first;
+    c->handle = 333;
+    CHECK(t.find(22) == b);  // not the last added, found through the index
+    CHECK(static_cast<std::uint64_t>(t.find(33)->handle) == 333);
+    CHECK(t.find(0) == nullptr);  // 0 is no key, whatever is remembered
+
+    // Re-added under the same key: the new entry, not the erased one.
+    t.erase(22);
+    t.find(33);
+    auto* b2 = t.add(22).first;
+    b2->handle = 2222;
+    CHECK(static_cast<std::uint64_t>(t.find(22)->handle) == 2222);
+
+    // Moved and swapped: each table answers for its own entries only.
+    detail::keyed_table<detail::local_rec> u;
+    u.add(44).first->handle = 444;
+    CHECK(u.find(44) != nullptr);
+    std::swap(t, u);
+    CHECK(t.find(44) != nullptr);
+    CHECK(t.find(22) == nullptr);
+    CHECK(t.find(33) == nullptr);
+    CHECK(u.find(44) == nullptr);
+    CHECK(static_cast<std::uint64_t>(u.find(22)->handle) == 2222);
+    detail::keyed_table<detail::local_rec> moved(std::move(u));
+    CHECK(u.find(22) == nullptr);
+    CHECK(static_cast<std::uint64_t>(moved.find(22)->handle) == 2222);
+
+    moved.find(33);
+    moved.clear();
+    CHECK(moved.find(33) == nullptr);
+    CHECK(moved.find(22) == nullptr);
 }
 
 TEST_CASE("keyed_table of span entries (72 bytes, aligned to 4) keeps ids, starts, counters and values apart")
