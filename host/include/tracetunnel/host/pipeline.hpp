@@ -238,6 +238,9 @@ struct event_record {
     // sender sets it only if every record it sends with this word carries
     // the same call site and plugin (a receiver: one word per call site it
     // registered). Null: the subscriber finds its own way.
+    //
+    //   std::atomic<std::uint64_t> word{0};  // one per call site, as long-lived as it
+    //   rec.site = &site;  rec.plugin = name_;  rec.site_word = &word;
     std::atomic<std::uint64_t>* site_word = nullptr;
 };
 
