@@ -23,6 +23,9 @@
 //   lock; static filter verdicts (and the interned copy) are cached per
 //   thread per call site, keyed so that a plugin cannot take over another
 //   call site's entry (site_memo), and a span's own filter level per span.
+//   An event that brings its sender's word for the call site
+//   (event_record::site_word, a receiver's) finds the verdict there instead,
+//   stamped with the filter it was computed under.
 #include <tracetunnel/host/dispatcher.hpp>
 
 #include "spin_lock.hpp"
