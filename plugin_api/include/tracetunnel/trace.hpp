@@ -51,8 +51,10 @@
 
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <initializer_list>
 #include <sstream>
@@ -283,6 +285,28 @@ inline std::uint64_t send(const tt_event& ev) noexcept
         // A host must not throw through the C ABI; if one does, the plugin survives.
         return TT_STATUS_ERROR_BIT | TT_STATUS_BAD_EVENT;
     }
+}
+
+// Two adjacent 32-bit members (lo first in memory) written with one 64-bit
+// store. A host may copy an event in 8-byte words (S2's does); a word read
+// back from two 4-byte stores cannot be forwarded from the store buffer and
+// waits for both to reach the cache, which made that copy most of S2's time
+// (docs/PERFORMANCE.md, round 11).
+inline void store_pair(void* at, std::uint32_t lo, std::uint32_t hi) noexcept
+{
+    const std::uint64_t w = std::endian::native == std::endian::little ? (std::uint64_t{hi} << 32 | lo)
+                                                                        : (std::uint64_t{lo} << 32 | hi);
+    std::memcpy(at, &w, sizeof w);
+}
+static_assert(offsetof(tt_event, parent) == offsetof(tt_event, value_count) + 4 && sizeof(tt_parent_mode) == 4);
+static_assert(offsetof(tt_field_value, kind) == offsetof(tt_field_value, field) + 4 && sizeof(tt_value_kind) == 4);
+
+inline void set_values_and_parent(tt_event& ev, const tt_field_value* values, std::uint32_t count,
+                                  tt_parent_mode parent) noexcept
+{
+    ev.values = values;
+    store_pair(reinterpret_cast<unsigned char*>(&ev) + offsetof(tt_event, value_count), count,
+               static_cast<std::uint32_t>(parent));
 }
 
 inline tt_event make_event(tt_event_kind kind) noexcept
@@ -914,8 +938,12 @@ __attribute__((always_inline)) inline std::uint32_t fill_values(tt_field_value* 
             tt_field_value& v = values[count];
             v = tt_field_value{};
             v.field = field++;
-            if (s.fill(v))
+            if (s.fill(v)) {
+                // field and kind in one store (store_pair)
+                store_pair(reinterpret_cast<unsigned char*>(&v) + offsetof(tt_field_value, field), v.field,
+                           static_cast<std::uint32_t>(v.kind));
                 ++count;
+            }
         }
     };
     (one(args, std::get<I>(slots)), ...);
@@ -930,10 +958,9 @@ __attribute__((noinline)) void send_event(const A&... args) noexcept
         tt_field_value values[sizeof...(A) + 1];
         parent_choice parent;
         tt_event ev = make_event(TT_EVENT_NEW_EVENT);
-        ev.value_count = fill_values<A...>(values, parent, slots, args..., std::index_sequence_for<A...>{});
-        ev.values = values;
+        const std::uint32_t count = fill_values<A...>(values, parent, slots, args..., std::index_sequence_for<A...>{});
+        set_values_and_parent(ev, values, count, parent.mode);
         ev.callsite_id = Site::id;
-        ev.parent = parent.mode;
         ev.related_span_id = parent.mode == TT_PARENT_EXPLICIT ? parent.id : 0;
         on_refused(Site::storage, send(ev));
     } catch (...) {
@@ -1109,10 +1136,9 @@ __attribute__((noinline)) span new_span(const A&... args) noexcept
         tt_field_value values[sizeof...(A) + 1];
         parent_choice parent;
         tt_event ev = make_event(TT_EVENT_NEW_SPAN);
-        ev.value_count = fill_values<A...>(values, parent, slots, args..., std::index_sequence_for<A...>{});
-        ev.values = values;
+        const std::uint32_t count = fill_values<A...>(values, parent, slots, args..., std::index_sequence_for<A...>{});
+        set_values_and_parent(ev, values, count, parent.mode);
         ev.callsite_id = Site::id;
-        ev.parent = parent.mode;
         ev.related_span_id = parent.mode == TT_PARENT_EXPLICIT ? parent.id : 0;
         const std::uint64_t answer = send(ev);
         if (answer == 0 || TT_STATUS_IS_ERROR(answer)) {
