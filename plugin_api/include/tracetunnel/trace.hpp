@@ -922,6 +922,21 @@ void note_parent(const T& arg, parent_choice& p) noexcept
     }
 }
 
+// One value of field #field into v, its field and kind in one store
+// (store_pair); false when the slot has nothing to send.
+template <class T>
+__attribute__((always_inline)) inline bool fill_value(tt_field_value& v, std::uint32_t field,
+                                                      const slot<T>& s) noexcept
+{
+    v = tt_field_value{};
+    v.field = field;
+    if (!s.fill(v))
+        return false;
+    store_pair(reinterpret_cast<unsigned char*>(&v) + offsetof(tt_field_value, field), v.field,
+               static_cast<std::uint32_t>(v.kind));
+    return true;
+}
+
 // Fills values[] from args in call-site order; returns how many were written.
 // Inlined into its one caller per call site (send_event, new_span): a call
 // here would cost more than most of the values it fills.
@@ -935,15 +950,8 @@ __attribute__((always_inline)) inline std::uint32_t fill_values(tt_field_value* 
         if constexpr (is_parent_v<T>) {
             note_parent(arg, parent);
         } else {
-            tt_field_value& v = values[count];
-            v = tt_field_value{};
-            v.field = field++;
-            if (s.fill(v)) {
-                // field and kind in one store (store_pair)
-                store_pair(reinterpret_cast<unsigned char*>(&v) + offsetof(tt_field_value, field), v.field,
-                           static_cast<std::uint32_t>(v.kind));
+            if (fill_value(values[count], field++, s))
                 ++count;
-            }
         }
     };
     (one(args, std::get<I>(slots)), ...);
@@ -1164,10 +1172,7 @@ __attribute__((noinline)) void send_record(std::uint64_t span_id, const field_ta
             for (std::uint32_t i = 0; i < table.count; ++i) {
                 if (std::string_view(table.names[i].ptr, table.names[i].len) != name)
                     continue;
-                tt_field_value& v = values[count];
-                v = tt_field_value{};
-                v.field = i;
-                if (s.fill(v))
+                if (fill_value(values[count], i, s))
                     ++count;
                 return;
             }
@@ -1179,8 +1184,7 @@ __attribute__((noinline)) void send_record(std::uint64_t span_id, const field_ta
             return;
         tt_event ev = make_event(TT_EVENT_VALUES_RECORDED);
         ev.span_id = span_id;
-        ev.values = values;
-        ev.value_count = count;
+        set_values_and_parent(ev, values, count, TT_PARENT_CONTEXTUAL);  // parent unread: 0, as before
         (void)send(ev);
     } catch (...) {
     }
