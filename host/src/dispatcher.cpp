@@ -1177,8 +1177,10 @@ struct dispatcher::impl {
     // reader can stand on it).
     static constexpr unsigned table_bits = 14;
     static constexpr std::size_t table_size = std::size_t{1} << table_bits;
-    // Consecutive handles (likely made by different threads) go to different
-    // cache lines of the table.
+    // The 64 handles of an aligned block (take_handle) fill 8 slots of each
+    // of 8 cache lines, which no other block of the same turn of the table
+    // uses: two threads' spans do not share the lines they insert into and
+    // unlink from.
     static std::size_t slot_of(span_handle h) noexcept
     {
         const std::size_t i = h % table_size;
@@ -1229,12 +1231,18 @@ struct dispatcher::impl {
     std::vector<std::unique_ptr<const interned_name>> names;
     std::atomic<const interned_name*> names_head{nullptr};
 
+    // Past every handle given: a thread takes a block of handles_per_block
+    // from it at a time (take_handle), so that two threads making spans do
+    // not write its line at every span.
     std::atomic<span_handle> next_handle{1};
+    static constexpr span_handle handles_per_block = 64;
 
     struct alignas(64) stripe {
-        // (Spans created: next_handle tells.)
-        std::atomic<std::uint64_t> spans_disabled{0}, spans_opened{0}, spans_ended{0}, events{0},
+        std::atomic<std::uint64_t> spans_created{0}, spans_disabled{0}, spans_opened{0}, spans_ended{0}, events{0},
             events_filtered{0}, anomalies{0};
+        // The owner thread's block of handles, [next, end).
+        span_handle handles_next = 0;
+        span_handle handles_end = 0;
     };
     // Indexed by detail::my_stripe(): a thread's own stripe takes a plain add
     // (count()), not a locked one, on every event.
@@ -1258,6 +1266,26 @@ struct dispatcher::impl {
         return s;
     }
     void anomaly() const noexcept { count(&stripe::anomalies); }
+
+    // A new span's handle, from this thread's block. The blocks of two
+    // threads fill different cache lines of the handle table (slot_of), and
+    // a thread alone still gets its handles in sequence (its next block
+    // starts where the last ended). Threads past the exclusive stripes take
+    // them one by one.
+    span_handle take_handle() noexcept
+    {
+        const unsigned i = detail::my_stripe();
+        detail::bump(stripes[i].spans_created, i);
+        if (i == detail::shared_stripe) [[unlikely]]
+            return next_handle.fetch_add(1, std::memory_order_relaxed);
+        stripe& st = stripes[i];
+        if (st.handles_next == st.handles_end) [[unlikely]] {
+            const detail::number_block got = detail::take_block(next_handle, handles_per_block);
+            st.handles_next = got.first;
+            st.handles_end = got.end;
+        }
+        return st.handles_next++;
+    }
 
     const config* load_config() const noexcept { return cfg.load(std::memory_order_acquire); }
     const layer_list* load_layers() const noexcept { return layers.load(std::memory_order_acquire); }
@@ -1696,7 +1724,7 @@ bool dispatcher::enabled(const model::callsite& site) noexcept
 
 span_handle dispatcher::new_span(const span_attrs& attrs) noexcept
 {
-    const span_handle h = impl_->next_handle.fetch_add(1, std::memory_order_relaxed);
+    const span_handle h = impl_->take_handle();
     span_node* node = nullptr;
     bool published = false;
     try {
@@ -2181,7 +2209,7 @@ dispatcher::stats dispatcher::statistics() const noexcept
 {
     using st = impl::stripe;
     stats s;
-    s.spans_created = impl_->next_handle.load(std::memory_order_relaxed) - 1;
+    s.spans_created = impl_->sum(&st::spans_created);
     s.spans_disabled = impl_->sum(&st::spans_disabled);
     s.events = impl_->sum(&st::events);
     s.events_filtered = impl_->sum(&st::events_filtered);

@@ -12,6 +12,7 @@
 #include <tracetunnel/host/filter.hpp>
 #include <tracetunnel/host/layers.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <latch>
 #include <new>
@@ -376,6 +377,61 @@ TEST_CASE("more open spans than table slots, on several threads: every handle is
     CHECK(st.spans_live == 0);
     CHECK(st.anomalies == 0);
     CHECK(st.events == static_cast<std::uint64_t>(threads) * ((per_thread + 96) / 97));
+}
+
+TEST_CASE("span handles from threads' own blocks: each given once, in sequence on one thread, and counted")
+{
+    // A thread takes handles in blocks of its own, so that two threads
+    // making spans do not share the counter's line or the table's lines.
+    th::dispatcher d(must_parse("trace"));
+    const sites s;
+    std::vector<th::span_handle> first;
+    for (int i = 0; i < 100; ++i)
+        first.push_back(make_span(d, s.outer, "outer-main", 0));
+    for (std::size_t i = 1; i < first.size(); ++i)
+        CHECK(first[i] == first[i - 1] + 1);  // one thread alone: in sequence, past a block's end too
+    CHECK(first.front() != 0);
+
+    constexpr int threads = 3;
+    constexpr int per_thread = 1000;
+    std::vector<std::vector<th::span_handle>> made(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+                const th::span_handle h = make_span(d, s.outer, "outer-" + std::to_string(t), 0);
+                made[static_cast<std::size_t>(t)].push_back(h);
+                if (i % 2 == 0)
+                    d.close(h);
+            }
+        });
+    for (auto& th : pool)
+        th.join();
+    std::vector<th::span_handle> all = first;
+    for (const auto& m : made)
+        all.insert(all.end(), m.begin(), m.end());
+    std::sort(all.begin(), all.end());
+    CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+    CHECK(std::find(all.begin(), all.end(), th::span_handle{0}) == all.end());
+    const auto st = d.statistics();
+    CHECK(st.spans_created == all.size());
+    CHECK(st.spans_live == first.size() + threads * per_thread / 2);
+    // Every open one is still found (a child names it as its parent).
+    const auto layer = std::make_shared<checking_layer>();
+    d.add_layer(layer);
+    for (const auto& m : made)
+        for (std::size_t i = 1; i < m.size(); i += 2) {
+            const th::span_handle child = make_span(d, s.inner, "inner-child", m[i]);
+            d.close(child);
+        }
+    CHECK(layer->spans.load() == threads * per_thread / 2);
+    CHECK(layer->wrong.load() == 0);
+    CHECK(d.statistics().anomalies == 0);
+    // A handle past every block given is not a span's: a follows-from cause
+    // naming it is refused.
+    const th::span_handle live = first.back();
+    d.follows_from(live, all.back() + 10'000);
+    CHECK(d.statistics().anomalies == 1);
 }
 
 TEST_CASE("a chain of spans deeper than the per-thread view cache: every span of every context is right")
