@@ -638,9 +638,9 @@ struct local_spans::all_locked : detail::all_shards_locked<shard> {
 
 local_spans::shard& local_spans::shard_of(std::uint64_t span_id) const noexcept
 {
-    // Ids are handed out in sequence, so two threads' spans sit in
-    // neighbouring shards rather than the same one.
-    return shards_[span_id % shard_count];
+    // By block of ids, as the receiver's span shards: a thread's spans
+    // stay in a shard while its block lasts (receiver::next_span_id).
+    return shards_[(span_id / detail::span_id_block) % shard_count];
 }
 
 local_spans::local_spans(subscriber& pipeline) : pipeline_(&pipeline), shards_(std::make_unique<shard[]>(shard_count)) {}
@@ -919,8 +919,19 @@ struct receiver::span_table {
 
 struct alignas(64) receiver::span_shard {
     detail::spin_lock mutex;  // held for a few instructions of table work
-    span_table t;
     std::size_t uncommitted = 0;  // live spans created since the last commit (span_rec::uncommitted)
+    std::uint64_t max_given = 0;  // the highest id given in this shard (persisted next id)
+    span_table t;
+};
+
+// What a thread stripe has of its own: a block of span ids, [next, end),
+// and quota credit in usage_'s units (take_quota). Only the stripe's owner
+// takes ids and spends credit; anyone may take the credit back
+// (return_credits), hence the atomic.
+struct alignas(64) receiver::stripe_slot {
+    std::uint64_t next = 0;
+    std::uint64_t end = 0;
+    std::atomic<std::uint64_t> credit{0};
 };
 
 struct receiver::all_span_shards : detail::all_shards_locked<span_shard> {
@@ -932,9 +943,9 @@ struct receiver::all_span_shards : detail::all_shards_locked<span_shard> {
 
 std::size_t receiver::span_shard_index(std::uint64_t span_id) noexcept
 {
-    // Ids are handed out in sequence: two threads' spans land in
-    // neighbouring shards, not the same one.
-    return span_id % span_shard_count;
+    // A block of ids is one thread's (next_span_id): its spans stay in one
+    // shard while the block lasts, and two threads' in different ones.
+    return (span_id / detail::span_id_block) % span_shard_count;
 }
 
 receiver::span_shard& receiver::span_shard_of(std::uint64_t span_id) const noexcept
@@ -1039,6 +1050,16 @@ receiver::receiver(std::string lineage, subscriber& pipeline, receiver_state res
         next_id = std::max(next_id, ps.id + 1);
     }
     next_id_.store(next_id & ~top_bit, std::memory_order_relaxed);
+    restored_next_id_ = std::max<std::uint64_t>(next_id & ~top_bit, 1);
+    stripe_slots_ = std::make_unique<stripe_slot[]>(detail::counter_stripes);
+    // Chunks of quota a thread takes at once: small against the quotas, so
+    // that what threads hold unspent is little, and none for quotas so small
+    // that a chunk would be most of them.
+    {
+        const std::uint64_t spans = std::min<std::uint64_t>(32, limits_.max_live_spans / 256);
+        const std::uint64_t bytes = std::min<std::uint64_t>(16384, limits_.max_string_bytes / 256);
+        credit_chunk_ = spans != 0 && bytes != 0 ? spans * usage_one_span + bytes : 0;
+    }
     // A file's counts beyond the caps (quotas) are not real ones.
     usage_.store((std::min<std::uint64_t>(live, ~std::uint64_t{0} >> (usage_bytes_bits + 1)) << usage_bytes_bits) |
                      std::min<std::uint64_t>(string_bytes, usage_bytes_mask >> 1),
@@ -1534,16 +1555,21 @@ std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::siz
                                                      std::uint64_t proposed, std::uint64_t& id, std::uint32_t& depth,
                                                      span_shard*& shard)
 {
-    // Both quotas taken first with one add (usage_) and given back on refusal
-    // (span_quota), so that two threads cannot both pass a check and then
-    // both take the last of it. The caps in the constructor keep the bytes
-    // from carrying into the count.
-    quota.taken = usage_one_span + quota_bytes;
-    const std::uint64_t before = usage_.fetch_add(quota.taken, std::memory_order_relaxed);
-    if ((before >> usage_bytes_bits) >= limits_.max_live_spans)
+    // Both quotas taken first, together (take_quota: this thread's credit or
+    // one add to usage_), and given back on refusal (span_quota), so that
+    // two threads cannot both pass a check and then both take the last of
+    // it. The caps in the constructor keep the bytes from carrying into the
+    // count.
+    std::uint64_t before = 0;
+    if (!take_quota(usage_one_span + quota_bytes, before)) {
+        if ((before >> usage_bytes_bits) >= limits_.max_live_spans)
+            return fail(receive_errc::quota_exceeded,
+                        "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
         return fail(receive_errc::quota_exceeded,
-                    "live-span quota of " + std::to_string(limits_.max_live_spans) + " reached");
-    if ((before & usage_bytes_mask) + quota_bytes > limits_.max_string_bytes || span_bytes > max_span_bytes)
+                    "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
+    }
+    quota.taken = usage_one_span + quota_bytes;
+    if (span_bytes > max_span_bytes)
         return fail(receive_errc::quota_exceeded,
                     "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
     // Checked with the values as sent, kept as merged (no larger).
@@ -1569,9 +1595,13 @@ std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::siz
         if (!s.t.has(proposed)) {
             id = proposed;
             shard = &s;
-            // Later ids go past a replayed one, as they did past the ones before it.
-            std::uint64_t cur = next_id_.load(std::memory_order_relaxed);
-            while (cur <= proposed && !next_id_.compare_exchange_weak(cur, proposed + 1, std::memory_order_relaxed)) {
+            s.max_given = std::max(s.max_given, proposed);
+            // Later ids go past a replayed one, as they did past the ones
+            // before it: blocks below it are given up (next_span_id).
+            for (std::atomic<std::uint64_t>* a : {&next_id_, &id_floor_}) {
+                std::uint64_t cur = a->load(std::memory_order_relaxed);
+                while (cur <= proposed && !a->compare_exchange_weak(cur, proposed + 1, std::memory_order_relaxed)) {
+                }
             }
             return std::nullopt;
         }
@@ -1579,7 +1609,7 @@ std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::siz
     }
     // The next id no live span has (a replayed or restored one may).
     for (;;) {
-        const std::uint64_t n = next_id_.fetch_add(1, std::memory_order_relaxed) & ~top_bit;
+        const std::uint64_t n = next_span_id();
         if (n == 0)
             continue;
         span_shard& s = span_shard_of(n);
@@ -1587,10 +1617,127 @@ std::optional<receive_result> receiver::reserve_span(span_quota& quota, std::siz
         if (!s.t.has(n)) {
             id = n;
             shard = &s;
+            s.max_given = std::max(s.max_given, n);
             return std::nullopt;
         }
         s.mutex.unlock();
     }
+}
+
+// A thread takes ids from a block of its own (by thread stripe), so that
+// its spans share shards with no other thread's while the block lasts; one
+// thread alone still gets them in sequence (its next block starts where the
+// last ended). Threads past the exclusive stripes take them one by one.
+std::uint64_t receiver::next_span_id() noexcept
+{
+    const unsigned stripe = detail::my_stripe();
+    if (stripe == detail::shared_stripe) [[unlikely]]
+        return next_id_.fetch_add(1, std::memory_order_relaxed) & ~top_bit;
+    stripe_slot& b = stripe_slots_[stripe];
+    if (b.next == b.end || b.next < id_floor_.load(std::memory_order_relaxed)) [[unlikely]] {
+        const detail::number_block got = detail::take_block(next_id_, detail::span_id_block);
+        b.next = got.first;
+        b.end = got.end;
+    }
+    return b.next++ & ~top_bit;
+}
+
+// Whether `need` (usage_'s units) may be added to a usage of `before`.
+bool receiver::quota_fits(std::uint64_t before, std::uint64_t need) const noexcept
+{
+    const std::uint64_t spans = need >> usage_bytes_bits;
+    if (spans != 0 && (before >> usage_bytes_bits) + spans > limits_.max_live_spans)
+        return false;
+    return (before & usage_bytes_mask) + (need & usage_bytes_mask) <= limits_.max_string_bytes;
+}
+
+// Takes `need` of the quotas: from this thread's credit when it covers it,
+// else from usage_ with a chunk of credit more when that still fits, else
+// exactly. False: refused, nothing taken, `before` the usage it was refused
+// at. A quota still holds exactly: credit is counted in usage_ when taken,
+// and a refusal first takes every thread's unspent credit back.
+bool receiver::take_quota(std::uint64_t need, std::uint64_t& before) noexcept
+{
+    const unsigned stripe = detail::my_stripe();
+    if (credit_chunk_ != 0 && stripe != detail::shared_stripe) [[likely]] {
+        std::atomic<std::uint64_t>& credit = stripe_slots_[stripe].credit;
+        std::uint64_t have = credit.load(std::memory_order_relaxed);
+        while ((have >> usage_bytes_bits) >= (need >> usage_bytes_bits) &&
+               (have & usage_bytes_mask) >= (need & usage_bytes_mask))
+            if (credit.compare_exchange_weak(have, have - need, std::memory_order_relaxed))
+                return true;
+        const std::uint64_t grab = need + credit_chunk_;
+        before = usage_.fetch_add(grab, std::memory_order_relaxed);
+        if (quota_fits(before, grab)) {
+            credit.fetch_add(credit_chunk_, std::memory_order_relaxed);
+            return true;
+        }
+        usage_.fetch_sub(grab, std::memory_order_relaxed);
+    }
+    return take_quota_exact(need, before);
+}
+
+bool receiver::take_quota_exact(std::uint64_t need, std::uint64_t& before) noexcept
+{
+    before = usage_.fetch_add(need, std::memory_order_relaxed);
+    if (quota_fits(before, need))
+        return true;
+    usage_.fetch_sub(need, std::memory_order_relaxed);
+    if (!return_credits())
+        return false;
+    before = usage_.fetch_add(need, std::memory_order_relaxed);
+    if (quota_fits(before, need))
+        return true;
+    usage_.fetch_sub(need, std::memory_order_relaxed);
+    return false;
+}
+
+// Gives back what a span took (a close): to this thread's credit, which
+// goes back to usage_ once it holds more than two chunks.
+void receiver::give_quota(std::uint64_t amount) noexcept
+{
+    const unsigned stripe = detail::my_stripe();
+    if (credit_chunk_ != 0 && stripe != detail::shared_stripe) [[likely]] {
+        std::atomic<std::uint64_t>& credit = stripe_slots_[stripe].credit;
+        const std::uint64_t now = credit.fetch_add(amount, std::memory_order_relaxed) + amount;
+        const std::uint64_t most = 2 * credit_chunk_;
+        if ((now >> usage_bytes_bits) > (most >> usage_bytes_bits) ||
+            (now & usage_bytes_mask) > (most & usage_bytes_mask)) [[unlikely]]
+            usage_.fetch_sub(credit.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
+        return;
+    }
+    usage_.fetch_sub(amount, std::memory_order_relaxed);
+}
+
+// Every stripe's unspent credit back into usage_. True if there was any.
+bool receiver::return_credits() noexcept
+{
+    if (credit_chunk_ == 0)
+        return false;
+    bool any = false;
+    for (unsigned i = 0; i < detail::counter_stripes; ++i)
+        if (const std::uint64_t c = stripe_slots_[i].credit.exchange(0, std::memory_order_relaxed); c != 0) {
+            usage_.fetch_sub(c, std::memory_order_relaxed);
+            any = true;
+        }
+    return any;
+}
+
+// usage_ without the credit threads hold: the spans and bytes in use. Each
+// field on its own, and never below 0 (a credit being returned meanwhile).
+std::uint64_t receiver::usage_in_use() const noexcept
+{
+    std::uint64_t held_spans = 0, held_bytes = 0;
+    if (credit_chunk_ != 0)
+        for (unsigned i = 0; i < detail::counter_stripes; ++i) {
+            const std::uint64_t c = stripe_slots_[i].credit.load(std::memory_order_relaxed);
+            held_spans += c >> usage_bytes_bits;
+            held_bytes += c & usage_bytes_mask;
+        }
+    const std::uint64_t u = usage_.load(std::memory_order_relaxed);
+    const std::uint64_t spans = u >> usage_bytes_bits, bytes = u & usage_bytes_mask;
+    return (spans > held_spans ? spans - held_spans : 0) << usage_bytes_bits |
+           (bytes > held_bytes ? bytes - held_bytes : 0);
 }
 
 std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
@@ -1852,7 +1999,7 @@ bool receiver::drop_span(std::uint64_t span_id)
             sh.remember_closed(span_id, h);
         }
     }
-    usage_.fetch_sub(usage_one_span + bytes, std::memory_order_relaxed);
+    give_quota(usage_one_span + bytes);
     if (h != 0) {
         still_entered.for_each([&](std::thread::id thread, std::uint32_t n) {
             for (std::uint32_t k = 0; k < n; ++k)
@@ -1885,9 +2032,7 @@ receive_result receiver::apply(op& o)
                     return fail(receive_errc::quota_exceeded,
                                 "call-site quota of " + std::to_string(limits_.max_callsites) + " reached");
                 const std::size_t bytes = callsite_bytes(cs);
-                if ((usage_.fetch_add(bytes, std::memory_order_relaxed) & usage_bytes_mask) + bytes >
-                    limits_.max_string_bytes) {
-                    usage_.fetch_sub(bytes, std::memory_order_relaxed);
+                if (std::uint64_t before = 0; !take_quota_exact(bytes, before)) {
                     return fail(receive_errc::quota_exceeded,
                                 "string quota of " + std::to_string(limits_.max_string_bytes) + " bytes reached");
                 }
@@ -2221,7 +2366,12 @@ persisted_metadata receiver::persist_metadata() const
 // are reused), else sorted, and the shards merged.
 void receiver::fill_snapshot(persisted_spans& out) const
 {
-    out.next_id = next_id_.load(std::memory_order_relaxed) & ~top_bit;
+    // Past every id given, not past every block taken: a restored receiver
+    // goes on where this one's spans ended.
+    std::uint64_t given = restored_next_id_ - 1;
+    for (std::size_t i = 0; i < span_shard_count; ++i)
+        given = std::max(given, span_shards_[i].max_given);
+    out.next_id = (given + 1) & ~top_bit;
     if (out.next_id == 0)
         out.next_id = 1;
     std::size_t total = 0;

@@ -317,20 +317,22 @@ struct group_env {
 TEST_CASE("a whole group (new span, enter, events, exit, drop) allocates nothing in the receiver once warm")
 {
     group_env env;
-    // Warm: the span table's first chunk and index, the per-thread buffers
-    // and the ring of closed spans' handles get their capacity here.
-    for (int g = 0; g < 100; ++g)
+    // Warm: the span tables' first chunks and indexes, the per-thread
+    // buffers and the rings of closed spans' handles get their capacity
+    // here, in every shard: a thread's ids come in blocks of 64, a block to
+    // a shard, so 600 spans pass through all eight.
+    for (int g = 0; g < 600; ++g)
         env.run(-g);
 
     counted c;
     for (int g = 1; g <= 1000; ++g)
         env.run(g);
     CHECK(c.so_far() == 0);
-    CHECK(env.sub.last == 1100);    // every span reached the pipeline
-    CHECK(env.sub.closed == 1100);  // and was closed there
-    CHECK(env.sub.fields == 2 * 1100);
-    CHECK(env.sub.events == 10 * 1100);
-    CHECK(env.sub.parented == 10 * 1100);  // each event saw its span as parent
+    CHECK(env.sub.last == 1600);    // every span reached the pipeline
+    CHECK(env.sub.closed == 1600);  // and was closed there
+    CHECK(env.sub.fields == 2 * 1600);
+    CHECK(env.sub.events == 10 * 1600);
+    CHECK(env.sub.parented == 10 * 1600);  // each event saw its span as parent
     CHECK(env.r.stats().live_spans == 0);
     CHECK(env.sub.stack.depth() == 0);
 }

@@ -1019,6 +1019,49 @@ TEST_CASE("threads racing for the last live spans: the quota holds exactly, ever
     CHECK(cap.anomalies().empty());
 }
 
+TEST_CASE("quota another thread holds unspent goes to the span that needs it, and is not counted as used")
+{
+    // A thread takes quota in chunks and keeps what it has not spent (so
+    // that two threads do not both write the receiver's count at every
+    // span). A span refused only because of what another thread holds
+    // unspent must get it, and the counts must not show it as used.
+    host::capture_layer cap;
+    host::quotas q;
+    q.max_live_spans = 512;  // chunks of 2 spans
+    host::receiver r("credit", cap, {}, q);
+    abi_site site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {"name"}};
+    ok(r, ev_new_callsite(site.get()));
+    const std::size_t callsite_bytes = r.stats().string_bytes;
+    const std::vector<tt_field_value> v{fv_str(0, "abcd")};
+
+    // Another thread makes and drops spans, then stays alive, holding what
+    // it took and did not spend.
+    std::promise<void> made, finish;
+    std::thread other([&] {
+        for (int i = 0; i < 3; ++i)
+            ok(r, ev_span(TT_EVENT_SPAN_DROPPED, ok(r, ev_new_span(site.id(), v, TT_PARENT_ROOT))));
+        made.set_value();
+        finish.get_future().wait();
+    });
+    made.get_future().wait();
+    CHECK(r.stats().live_spans == 0);
+    CHECK(r.stats().string_bytes == callsite_bytes);
+
+    // Every place of the quota, on this thread.
+    int refused = 0;
+    for (int i = 0; i < 512; ++i)
+        refused += TT_STATUS_IS_ERROR(r.receive(ev_new_span(site.id(), v, TT_PARENT_ROOT))) ? 1 : 0;
+    CHECK(refused == 0);
+    CHECK(r.stats().live_spans == 512);
+    CHECK(r.stats().string_bytes == callsite_bytes + 512 * 8);
+    const std::uint64_t over = r.receive(ev_new_span(site.id(), v, TT_PARENT_ROOT));
+    CHECK(TT_STATUS_IS_ERROR(over));
+    CHECK(TT_STATUS_CODE(over) == TT_STATUS_QUOTA_EXCEEDED);
+    CHECK(r.stats().live_spans == 512);
+    finish.set_value();
+    other.join();
+}
+
 TEST_CASE("persist while threads make and drop spans: every snapshot is whole, in id order, and restores")
 {
     host::capture_layer cap;
@@ -1077,6 +1120,36 @@ TEST_CASE("persist while threads make and drop spans: every snapshot is whole, i
         t.join();
     CHECK(failures.load() == 0);
     CHECK(r.snapshot().spans.size() == r.stats().live_spans);
+}
+
+TEST_CASE("span ids: in sequence on each thread, and a restore goes on after the last id given")
+{
+    // Ids go to a thread in blocks (each block to one shard): one thread's
+    // come in sequence, another thread's from a block of its own, and the
+    // persisted next id is past the last id given, not past the blocks.
+    host::capture_layer cap;
+    host::receiver r("ids", cap);
+    abi_site site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {}};
+    ok(r, ev_new_callsite(site.get()));
+    std::vector<std::uint64_t> mine;
+    for (int i = 0; i < 5; ++i)
+        mine.push_back(ok(r, ev_new_span(site.id(), {}, TT_PARENT_ROOT)));
+    CHECK(mine == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+    std::vector<std::uint64_t> theirs;
+    std::thread([&] {
+        for (int i = 0; i < 3; ++i)
+            theirs.push_back(ok(r, ev_new_span(site.id(), {}, TT_PARENT_ROOT)));
+    }).join();
+    REQUIRE(theirs.size() == 3);
+    CHECK(theirs[1] == theirs[0] + 1);
+    CHECK(theirs[2] == theirs[1] + 1);
+    CHECK(theirs[0] > 5);
+    CHECK(ok(r, ev_new_span(site.id(), {}, TT_PARENT_ROOT)) == 6);
+    const auto state = state_of(r);
+    CHECK(state.spans.next_id == theirs[2] + 1);
+    host::capture_layer other;
+    host::receiver again("ids", other, state);
+    CHECK(ok(again, ev_new_span(site.id(), {}, TT_PARENT_ROOT)) == theirs[2] + 1);
 }
 
 TEST_CASE("replayed ids in any order go out in id order, and later ids go past them")

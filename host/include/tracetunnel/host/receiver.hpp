@@ -108,6 +108,12 @@ using persisted_metadata = tt::state::persisted_metadata;
 // lineage (a plugin reload); a host restart starts without it, and persisted
 // spans then get pipeline spans lazily. Whatever is left when the last owner
 // lets go is force-exited and closed in the pipeline, so no span leaks.
+namespace detail {
+// A receiver gives span ids to a thread in blocks of this many, and all of a
+// block's spans sit in one shard (receiver and local_spans alike).
+inline constexpr std::uint64_t span_id_block = 64;
+}  // namespace detail
+
 class local_spans {
 public:
     explicit local_spans(subscriber& pipeline);
@@ -265,6 +271,14 @@ private:
     // threads seldom wait for each other (S9). Each shard: a lock and a flat
     // table of packed entries.
     static constexpr std::size_t span_shard_count = 8;
+    struct stripe_slot;
+    std::uint64_t next_span_id() noexcept;
+    bool take_quota(std::uint64_t need, std::uint64_t& before) noexcept;
+    bool take_quota_exact(std::uint64_t need, std::uint64_t& before) noexcept;
+    void give_quota(std::uint64_t amount) noexcept;
+    bool return_credits() noexcept;
+    bool quota_fits(std::uint64_t before, std::uint64_t need) const noexcept;
+    std::uint64_t usage_in_use() const noexcept;
     struct span_table;
     struct span_shard;
     struct all_span_shards;  // every shard's lock, in index order
@@ -355,23 +369,29 @@ private:
     std::vector<std::unique_ptr<callsite_index>> index_tables_;  // under mutex_
     std::unique_ptr<site_list> sites_;
     std::unique_ptr<span_shard[]> span_shards_;
-    // The counts every new span and every close changes, on a line of their
-    // own: quotas are taken with an atomic add and given back when refused.
+    // The counts a new span and a close change, on a line of their own.
     // usage_ holds the live spans above bit 40 and the string bytes below,
     // so that a span takes and gives back both with one atomic add; the
-    // quotas are capped to fit (quotas).
+    // quotas are capped to fit (quotas). A thread takes quota in chunks
+    // (credit_chunk_) into its stripe's credit and spends it there, so two
+    // threads making spans do not both write usage_ at every span: usage_
+    // is what is in use plus every stripe's credit (take_quota).
     static constexpr unsigned usage_bytes_bits = 40;
     static constexpr std::uint64_t usage_one_span = std::uint64_t{1} << usage_bytes_bits;
     static constexpr std::uint64_t usage_bytes_mask = usage_one_span - 1;
-    alignas(64) std::atomic<std::uint64_t> next_id_{1};
+    alignas(64) std::atomic<std::uint64_t> next_id_{1};  // the next block's first id
     std::atomic<std::uint64_t> usage_{0};
+    std::uint64_t credit_chunk_ = 0;  // 0: every span takes from usage_ itself (small quotas)
+    std::atomic<std::uint64_t> id_floor_{0};  // past the highest replayed id: blocks below it are given up
+    std::uint64_t restored_next_id_ = 1;
+    std::unique_ptr<stripe_slot[]> stripe_slots_;  // by thread stripe (thread_stripe.hpp)
     std::size_t live_of_usage() const noexcept
     {
-        return static_cast<std::size_t>(usage_.load(std::memory_order_relaxed) >> usage_bytes_bits);
+        return static_cast<std::size_t>(usage_in_use() >> usage_bytes_bits);
     }
     std::size_t bytes_of_usage() const noexcept
     {
-        return static_cast<std::size_t>(usage_.load(std::memory_order_relaxed) & usage_bytes_mask);
+        return static_cast<std::size_t>(usage_in_use() & usage_bytes_mask);
     }
     // Set under a span shard's lock, or under one local_spans shard's lock
     // alone by enter and exit; cleared by a commit, which holds every
