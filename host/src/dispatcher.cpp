@@ -1177,10 +1177,10 @@ struct dispatcher::impl {
     // reader can stand on it).
     static constexpr unsigned table_bits = 14;
     static constexpr std::size_t table_size = std::size_t{1} << table_bits;
-    // The 64 handles of an aligned block (take_handle) fill 8 slots of each
-    // of 8 cache lines, which no other block of the same turn of the table
-    // uses: two threads' spans do not share the lines they insert into and
-    // unlink from.
+    // The handles of an aligned block (take_handle) fill all 8 slots of
+    // handles_per_block / 8 cache lines, which no other block of the same
+    // turn of the table uses: two threads' spans do not share the lines they
+    // insert into and unlink from.
     static std::size_t slot_of(span_handle h) noexcept
     {
         const std::size_t i = h % table_size;
@@ -1233,9 +1233,11 @@ struct dispatcher::impl {
 
     // Past every handle given: a thread takes a block of handles_per_block
     // from it at a time (take_handle), so that two threads making spans do
-    // not write its line at every span.
+    // not write its line at every span. 512, not 64: the fewer times a
+    // table line changes owner thread (once a turn of the table at most), the
+    // better S9's slow mode (docs/PERFORMANCE.md, round 12).
     std::atomic<span_handle> next_handle{1};
-    static constexpr span_handle handles_per_block = 64;
+    static constexpr span_handle handles_per_block = 512;
 
     struct alignas(64) stripe {
         std::atomic<std::uint64_t> spans_created{0}, spans_disabled{0}, spans_opened{0}, spans_ended{0}, events{0},

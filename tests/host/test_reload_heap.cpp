@@ -111,10 +111,11 @@ reloads measure(const fs::path& plugin, const std::string& name, const char* ope
     return out;
 }
 
-// Long enough for every span shard to have closed a span: a shard's ring of
-// closed handles is made then (2 KiB), and ids come in blocks of 64 to a
-// shard, so the eighth is first reached after 512 ids, some 200 reloads here.
-constexpr int warm_up = 300;
+// Long enough for every span shard to have been used: a shard's tables get
+// their first room then (a few hundred bytes each), and ids come in blocks
+// of 512 to a shard (detail::span_id_block), so the eighth is first reached
+// at id 3,584, some 1,430 reloads here (two or three ids a reload).
+constexpr int warm_up = 1600;
 constexpr int measured = 600;
 
 }  // namespace

@@ -386,7 +386,7 @@ TEST_CASE("span handles from threads' own blocks: each given once, in sequence o
     th::dispatcher d(must_parse("trace"));
     const sites s;
     std::vector<th::span_handle> first;
-    for (int i = 0; i < 100; ++i)
+    for (int i = 0; i < 600; ++i)  // more than a block (512)
         first.push_back(make_span(d, s.outer, "outer-main", 0));
     for (std::size_t i = 1; i < first.size(); ++i)
         CHECK(first[i] == first[i - 1] + 1);  // one thread alone: in sequence, past a block's end too

@@ -147,16 +147,19 @@ TEST_CASE_FIXTURE(group_pipeline, "a whole group (new span, enter, events, exit,
         answers_ok += r.receive(ev_span(TT_EVENT_SPAN_EXITED, span)) == TT_STATUS_OK ? 1 : 0;
         answers_ok += r.receive(ev_span(TT_EVENT_SPAN_DROPPED, span)) == TT_STATUS_OK ? 1 : 0;
     };
-    // Warm: tables, the closed-span ring (1024 entries), the dispatcher's nodes.
-    for (int g = 0; g < 2000; ++g)
+    // Warm: tables, the closed-span rings, the dispatcher's nodes, in every
+    // shard: ids come in blocks of 512 to a shard, so the eighth shard is
+    // first used at id 3584.
+    constexpr int warm = 4200;
+    for (int g = 0; g < warm; ++g)
         run_group(g);
 
     counted c;
-    for (int g = 2000; g < 3000; ++g)
+    for (int g = warm; g < warm + 1000; ++g)
         run_group(g);
     CHECK(c.so_far() == 0);
-    CHECK(answers_ok == 3000 * 14);
-    CHECK(layer->events == 3000 * 10);
+    CHECK(answers_ok == (warm + 1000) * 14);
+    CHECK(layer->events == (warm + 1000) * 10);
     CHECK(r.stats().live_spans == 0);
 }
 
@@ -319,20 +322,22 @@ TEST_CASE("a whole group (new span, enter, events, exit, drop) allocates nothing
     group_env env;
     // Warm: the span tables' first chunks and indexes, the per-thread
     // buffers and the rings of closed spans' handles get their capacity
-    // here, in every shard: a thread's ids come in blocks of 64, a block to
-    // a shard, so 600 spans pass through all eight.
-    for (int g = 0; g < 600; ++g)
+    // here, in every shard: a thread's ids come in blocks of 512
+    // (detail::span_id_block), a block to a shard, so 4,200 spans pass
+    // through all eight.
+    constexpr int warm = 4200;
+    for (int g = 0; g < warm; ++g)
         env.run(-g);
 
     counted c;
     for (int g = 1; g <= 1000; ++g)
         env.run(g);
     CHECK(c.so_far() == 0);
-    CHECK(env.sub.last == 1600);    // every span reached the pipeline
-    CHECK(env.sub.closed == 1600);  // and was closed there
-    CHECK(env.sub.fields == 2 * 1600);
-    CHECK(env.sub.events == 10 * 1600);
-    CHECK(env.sub.parented == 10 * 1600);  // each event saw its span as parent
+    CHECK(env.sub.last == warm + 1000);    // every span reached the pipeline
+    CHECK(env.sub.closed == warm + 1000);  // and was closed there
+    CHECK(env.sub.fields == 2 * (warm + 1000));
+    CHECK(env.sub.events == 10 * (warm + 1000));
+    CHECK(env.sub.parented == 10 * (warm + 1000));  // each event saw its span as parent
     CHECK(env.r.stats().live_spans == 0);
     CHECK(env.sub.stack.depth() == 0);
 }

@@ -110,8 +110,10 @@ using persisted_metadata = tt::state::persisted_metadata;
 // lets go is force-exited and closed in the pipeline, so no span leaks.
 namespace detail {
 // A receiver gives span ids to a thread in blocks of this many, and all of a
-// block's spans sit in one shard (receiver and local_spans alike).
-inline constexpr std::uint64_t span_id_block = 64;
+// block's spans sit in one shard (receiver and local_spans alike). Large,
+// so that a shard seldom changes owner thread: each change moves its lines
+// between cores (docs/PERFORMANCE.md, round 12).
+inline constexpr std::uint64_t span_id_block = 512;
 }  // namespace detail
 
 class local_spans {
