@@ -1434,16 +1434,16 @@ receive_result receiver::try_receive(const tt_event& ev)
     event_refs refs;
     if (!view_values(refs.refs, site, ev, limits_))
         return false;
-    const unsigned stripe = detail::my_stripe();  // once, for both counts
-    detail::bump(event_counts_[stripe].events[TT_EVENT_NEW_EVENT - 1], stripe);
-
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
     if (cached != interest::always && (cached == interest::never || !pipeline_->enabled(site))) [[unlikely]] {
+        count_event(event_counts_, TT_EVENT_NEW_EVENT - 1);
         filtered_.fetch_add(1, std::memory_order_relaxed);
         answer = TT_STATUS_FILTERED;
         return true;
     }
-    detail::bump(entry->hits(stripe), stripe);
+    // One count for the received event and the call site's hit (stats()).
+    const unsigned stripe = detail::my_stripe();
+    detail::bump(entry->fast_events(stripe), stripe);
     // The parent and thread first, the record in one go: each member is
     // stored once, not zeroed and then set across the calls.
     span_handle parent = 0;
@@ -2506,6 +2506,9 @@ receiver_stats receiver::stats() const
     s.string_bytes = bytes_of_usage();
     std::lock_guard lock(mutex_);
     s.callsites = callsites_.size();
+    // The fast path counts a received event only in its call site's entry.
+    for (const auto& [id, entry] : callsites_)
+        s.events[TT_EVENT_NEW_EVENT - 1] += entry.fast_event_total();
     return s;
 }
 

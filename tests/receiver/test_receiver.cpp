@@ -9,6 +9,7 @@
 #include <tracetunnel/abi_convert.hpp>
 #include <tracetunnel/host/capture.hpp>
 #include <tracetunnel/host/dispatcher.hpp>
+#include <tracetunnel/host/filter.hpp>
 #include <tracetunnel/host/layers.hpp>
 #include <tracetunnel/host/receiver.hpp>
 
@@ -83,6 +84,49 @@ TEST_CASE("a span with an event inside reaches the pipeline")
     CHECK(st.events[TT_EVENT_NEW_SPAN - 1] == 1);
     CHECK(st.events[TT_EVENT_NEW_EVENT - 1] == 1);
     CHECK(st.live_spans == 0);
+}
+
+TEST_CASE("received events and call-site hits are counted once, whichever path took them and on any thread")
+{
+    // The typical event's path counts the received event and its call
+    // site's hit with one add; the general path (here: an explicit parent)
+    // and a filtered event count their own way. stats() and callsite_infos()
+    // must agree with what was sent.
+    host::dispatcher pipeline(std::get<host::filter>(host::parse_filter("info")));
+    host::receiver r("counts", pipeline);
+    abi_site info_site{TT_CALLSITE_EVENT, TT_LEVEL_INFO, "hot", {"message", "n"}};
+    abi_site debug_site{TT_CALLSITE_EVENT, TT_LEVEL_DEBUG, "cold", {"message"}};
+    abi_site span_site{TT_CALLSITE_SPAN, TT_LEVEL_INFO, "work", {}};
+    ok(r, ev_new_callsite(info_site.get()));
+    ok(r, ev_new_callsite(debug_site.get()));  // the filter says never
+    ok(r, ev_new_callsite(span_site.get()));
+    const std::uint64_t span = ok(r, ev_new_span(span_site.id(), {}, TT_PARENT_ROOT));
+    constexpr int per_thread = 500;
+    auto work = [&] {
+        for (int i = 0; i < per_thread; ++i) {
+            const std::vector<tt_field_value> v{fv_str(0, "hello"), fv_i64(1, i)};
+            ok(r, ev_new_event(info_site.id(), v, TT_PARENT_ROOT));           // the fast path
+            ok(r, ev_new_event(info_site.id(), v, TT_PARENT_EXPLICIT, span));  // the general path
+            CHECK(r.receive(ev_new_event(debug_site.id(), {fv_str(0, "x")})) == TT_STATUS_FILTERED);
+        }
+    };
+    std::thread other(work);
+    work();
+    other.join();
+    const auto st = r.stats();
+    CHECK(st.events[TT_EVENT_NEW_EVENT - 1] == 3 * 2 * per_thread);
+    CHECK(st.filtered == 2 * per_thread);
+    CHECK(st.events[TT_EVENT_NEW_SPAN - 1] == 1);
+    std::uint64_t hot_hits = 0, cold_hits = 0;
+    for (const auto& info : r.callsite_infos()) {
+        if (info.site.id == info_site.id())
+            hot_hits = info.hits;
+        if (info.site.id == debug_site.id())
+            cold_hits = info.hits;
+    }
+    CHECK(hot_hits == 2 * 2 * per_thread);
+    CHECK(cold_hits == 0);
+    CHECK(pipeline.statistics().events == 2 * 2 * per_thread);
 }
 
 TEST_CASE("parents: contextual, explicit root, explicit span")

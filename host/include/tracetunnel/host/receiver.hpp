@@ -260,9 +260,23 @@ private:
         {
             return hit_lines[(stripe + 1) * hit_spacing];
         }
-        std::uint64_t hit_total() const noexcept
+        // NEW_EVENTs the fast path took (receive_event_fast), beside hits
+        // on the same line: one count is both the hit and the received
+        // event, which stats() adds to the count of received events.
+        std::atomic<std::uint64_t>& fast_events(unsigned stripe) noexcept
+        {
+            return hit_lines[(stripe + 1) * hit_spacing + 1];
+        }
+        std::uint64_t fast_event_total() const noexcept
         {
             std::uint64_t total = 0;
+            for (unsigned i = 0; i < count_stripes; ++i)
+                total += hit_lines[(i + 1) * hit_spacing + 1].load(std::memory_order_relaxed);
+            return total;
+        }
+        std::uint64_t hit_total() const noexcept
+        {
+            std::uint64_t total = fast_event_total();
             for (unsigned i = 0; i < count_stripes; ++i)
                 total += hits(i).load(std::memory_order_relaxed);
             return total;
