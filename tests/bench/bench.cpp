@@ -574,6 +574,42 @@ void BM_S8w_json_layer_each_line(benchmark::State& state)
 }
 BENCHMARK(BM_S8w_json_layer_each_line)->Unit(benchmark::kMillisecond);
 
+// S9p, for reference, run just before S9: how long one cache line takes to
+// go from one thread to the other and back (ns per one-way transfer). On
+// this VM the two vCPUs sit on nearby cores for minutes (25 to 40 ns) and
+// far apart for minutes (165 to 300 ns), and S9's two-thread figure follows
+// (docs/PERFORMANCE.md, round 12): this row tells which mode a run had.
+void BM_S9p_line_transfer(benchmark::State& state)
+{
+    constexpr std::uint32_t trips = 20'000;
+    for (auto _ : state) {
+        alignas(64) std::atomic<std::uint32_t> ball{0};
+        // The helper answers each odd value with the next even one; the
+        // first answer says it is running, so its start is not timed.
+        std::thread helper([&ball] {
+            for (std::uint32_t i = 0; i <= trips; ++i) {
+                while (ball.load(std::memory_order_acquire) != 2 * i + 1) {
+                }
+                ball.store(2 * i + 2, std::memory_order_release);
+            }
+        });
+        ball.store(1, std::memory_order_release);
+        while (ball.load(std::memory_order_acquire) != 2) {
+        }
+        const auto t0 = steady::now();
+        for (std::uint32_t i = 1; i <= trips; ++i) {
+            ball.store(2 * i + 1, std::memory_order_release);
+            while (ball.load(std::memory_order_acquire) != 2 * i + 2) {
+            }
+        }
+        const auto t1 = steady::now();
+        helper.join();
+        state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    }
+    state.counters["ns_per_transfer"] = per_item(2.0 * trips);
+}
+BENCHMARK(BM_S9p_line_transfer)->UseManualTime()->Unit(benchmark::kMillisecond);
+
 // Real time: the figure is the total events per second of all threads.
 void BM_S9_threads(benchmark::State& state) { run_groups(state, counting_host()); }
 BENCHMARK(BM_S9_threads)->Unit(benchmark::kMillisecond)->UseRealTime()->Threads(1)->Threads(2);

@@ -96,6 +96,8 @@ def main():
     row("S7w", "S7, each line written through (ns / typical event)", v, "{:.0f}")
     v = ns(find(rows, "BM_S8w_json_layer_each_line"), "ns_per_typical")
     row("S8w", "S8, each line written through (ns / typical event)", v, "{:.0f}")
+    v = ns(find(rows, "BM_S9p_line_transfer"), "ns_per_transfer")
+    row("S9p", "one cache line from thread to thread, just before S9 (ns)", v, "{:.0f}")
     t1 = find(rows, "BM_S9_threads/real_time/threads:1")
     t2 = find(rows, "BM_S9_threads/real_time/threads:2")
     e1 = t1.get("events_per_s") if t1 else None
