@@ -1242,9 +1242,7 @@ struct dispatcher::impl {
     struct alignas(64) stripe {
         std::atomic<std::uint64_t> spans_created{0}, spans_disabled{0}, spans_opened{0}, spans_ended{0}, events{0},
             events_filtered{0}, anomalies{0};
-        // The owner thread's block of handles, [next, end).
-        span_handle handles_next = 0;
-        span_handle handles_end = 0;
+        detail::number_block handles;  // the owner thread's (take_handle)
     };
     // Indexed by detail::my_stripe(): a thread's own stripe takes a plain add
     // (count()), not a locked one, on every event.
@@ -1280,13 +1278,7 @@ struct dispatcher::impl {
         detail::bump(stripes[i].spans_created, i);
         if (i == detail::shared_stripe) [[unlikely]]
             return next_handle.fetch_add(1, std::memory_order_relaxed);
-        stripe& st = stripes[i];
-        if (st.handles_next == st.handles_end) [[unlikely]] {
-            const detail::number_block got = detail::take_block(next_handle, handles_per_block);
-            st.handles_next = got.first;
-            st.handles_end = got.end;
-        }
-        return st.handles_next++;
+        return stripes[i].handles.take(next_handle, handles_per_block);
     }
 
     const config* load_config() const noexcept { return cfg.load(std::memory_order_acquire); }

@@ -924,13 +924,12 @@ struct alignas(64) receiver::span_shard {
     span_table t;
 };
 
-// What a thread stripe has of its own: a block of span ids, [next, end),
-// and quota credit in usage_'s units (take_quota). Only the stripe's owner
-// takes ids and spends credit; anyone may take the credit back
-// (return_credits), hence the atomic.
+// What a thread stripe has of its own: a block of span ids and quota credit
+// in usage_'s units (take_quota). Only the stripe's owner takes ids and
+// spends credit; anyone may take the credit back (return_credits), hence
+// the atomic.
 struct alignas(64) receiver::stripe_slot {
-    std::uint64_t next = 0;
-    std::uint64_t end = 0;
+    detail::number_block ids;
     std::atomic<std::uint64_t> credit{0};
 };
 
@@ -1633,13 +1632,10 @@ std::uint64_t receiver::next_span_id() noexcept
     const unsigned stripe = detail::my_stripe();
     if (stripe == detail::shared_stripe) [[unlikely]]
         return next_id_.fetch_add(1, std::memory_order_relaxed) & ~top_bit;
-    stripe_slot& b = stripe_slots_[stripe];
-    if (b.next == b.end || b.next < id_floor_.load(std::memory_order_relaxed)) [[unlikely]] {
-        const detail::number_block got = detail::take_block(next_id_, detail::span_id_block);
-        b.next = got.first;
-        b.end = got.end;
-    }
-    return b.next++ & ~top_bit;
+    detail::number_block& ids = stripe_slots_[stripe].ids;
+    if (ids.next < id_floor_.load(std::memory_order_relaxed)) [[unlikely]]
+        ids.give_up();  // below a replayed id
+    return ids.take(next_id_, detail::span_id_block) & ~top_bit;
 }
 
 // Whether `need` (usage_'s units) may be added to a usage of `before`.
@@ -1679,17 +1675,15 @@ bool receiver::take_quota(std::uint64_t need, std::uint64_t& before) noexcept
 
 bool receiver::take_quota_exact(std::uint64_t need, std::uint64_t& before) noexcept
 {
-    before = usage_.fetch_add(need, std::memory_order_relaxed);
-    if (quota_fits(before, need))
-        return true;
-    usage_.fetch_sub(need, std::memory_order_relaxed);
-    if (!return_credits())
-        return false;
-    before = usage_.fetch_add(need, std::memory_order_relaxed);
-    if (quota_fits(before, need))
-        return true;
-    usage_.fetch_sub(need, std::memory_order_relaxed);
-    return false;
+    // A second try only if a refusal took unspent credit back.
+    for (bool retried = false;; retried = true) {
+        before = usage_.fetch_add(need, std::memory_order_relaxed);
+        if (quota_fits(before, need))
+            return true;
+        usage_.fetch_sub(need, std::memory_order_relaxed);
+        if (retried || !return_credits())
+            return false;
+    }
 }
 
 // Gives back what a span took (a close): to this thread's credit, which

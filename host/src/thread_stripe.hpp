@@ -81,25 +81,31 @@ inline unsigned my_stripe() noexcept
         c.fetch_add(n, std::memory_order_relaxed);
 }
 
-// Numbers for one thread from a shared counter: from its value up to the
-// next multiple of `block`, [first, end). A whole block when the counter is
-// aligned; the rest of one when numbers were taken one by one meanwhile (the
+// One thread's numbers (span ids, span handles) from a shared counter, a
+// block at a time: [next, end). A new block runs from the counter's value up
+// to the next multiple of `block`: a whole block when the counter is
+// aligned, the rest of one when numbers were taken one by one meanwhile (the
 // shared stripe) or the counter was set from outside (a restore). Aligned
 // blocks are what keep two threads' numbers apart in the tables indexed by
 // them: a block straddling a boundary shared cache lines (and shards) with
-// the next thread's block.
+// the next thread's block. Only its owner thread uses a number_block.
 struct number_block {
-    std::uint64_t first = 0;
+    std::uint64_t next = 0;
     std::uint64_t end = 0;
+
+    std::uint64_t take(std::atomic<std::uint64_t>& counter, std::uint64_t block) noexcept
+    {
+        if (next == end) [[unlikely]] {
+            std::uint64_t cur = counter.load(std::memory_order_relaxed);
+            do {
+                end = (cur / block + 1) * block;
+            } while (!counter.compare_exchange_weak(cur, end, std::memory_order_relaxed));
+            next = cur;
+        }
+        return next++;
+    }
+    // The rest of this block is not to be used: the next take starts a new one.
+    void give_up() noexcept { end = next; }
 };
-inline number_block take_block(std::atomic<std::uint64_t>& counter, std::uint64_t block) noexcept
-{
-    std::uint64_t cur = counter.load(std::memory_order_relaxed);
-    std::uint64_t end = 0;
-    do {
-        end = (cur / block + 1) * block;
-    } while (!counter.compare_exchange_weak(cur, end, std::memory_order_relaxed));
-    return {cur, end};
-}
 
 }  // namespace tt::host::detail

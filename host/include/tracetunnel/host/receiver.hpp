@@ -267,11 +267,15 @@ private:
         {
             return hit_lines[(stripe + 1) * hit_spacing + 1];
         }
+        const std::atomic<std::uint64_t>& fast_events(unsigned stripe) const noexcept
+        {
+            return hit_lines[(stripe + 1) * hit_spacing + 1];
+        }
         std::uint64_t fast_event_total() const noexcept
         {
             std::uint64_t total = 0;
             for (unsigned i = 0; i < count_stripes; ++i)
-                total += hit_lines[(i + 1) * hit_spacing + 1].load(std::memory_order_relaxed);
+                total += fast_events(i).load(std::memory_order_relaxed);
             return total;
         }
         std::uint64_t hit_total() const noexcept
