@@ -432,12 +432,13 @@ void site_members(text_buffer& out, const site_texts::slot& k, field_refs values
 {
     bool first = true;
     for (std::size_t i = 0; i < values.size(); ++i) {
-        if (!values[i].value)
+        const value_ref v = values[i].value;  // made once: a plugin's values are viewed as they are read
+        if (!v)
             continue;
         const std::size_t from = k.key_at[i] + (first ? 1 : 0);  // the first member has no comma
         out.put(std::string_view(k.keys.data() + from, k.key_at[i + 1] - from));
         first = false;
-        json_value(out, values[i].value, scratch);
+        json_value(out, v, scratch);
     }
 }
 

@@ -246,24 +246,26 @@ inline bool plausible(const tt_str& s, std::size_t max_len) noexcept
     return plausible(s, max_len) && (short_ascii(s) || valid_utf8(view(s)));
 }
 
-// The most values an event's views are made for on the stack; more (a raised
-// quota) take the general path.
+// The most values the fast paths take (a new span's views are made on the
+// stack); more (a raised quota) take the general path.
 constexpr std::uint32_t fast_event_values = 32;
 
-// Room for an event's field_refs on the stack, left uninitialised: each is
+// Room for a new span's field_refs on the stack, left uninitialised: each is
 // constructed as it is filled.
 union event_refs {
     event_refs() noexcept {}
     field_ref refs[fast_event_values];
 };
 
-// Views of a plugin's values for `site` into `out`, checking what the
-// general path checks (field index, the string length and error chain
-// quotas, pointers, UTF-8). False for anything unusual (an unknown kind, a
-// bad index, length, pointer or UTF-8): the general path then decides and words
-// the error. Nothing is copied: the views borrow the plugin's values, which
-// live for the emit call.
+// Checks a plugin's values for `site` as the general path does (field
+// index, the string length and error chain quotas, pointers, UTF-8) and, if
+// MakeViews, makes their views into `out`. False for anything unusual (an
+// unknown kind, a bad index, length, pointer or UTF-8): the general path
+// then decides and words the error. Nothing is copied: the views borrow the
+// plugin's values, which live for the emit call. An event's values are only
+// checked here: its field_refs make each view when a layer reads it.
 // Inlined into both fast paths: the typical event's path must not pay a call.
+template <bool MakeViews>
 [[gnu::always_inline]] inline bool view_values(field_ref* out, const model::callsite& site, const tt_event& ev,
                                                const quotas& q) noexcept
 {
@@ -291,7 +293,8 @@ union event_refs {
                 if (!checked_text(e.chain[j], max_len))
                     return false;
         }
-        ::new (static_cast<void*>(out + i)) field_ref{names[f], value_ref::from_abi(v)};
+        if constexpr (MakeViews)
+            ::new (static_cast<void*>(out + i)) field_ref{names[f], value_ref::from_abi(v)};
     }
     return true;
 }
@@ -1430,8 +1433,7 @@ receive_result receiver::try_receive(const tt_event& ev)
     if (ev.value_count > fast_event_values)
         return false;
     const model::callsite& site = entry->site;
-    event_refs refs;
-    if (!view_values(refs.refs, site, ev, limits_))
+    if (!view_values<false>(nullptr, site, ev, limits_))
         return false;
     const auto cached = static_cast<interest>(entry->cached.load(std::memory_order_relaxed));
     if (cached != interest::always && (cached == interest::never || !pipeline_->enabled(site))) [[unlikely]] {
@@ -1455,7 +1457,7 @@ receive_result receiver::try_receive(const tt_event& ev)
                            .plugin_key = plugin_key_,
                            .parent = parent,
                            .contextual = contextual,
-                           .values = field_refs(refs.refs, ev.value_count),
+                           .values = field_refs::from_abi(ev.values, ev.value_count, site.fields.data()),
                            .time = {},
                            .thread = thread,
                            .site_word = &entry->pipeline_word};
@@ -1750,7 +1752,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     // Checked views of the plugin's values (the event path's checks), packed
     // from those straight into the span's blob: no model::value between.
     event_refs refs;
-    if (!view_values(refs.refs, site, ev, limits_))
+    if (!view_values<true>(refs.refs, site, ev, limits_))
         return std::nullopt;
     // A field given twice: the general path merges them.
     for (std::uint32_t i = 1; i < ev.value_count; ++i)

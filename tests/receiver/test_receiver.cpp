@@ -86,6 +86,83 @@ TEST_CASE("a span with an event inside reaches the pipeline")
     CHECK(st.live_spans == 0);
 }
 
+namespace {
+
+// Reads an event's values twice, by range-for and by index, as "name=value".
+struct values_layer final : host::layer {
+    std::vector<std::string> by_step, by_index;
+    void on_event(const host::event_view& ev) noexcept override
+    {
+        for (const host::field_ref& f : ev.values)
+            by_step.push_back(std::string(f.name) + "=" + text_of(f.value));
+        for (std::size_t i = 0; i < ev.values.size(); ++i)
+            by_index.push_back(std::string(ev.values[i].name) + "=" + text_of(ev.values[i].value));
+    }
+    static std::string text_of(const host::value_ref& v)
+    {
+        return v.visit([](const auto& x) -> std::string {
+            using T = std::decay_t<decltype(x)>;
+            std::ostringstream out;
+            if constexpr (std::is_same_v<T, bool>)
+                out << (x ? "true" : "false");
+            else if constexpr (std::is_same_v<T, std::string_view>)
+                out << '"' << x << '"';
+            else if constexpr (std::is_same_v<T, host::value_ref::debug>)
+                out << "?" << x.text;
+            else if constexpr (std::is_same_v<T, host::value_ref::error_view>)
+                for (std::size_t i = 0; i < x.size(); ++i)
+                    out << (i == 0 ? "" : " <- ") << x[i];
+            else if constexpr (std::is_same_v<T, model::i128> || std::is_same_v<T, model::u128>)
+                out << "wide";
+            else
+                out << x;
+            return out.str();
+        });
+    }
+};
+
+}  // namespace
+
+TEST_CASE("an event's values reach a layer by field index, each kind, made as they are read")
+{
+    auto layer = std::make_shared<values_layer>();
+    host::dispatcher d;
+    d.add_layer(layer);
+    abi_site site{TT_CALLSITE_EVENT, TT_LEVEL_INFO, "event kinds.cpp:1", {"message", "b", "i", "u", "f", "d", "e"}};
+    host::receiver recv("kinds", d);
+    ok(recv, ev_new_callsite(site.get()));
+    const std::vector<tt_str> chain{str_of("outer"), str_of("inner")};
+    // Out of the call site's order: a view names its value by its field index.
+    const std::vector<tt_field_value> values{fv_f64(4, 1.5), fv_str(0, "hello there"), fv_bool(1, true),
+                                             fv_i64(2, -7), fv_u64(3, 9), fv_debug(5, "Point { x: 1 }"),
+                                             fv_error(6, chain)};
+    CHECK(ok(recv, ev_new_event(site.id(), values)) == TT_STATUS_OK);
+    const std::vector<std::string> expected{"f=1.5",   "message=\"hello there\"", "b=true",
+                                            "i=-7",    "u=9",                       "d=?Point { x: 1 }",
+                                            "e=outer <- inner"};
+    CHECK(layer->by_step == expected);
+    CHECK(layer->by_index == expected);
+}
+
+TEST_CASE("field_refs: views made already, from a vector or a pointer and a count")
+{
+    const std::vector<host::field_ref> refs{{"a", host::value_ref(model::value(std::int64_t{1}))},
+                                            {"b", host::value_ref()}};
+    const host::field_refs from_vector = refs;
+    const host::field_refs from_pointer(refs.data(), 1);
+    REQUIRE(from_vector.size() == 2);
+    CHECK(from_vector.front().name == "a");
+    CHECK(!from_vector[1].value);
+    CHECK(from_pointer.size() == 1);
+    std::size_t steps = 0;
+    for (const host::field_ref& f : from_pointer) {
+        CHECK(f.name == "a");
+        ++steps;
+    }
+    CHECK(steps == 1);
+    CHECK(host::field_refs().empty());
+}
+
 TEST_CASE("received events and call-site hits are counted once, whichever path took them and on any thread")
 {
     // The typical event's path counts the received event and its call

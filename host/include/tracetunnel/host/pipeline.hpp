@@ -28,8 +28,12 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
+#include <iterator>
+#include <ranges>
 #include <span>
+#include <string>
 #include <string_view>
 #include <thread>
 #include <type_traits>
@@ -166,6 +170,13 @@ public:
     model::value to_value() const;
 
 private:
+    friend class field_refs;  // makes views of values the receiver checked, without from_abi's kind check
+    static value_ref from_checked_abi(const tt_field_value& v) noexcept
+    {
+        tt_str payload;
+        std::memcpy(&payload, &v.as, sizeof(tt_str));
+        return value_ref(static_cast<kind>(v.kind), payload);
+    }
     // from_abi's: each member stored once (no default first).
     value_ref(kind k, const tt_str& payload) noexcept : k_(k), abi_chain_(true), s_(payload) {}
 
@@ -188,7 +199,91 @@ struct field_ref {
     value_ref value;
 };
 
-using field_refs = std::span<const field_ref>;
+// The values of one event, span or record: a range of field_ref, borrowed
+// for the length of a call. Either views made already (the host's own
+// values, replay, restored spans) or a plugin's values as it sent them with
+// the call site's field names, each field_ref made when it is read: an
+// event that no layer reads the values of costs no views. The receiver has
+// checked a plugin's values before they get here.
+//
+//   for (const tt::host::field_ref& f : ev.values)  // a field_ref made per step
+//       fmt::print("{}={} ", f.name, f.value.text());
+//   tt::host::field_ref r{"answer", v};
+//   sub.record(span, tt::host::field_refs(&r, 1));
+class field_refs {
+public:
+    class iterator {
+    public:
+        using value_type = field_ref;
+        using difference_type = std::ptrdiff_t;
+        using reference = field_ref;
+        using iterator_category = std::input_iterator_tag;
+        using iterator_concept = std::forward_iterator_tag;
+
+        iterator() noexcept = default;
+        field_ref operator*() const noexcept { return at(p_, names_, i_); }
+        iterator& operator++() noexcept
+        {
+            ++i_;
+            return *this;
+        }
+        iterator operator++(int) noexcept
+        {
+            iterator old = *this;
+            ++i_;
+            return old;
+        }
+        bool operator==(const iterator& o) const noexcept { return i_ == o.i_; }
+
+    private:
+        friend class field_refs;
+        iterator(const void* p, const std::string* names, std::size_t i) noexcept : p_(p), names_(names), i_(i) {}
+        const void* p_ = nullptr;
+        const std::string* names_ = nullptr;
+        std::size_t i_ = 0;
+    };
+
+    field_refs() noexcept = default;
+    // Views made already, which must outlive the call.
+    field_refs(const field_ref* refs, std::size_t n) noexcept : p_(refs), n_(n) {}
+    template <class R>
+        requires std::ranges::contiguous_range<const R> && std::ranges::sized_range<const R> &&
+                 std::same_as<std::ranges::range_value_t<const R>, field_ref>
+    field_refs(const R& refs) noexcept  // NOLINT: implicit, as std::span's
+        : p_(std::ranges::data(refs)), n_(std::ranges::size(refs))
+    {
+    }
+    // A plugin's checked values; `names` are its call site's field names, by
+    // tt_field_value::field.
+    static field_refs from_abi(const tt_field_value* values, std::size_t n, const std::string* names) noexcept
+    {
+        field_refs r;
+        r.p_ = values;
+        r.names_ = names;
+        r.n_ = n;
+        return r;
+    }
+
+    std::size_t size() const noexcept { return n_; }
+    bool empty() const noexcept { return n_ == 0; }
+    field_ref operator[](std::size_t i) const noexcept { return at(p_, names_, i); }
+    field_ref front() const noexcept { return at(p_, names_, 0); }
+    iterator begin() const noexcept { return iterator(p_, names_, 0); }
+    iterator end() const noexcept { return iterator(p_, names_, n_); }
+
+private:
+    static field_ref at(const void* p, const std::string* names, std::size_t i) noexcept
+    {
+        if (names == nullptr)
+            return static_cast<const field_ref*>(p)[i];
+        const tt_field_value& v = static_cast<const tt_field_value*>(p)[i];
+        return field_ref{names[v.field], value_ref::from_checked_abi(v)};
+    }
+
+    const void* p_ = nullptr;
+    const std::string* names_ = nullptr;  // null: p_ is field_ref[n_]
+    std::size_t n_ = 0;
+};
 
 // A new span. `parent` is already resolved by the receiver: the explicit
 // parent's handle, the current span on this thread for a contextual parent,
