@@ -208,7 +208,7 @@ void quote_into(text_buffer& out, std::string_view s)
 }
 
 // A value as `key=value` shows it (an error's sources are handled by the caller).
-void value_into(text_buffer& out, value_ref v)
+void value_into(text_buffer& out, const value_ref& v)
 {
     v.visit(
         [&](const auto& x) {
@@ -236,7 +236,7 @@ void value_into(text_buffer& out, value_ref v)
 }
 
 // The message as tracing prints it: displayed, not quoted.
-void message_into(text_buffer& out, value_ref v)
+void message_into(text_buffer& out, const value_ref& v)
 {
     if (v.type() == value_ref::kind::string)
         out.put(v.text());
@@ -244,7 +244,7 @@ void message_into(text_buffer& out, value_ref v)
         value_into(out, v);
 }
 
-void sources_into(text_buffer& out, value_ref v)
+void sources_into(text_buffer& out, const value_ref& v)
 {
     const value_ref::error_view e = v.chain();
     out.put('[');
@@ -339,6 +339,33 @@ std::string_view name_of(const std::pair<std::string, model::value>& f) noexcept
 value_ref value_of(const std::pair<std::string, model::value>& f) noexcept { return f.second; }
 std::string_view name_of(const field_ref& f) noexcept { return f.name; }
 value_ref value_of(const field_ref& f) noexcept { return f.value; }
+
+// Some of an event's fields, by their positions in its values: each is
+// viewed where it is read, not copied into a list (a plugin's values are
+// viewed as they are read, and a field_ref copied just after it is made
+// waits for its stores to reach the cache).
+struct picked_fields {
+    class iterator {
+    public:
+        iterator(const picked_fields& p, std::size_t i) noexcept : p_(&p), i_(i) {}
+        field_ref operator*() const noexcept { return p_->all[(*p_->at)[i_]]; }
+        iterator& operator++() noexcept
+        {
+            ++i_;
+            return *this;
+        }
+        bool operator!=(const iterator& o) const noexcept { return i_ != o.i_; }
+
+    private:
+        const picked_fields* p_;
+        std::size_t i_;
+    };
+    field_refs all;
+    const std::vector<std::uint32_t>* at;
+    bool empty() const noexcept { return at->empty(); }
+    iterator begin() const noexcept { return iterator(*this, 0); }
+    iterator end() const noexcept { return iterator(*this, at->size()); }
+};
 
 // Span fields as compact shows them inside braces: k=v k2=v2
 template <class Fields>
@@ -443,17 +470,20 @@ void format_into(text_buffer& out, const event_view& ev, const console_options& 
     const std::string_view target = ev.site ? std::string_view(ev.site->target) : std::string_view();
 
     value_ref message;
-    // Borrowed, in a per-thread list that keeps its capacity between lines.
-    thread_local std::vector<field_ref> fields;
-    fields.clear();
-    for (const auto& f : ev.values) {
+    // The other fields' positions, in a per-thread list that keeps its
+    // capacity between lines.
+    thread_local std::vector<std::uint32_t> others;
+    others.clear();
+    for (std::size_t i = 0; i < ev.values.size(); ++i) {
+        const field_ref f = ev.values[i];
         if (!f.value)
             continue;
         if (f.name == "message" && !message)
             message = f.value;
         else
-            fields.push_back(f);
+            others.push_back(static_cast<std::uint32_t>(i));
     }
+    const picked_fields fields{ev.values, &others};
 
     auto put_time = [&] {
         if (color_)

@@ -136,7 +136,7 @@ void json_double(text_buffer& out, double d)
     out.commit(static_cast<std::size_t>(at - p));
 }
 
-void json_value(text_buffer& out, value_ref v, std::string& scratch)
+void json_value(text_buffer& out, const value_ref& v, std::string& scratch)
 {
     v.visit(
         [&](const auto& x) {

@@ -156,14 +156,15 @@ public:
     // kind, readable pointers, valid UTF-8 (the receiver does).
     static value_ref from_abi(const tt_field_value& v) noexcept;
 
-    kind type() const noexcept { return k_; }
-    explicit operator bool() const noexcept { return k_ != kind::none; }
+    kind type() const noexcept { return static_cast<kind>(meta_ & kind_mask); }
+    explicit operator bool() const noexcept { return type() != kind::none; }
     // A string's or debug value's text, an error's message; empty otherwise.
     std::string_view text() const noexcept;
     // An error's message and sources; empty for any other kind.
     error_view chain() const noexcept
     {
-        return k_ == kind::error ? error_view(s_.ptr, s_.len, abi_chain_) : error_view(nullptr, 0, false);
+        return type() == kind::error ? error_view(s_.ptr, s_.len, (meta_ & abi_chain_bit) != 0)
+                                     : error_view(nullptr, 0, false);
     }
     template <class F>
     decltype(auto) visit(F&& f) const;
@@ -178,10 +179,20 @@ private:
         return value_ref(static_cast<kind>(v.kind), payload);
     }
     // from_abi's: each member stored once (no default first).
-    value_ref(kind k, const tt_str& payload) noexcept : k_(k), abi_chain_(true), s_(payload) {}
+    value_ref(kind k, const tt_str& payload) noexcept
+        : s_(payload), meta_(static_cast<std::uint64_t>(k) | abi_chain_bit)
+    {
+    }
 
-    kind k_ = kind::none;
-    bool abi_chain_ = false;
+    static constexpr std::uint64_t kind_mask = 0xff;
+    static constexpr std::uint64_t abi_chain_bit = 0x100;  // an error's chain is the ABI's tt_str array
+
+    // The payload first and the kind in a whole word after it: a ref made
+    // just before it is copied (a layer's view of a plugin's value) is
+    // written as one 16-byte and one 8-byte store, and the copy's loads are
+    // the same two, which the CPU forwards from the stores. A kind byte at
+    // the front made the copy's first 16-byte load span two stores, which
+    // cannot be forwarded and waits for both to reach the cache.
     // The ABI's payload layout, so that from_abi copies it as it is.
     union {
         std::uint8_t b_;  // 0 = false, anything else true (as the ABI's boolean)
@@ -191,7 +202,9 @@ private:
         double d_;
         tt_str s_{};  // string, debug text; an error: chain pointer and length
     };
+    std::uint64_t meta_ = 0;  // kind (low byte) | abi_chain_bit
 };
+static_assert(sizeof(value_ref) == 24);
 
 // One value of one field, borrowed from the receiver for the length of a call.
 struct field_ref {
@@ -457,7 +470,7 @@ private:
     std::uint64_t owner_;
 };
 
-inline value_ref::value_ref(const model::value& v) noexcept : k_(static_cast<kind>(v.index() + 1)), u_(0)
+inline value_ref::value_ref(const model::value& v) noexcept : u_(0), meta_(v.index() + 1)
 {
     std::visit(
         [this](const auto& x) {
@@ -495,7 +508,7 @@ inline value_ref value_ref::from_abi(const tt_field_value& v) noexcept
 
 inline std::string_view value_ref::text() const noexcept
 {
-    switch (k_) {
+    switch (type()) {
     case kind::string:
     case kind::debug_text: return s_.len == 0 ? std::string_view() : std::string_view(s_.ptr, s_.len);
     case kind::error: return s_.len == 0 ? std::string_view() : chain().front();
@@ -506,7 +519,7 @@ inline std::string_view value_ref::text() const noexcept
 template <class F>
 decltype(auto) value_ref::visit(F&& f) const
 {
-    switch (k_) {
+    switch (type()) {
     case kind::boolean: return f(b_ != 0);
     case kind::i64: return f(i_);
     case kind::u64: return f(u_);
