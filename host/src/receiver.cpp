@@ -252,8 +252,8 @@ constexpr std::uint32_t fast_event_values = 32;
 
 // Room for a new span's field_refs on the stack, left uninitialised: each is
 // constructed as it is filled.
-union event_refs {
-    event_refs() noexcept {}
+union span_refs {
+    span_refs() noexcept {}
     field_ref refs[fast_event_values];
 };
 
@@ -1751,7 +1751,7 @@ std::optional<receive_result> receiver::receive_span_fast(const tt_event& ev)
     const model::callsite& site = entry->site;
     // Checked views of the plugin's values (the event path's checks), packed
     // from those straight into the span's blob: no model::value between.
-    event_refs refs;
+    span_refs refs;
     if (!view_values<true>(refs.refs, site, ev, limits_))
         return std::nullopt;
     // A field given twice: the general path merges them.

@@ -174,14 +174,22 @@ private:
     friend class field_refs;  // makes views of values the receiver checked, without from_abi's kind check
     static value_ref from_checked_abi(const tt_field_value& v) noexcept
     {
+        return value_ref(static_cast<kind>(v.kind), v);
+    }
+    // from_abi's and from_checked_abi's: the ABI payload copied whole,
+    // whatever the kind (no branch per kind), each member stored once (no
+    // default first).
+    value_ref(kind k, const tt_field_value& v) noexcept
+        : s_(payload_of(v)), meta_(static_cast<std::uint64_t>(k) | abi_chain_bit)
+    {
+    }
+    static tt_str payload_of(const tt_field_value& v) noexcept
+    {
+        // Each member of the ABI's union sits where the same member of ours does.
+        static_assert(sizeof(v.as) == sizeof(tt_str) && sizeof(tt_error_chain) == sizeof(tt_str));
         tt_str payload;
         std::memcpy(&payload, &v.as, sizeof(tt_str));
-        return value_ref(static_cast<kind>(v.kind), payload);
-    }
-    // from_abi's: each member stored once (no default first).
-    value_ref(kind k, const tt_str& payload) noexcept
-        : s_(payload), meta_(static_cast<std::uint64_t>(k) | abi_chain_bit)
-    {
+        return payload;
     }
 
     static constexpr std::uint64_t kind_mask = 0xff;
@@ -498,12 +506,7 @@ inline value_ref::value_ref(const model::value& v) noexcept : u_(0), meta_(v.ind
 
 inline value_ref value_ref::from_abi(const tt_field_value& v) noexcept
 {
-    // The payload is copied whole, whatever the kind (no branch per kind):
-    // each member of the ABI's union sits where the same member of ours does.
-    static_assert(sizeof(v.as) == sizeof(tt_str) && sizeof(tt_error_chain) == sizeof(tt_str));
-    tt_str payload;
-    std::memcpy(&payload, &v.as, sizeof(tt_str));
-    return value_ref(v.kind <= TT_VALUE_ERROR ? static_cast<kind>(v.kind) : kind::none, payload);
+    return value_ref(v.kind <= TT_VALUE_ERROR ? static_cast<kind>(v.kind) : kind::none, v);
 }
 
 inline std::string_view value_ref::text() const noexcept
